@@ -1,0 +1,33 @@
+# The README's two commands are `make demo` and `make test`; each builds its own virtual environment.
+#   .venv       runtime only: the CPU wheel of torch 2.13.0 that lies on this machine's disk, no torchvision.
+#   .venv-test  test dependencies: torch 2.14.1 + torchvision 0.29.1 (timm, our reference, imports torchvision).
+PYTHON ?= python3
+VENV := .venv
+VENV_TEST := .venv-test
+
+.PHONY: demo test bench clean
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/vitlab models
+	$(VENV)/bin/python -c "import torch, vitlab; m = vitlab.create_model('vit_tiny_patch4_32', num_classes=10); print('logits', tuple(m(torch.randn(2, 3, 32, 32)).shape))"
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q torch==2.13.0
+	$(VENV)/bin/pip install -q -e .
+	touch $@
+
+test: $(VENV_TEST)/.installed
+	$(VENV_TEST)/bin/python -m pytest -q || [ $$? -eq 5 ]  # exit 5 = no tests collected
+
+$(VENV_TEST)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV_TEST)
+	$(VENV_TEST)/bin/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(VENV_TEST)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+bench: $(VENV_TEST)/.installed
+	$(VENV_TEST)/bin/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) $(VENV_TEST)

@@ -1,0 +1,7 @@
+"""Models and the registry that names their sizes."""
+
+from vitlab.models import vit as _vit  # noqa: F401  (registers the ViT sizes)
+from vitlab.models.registry import create_model, list_models, register_model
+from vitlab.models.vit import VisionTransformer
+
+__all__ = ["VisionTransformer", "create_model", "list_models", "register_model"]

@@ -1,0 +1,24 @@
+"""Building blocks: attention, positional encodings, activations and transformer blocks."""
+
+from vitlab.nn.activations import get_activation, list_activations
+from vitlab.nn.attention import Attention
+from vitlab.nn.blocks import Block, DropPath, LayerScale, Mlp, PatchEmbed
+from vitlab.nn.posenc import (
+    LearnedPositionEmbedding,
+    resample_pos_embed,
+    sincos_2d,
+)
+
+__all__ = [
+    "Attention",
+    "Block",
+    "DropPath",
+    "LayerScale",
+    "LearnedPositionEmbedding",
+    "Mlp",
+    "PatchEmbed",
+    "get_activation",
+    "list_activations",
+    "resample_pos_embed",
+    "sincos_2d",
+]
