@@ -1,0 +1,136 @@
+"""ViT training-step throughput: vitlab against timm's ``VisionTransformer`` with the same configuration,
+and model FLOPs utilisation (MFU) against this machine's fp32 matmul peak, all measured in one run.
+
+    python -m benchmarks.bench_vit [--batch 128] [--steps 5] [--compile]
+
+A step is forward + cross-entropy + backward + AdamW update. The two models are timed in alternating
+rounds so that a change in machine load hits both alike; each figure is the median over rounds.
+MFU = (FLOPs of one step, counted by ``torch.utils.flop_counter.FlopCounterMode``) / step time / peak,
+with the peak measured as the best of several large ``torch.matmul`` calls in the same process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+import vitlab
+
+CONFIG = dict(img_size=32, patch_size=4, embed_dim=192, depth=12, num_heads=3, num_classes=10)
+
+
+def matmul_peak_flops(size: int = 2048, repeats: int = 5) -> float:
+    """Best achieved FLOP/s of an fp32 (size × size) @ (size × size) matmul: 2·size³ per call."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.matmul(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.matmul(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def make_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor) -> Callable[[], None]:
+    """One training step on a fixed batch."""
+
+    def step() -> None:
+        loss = F.cross_entropy(model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def step_flops(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> int:
+    """FLOPs of forward + backward, counted by PyTorch's FlopCounterMode (matmuls, convs, attention)."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        F.cross_entropy(model(images), labels).backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def time_rounds(steps: dict[str, Callable[[], None]], rounds: int, steps_per_round: int) -> dict[str, float]:
+    """Median seconds per step of each named step function, timed in alternating rounds."""
+    for step in steps.values():  # warm-up (allocator, autotuning, compilation)
+        step()
+        step()
+    samples: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            for _ in range(steps_per_round):
+                step()
+            samples[name].append((time.perf_counter() - start) / steps_per_round)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def build_pair(batch: int, compile_models: bool) -> tuple[dict[str, Callable[[], None]], int]:
+    from timm.models.vision_transformer import VisionTransformer as TimmViT
+
+    torch.manual_seed(0)
+    images, labels = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
+    ours = vitlab.create_model("vit_tiny_patch4_32")
+    reference = TimmViT(**CONFIG)
+    reference.load_state_dict(vitlab.models.vit.convert_to_timm_state_dict(ours.state_dict()))
+    flops = step_flops(ours, images, labels)
+    steps = {}
+    for name, model in (("vitlab", ours), ("timm", reference)):
+        model.train()
+        runnable = torch.compile(model) if compile_models else model
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
+        steps[name] = make_step(runnable, optimizer, images, labels)
+    return steps, flops
+
+
+def run(batch: int = 128, rounds: int = 3, steps_per_round: int = 2, compile_models: bool = False) -> list[dict]:
+    """Rows: vitlab vs timm step time (ratio = timm time / vitlab time, > 1 means vitlab is faster), MFU."""
+    steps, flops = build_pair(batch, compile_models)
+    peak = matmul_peak_flops()
+    times = time_rounds(steps, rounds, steps_per_round)
+    mode = "compiled" if compile_models else "eager"
+    ours, reference = times["vitlab"], times["timm"]
+    return [
+        dict(
+            name=f"ViT-Ti/4 32x32 train step, batch {batch}, {mode} (images/s)",
+            value=batch / ours,
+            reference=batch / reference,
+            ratio=reference / ours,
+            target="vitlab >= 1.1x timm",
+        ),
+        dict(
+            name=f"ViT-Ti/4 train step MFU, {mode} (achieved / fp32 matmul peak)",
+            value=flops / ours / 1e9,
+            reference=peak / 1e9,
+            ratio=flops / ours / peak,
+            target="report (GFLOP/s)",
+        ),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=2, help="steps per round")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile'd models")
+    args = parser.parse_args()
+    rows = run(args.batch, args.rounds, args.steps, compile_models=False)
+    if args.compile:
+        rows += run(args.batch, args.rounds, args.steps, compile_models=True)
+    from benchmarks.report import print_table
+
+    print_table(rows)
+
+
+if __name__ == "__main__":
+    main()
