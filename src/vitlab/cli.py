@@ -23,6 +23,45 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+# `vitlab plot NAME --out PATH`: each entry is "module:function", the function taking the output PNG path
+# and returning the path it wrote. Imported lazily so that `vitlab --help` stays fast.
+PLOTS: dict[str, str] = {
+    "activations": "vitlab.viz:plot_activations",
+    "posenc": "vitlab.viz:plot_posenc",
+    "mixing": "vitlab.viz:plot_mixing",
+}
+
+# `vitlab demo NAME --out DIR`: each entry is "module:function", the function taking the output folder and
+# returning an exit code.
+DEMOS: dict[str, str] = {
+    "legendre": "vitlab.autograd:legendre_demo",
+}
+
+
+def _resolve(entry: str):  # noqa: ANN202 - returns a callable
+    import importlib
+
+    module, _, function = entry.partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    """Write one of the technique plots as a PNG."""
+    from pathlib import Path
+
+    out = Path(args.out) if args.out else Path(f"{args.name}.png")
+    written = _resolve(PLOTS[args.name])(out)
+    print(f"wrote {written}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run one of the demos (e.g. the Legendre P3 fit of sin(x))."""
+    from pathlib import Path
+
+    return int(_resolve(DEMOS[args.name])(Path(args.out)) or 0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
@@ -35,6 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="list the registered models")
     models.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'vit_tiny*'")
     models.set_defaults(func=cmd_models)
+
+    plot = sub.add_parser("plot", help="write a technique's plot as a PNG")
+    plot.add_argument("name", choices=sorted(PLOTS), help="which plot")
+    plot.add_argument("--out", default=None, help="output PNG path (default: NAME.png)")
+    plot.set_defaults(func=cmd_plot)
+
+    demo = sub.add_parser("demo", help="run a demo")
+    demo.add_argument("name", choices=sorted(DEMOS), help="which demo")
+    demo.add_argument("--out", default="demo", help="output folder for its plots (default: ./demo)")
+    demo.set_defaults(func=cmd_demo)
 
     return parser
 
