@@ -124,3 +124,152 @@ def test_resample_2d_input_and_dtype_preserved():
     posemb = torch.randn(12, 4, dtype=torch.float64)
     out = resample_pos_embed(posemb, (2, 3), (3, 4))
     assert out.shape == (6, 4) and out.dtype == torch.float64
+
+
+# ---------------------------------------------------------------- 1D sinusoidal (Vaswani et al. 2017, Sec. 3.5)
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from vitlab.errors import ConfigError, DataError  # noqa: E402
+from vitlab.nn import SinusoidalPositionalEncoding, sinusoidal_1d  # noqa: E402
+
+
+def frequencies(dim, base=10000.0):
+    """ω_i = 1 / base^(2i/d), i = 0 .. d/2 − 1, one Python float at a time."""
+    return [1.0 / base ** (2 * i / dim) for i in range(dim // 2)]
+
+
+def rotation_by_offset(k, dim, base=10000.0):
+    """M_k for the interleaved layout: block-diagonal, block i the 2×2 map (sin a, cos a) -> (sin(a+θ), cos(a+θ)).
+
+    sin(a + θ) = sin a cos θ + cos a sin θ and cos(a + θ) = cos a cos θ − sin a sin θ with θ = k·ω_i, so the block
+    acting on the column vector (sin a, cos a) is [[cos θ, sin θ], [−sin θ, cos θ]].
+    """
+    m = torch.zeros(dim, dim, dtype=torch.float64)
+    for i, omega in enumerate(frequencies(dim, base)):
+        theta = k * omega
+        m[2 * i, 2 * i] = math.cos(theta)
+        m[2 * i, 2 * i + 1] = math.sin(theta)
+        m[2 * i + 1, 2 * i] = -math.sin(theta)
+        m[2 * i + 1, 2 * i + 1] = math.cos(theta)
+    return m
+
+
+@pytest.mark.parametrize("length,dim,base", [(7, 4, 10000.0), (50, 16, 10000.0), (20, 10, 100.0)])
+def test_sinusoidal_1d_matches_the_paper_formula_entry_by_entry(length, dim, base):
+    """Reference: PE(pos, 2i) = sin(pos / base^(2i/d)), PE(pos, 2i+1) = cos(pos / base^(2i/d)) with math.sin/cos."""
+    got = sinusoidal_1d(length, dim, base=base, dtype=torch.float64)
+    expected = torch.zeros(length, dim, dtype=torch.float64)
+    for pos in range(length):
+        for i in range(dim // 2):
+            expected[pos, 2 * i] = math.sin(pos / base ** (2 * i / dim))
+            expected[pos, 2 * i + 1] = math.cos(pos / base ** (2 * i / dim))
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+    # the concatenated layout: all sines, then all cosines, same frequencies
+    concat = sinusoidal_1d(length, dim, base=base, layout="concatenated", dtype=torch.float64)
+    torch.testing.assert_close(concat, torch.cat([expected[:, 0::2], expected[:, 1::2]], 1), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("k", [0, 1, 3, 17, -5, -40])
+def test_a_fixed_offset_is_a_linear_map_of_block_rotations(k):
+    """Property (Vaswani et al. Sec. 3.5): PE(pos + k) = M_k PE(pos) for every pos, M_k built above from ω_i only."""
+    dim, length = 32, 120
+    pe = sinusoidal_1d(length, dim, dtype=torch.float64)
+    m = rotation_by_offset(k, dim)
+    lo, hi = max(0, -k), min(length, length - k)  # pos and pos + k both in range
+    shifted = pe[lo + k : hi + k]
+    torch.testing.assert_close(pe[lo:hi] @ m.T, shifted, rtol=0, atol=1e-12)
+    # M_k is orthogonal (a rotation), and M_j M_k = M_{j+k}
+    torch.testing.assert_close(m @ m.T, torch.eye(dim, dtype=torch.float64), rtol=0, atol=1e-12)
+    torch.testing.assert_close(m @ rotation_by_offset(3, dim), rotation_by_offset(k + 3, dim), rtol=0, atol=1e-12)
+    # a wrong matrix (the transpose, i.e. the offset -k) fails unless k = 0
+    if k != 0:
+        assert not torch.allclose(pe[lo:hi] @ m, shifted, atol=1e-6)
+
+
+def test_dot_product_depends_only_on_the_offset_and_is_symmetric():
+    """Property: PE(p)·PE(p + k) = Σ_i cos(k ω_i), independent of p, equal for ±k."""
+    dim, length = 64, 100
+    pe = sinusoidal_1d(length, dim, dtype=torch.float64)
+    gram = pe @ pe.T  # (L, L), gram[p, q] = PE(p)·PE(q)
+    omegas = torch.tensor(frequencies(dim), dtype=torch.float64)
+    for k in range(-(length - 1), length):
+        diagonal = torch.diagonal(gram, offset=k)  # entries (p, p + k)
+        expected = torch.cos(k * omegas).sum()
+        torch.testing.assert_close(diagonal, expected.expand_as(diagonal), rtol=0, atol=1e-10)
+    for k in range(1, length):  # PE(p)·PE(p + k) == PE(p)·PE(p − k)
+        torch.testing.assert_close(torch.diagonal(gram, k)[0], torch.diagonal(gram, -k)[-1], rtol=0, atol=1e-10)
+    torch.testing.assert_close(torch.diagonal(gram), torch.full((length,), dim / 2, dtype=torch.float64))
+
+
+@settings(max_examples=25, deadline=None)
+@given(length=st.integers(0, 300), half=st.integers(1, 64), layout=st.sampled_from(["interleaved", "concatenated"]))
+def test_every_entry_bounded_by_one_and_each_pair_on_the_unit_circle(length, half, layout):
+    """Property: |PE| <= 1, and sin² + cos² = 1 for each frequency (so ‖PE(pos)‖² = d/2)."""
+    dim = 2 * half
+    pe = sinusoidal_1d(length, dim, layout=layout, dtype=torch.float64)
+    assert pe.shape == (length, dim)
+    assert bool((pe.abs() <= 1.0).all())
+    sin, cos = (pe[:, 0::2], pe[:, 1::2]) if layout == "interleaved" else (pe[:, :half], pe[:, half:])
+    torch.testing.assert_close(sin**2 + cos**2, torch.ones(length, half, dtype=torch.float64), rtol=0, atol=1e-12)
+
+
+@settings(max_examples=20, deadline=None)
+@given(length=st.integers(1, 60), half=st.integers(1, 40))
+def test_the_two_layouts_are_a_permutation_of_each_other(length, half):
+    """Property: concatenated[:, perm] == interleaved for perm = [0, h, 1, h+1, ...], and the inverse."""
+    dim = 2 * half
+    inter = sinusoidal_1d(length, dim, dtype=torch.float64)
+    concat = sinusoidal_1d(length, dim, layout="concatenated", dtype=torch.float64)
+    perm = torch.stack([torch.arange(half), torch.arange(half) + half], 1).reshape(-1)  # 0, h, 1, h+1, ...
+    assert sorted(perm.tolist()) == list(range(dim))
+    assert torch.equal(concat[:, perm], inter)
+    assert torch.equal(inter[:, torch.argsort(perm)], concat)
+
+
+def test_sinusoidal_1d_dtype_device_and_errors():
+    assert sinusoidal_1d(4, 6, dtype=torch.float16).dtype == torch.float16
+    assert sinusoidal_1d(4, 6, device="meta").device.type == "meta"
+    assert sinusoidal_1d(0, 6).shape == (0, 6)
+    with pytest.raises(ConfigError, match="even dim.*got 7"):
+        sinusoidal_1d(4, 7)
+    with pytest.raises(ConfigError, match="did you mean 'concatenated'"):
+        sinusoidal_1d(4, 8, layout="concatenate")
+    with pytest.raises(ConfigError, match="base"):
+        sinusoidal_1d(4, 8, base=0.0)
+
+
+def test_positional_encoding_module_adds_the_table_with_offset():
+    """Reference: x + sinusoidal_1d(...)[offset : offset + N] computed directly; no dropout in eval."""
+    module = SinusoidalPositionalEncoding(16, max_len=40, dropout=0.1).eval()
+    x = torch.randn(3, 9, 16, generator=torch.Generator().manual_seed(0))
+    table = sinusoidal_1d(40, 16)
+    torch.testing.assert_close(module(x), x + table[:9])
+    torch.testing.assert_close(module(x, offset=31), x + table[31:40])
+    assert module.state_dict() == {}  # the fixed table is not a checkpoint entry
+    module64 = module.to(torch.float64)
+    assert module64.pe.dtype == torch.float64 and module64(x.double()).dtype == torch.float64
+
+
+def test_positional_encoding_module_dropout_acts_on_the_sum_in_training():
+    """Reference: nn.Dropout semantics, kept entries are (x + PE) / (1 - p), dropped ones are 0."""
+    module = SinusoidalPositionalEncoding(8, max_len=16, dropout=0.5).train()
+    x = torch.randn(4, 16, 8, generator=torch.Generator().manual_seed(1))
+    out = module(x)
+    total = x + sinusoidal_1d(16, 8)
+    kept = out != 0
+    assert 0.3 < kept.double().mean() < 0.7
+    torch.testing.assert_close(out[kept], total[kept] / 0.5)
+
+
+def test_positional_encoding_module_errors():
+    module = SinusoidalPositionalEncoding(8, max_len=10)
+    with pytest.raises(DataError, match="max_len=10; build SinusoidalPositionalEncoding with max_len >= 11"):
+        module(torch.zeros(1, 11, 8))
+    with pytest.raises(DataError, match="max_len >= 12"):
+        module(torch.zeros(1, 4, 8), offset=8)
+    with pytest.raises(DataError, match=r"\(B, N, 8\)"):
+        module(torch.zeros(1, 4, 6))
+    with pytest.raises(ConfigError, match="even dim"):
+        SinusoidalPositionalEncoding(9)

@@ -5,8 +5,10 @@ from vitlab.nn.attention import Attention
 from vitlab.nn.blocks import Block, DropPath, LayerScale, Mlp, PatchEmbed
 from vitlab.nn.posenc import (
     LearnedPositionEmbedding,
+    SinusoidalPositionalEncoding,
     resample_pos_embed,
     sincos_2d,
+    sinusoidal_1d,
 )
 
 __all__ = [
@@ -21,4 +23,6 @@ __all__ = [
     "list_activations",
     "resample_pos_embed",
     "sincos_2d",
+    "SinusoidalPositionalEncoding",
+    "sinusoidal_1d",
 ]
