@@ -1,0 +1,1 @@
+"""The training engine: configuration, loop, optimizer and schedule, checkpoints, distributed, logging."""

@@ -1,0 +1,249 @@
+"""Crash-safe files: atomic writes, verified safetensors weights, and resumable checkpoints.
+
+Every file is written to a temporary name in the target folder, flushed to disk (``fsync``) and renamed
+into place with :func:`os.replace`, which POSIX makes atomic: a reader (or a resumed run) sees the old
+file or the new one, never a half-written one.
+
+Weights are safetensors (no code runs when they load). Each weights file carries in its metadata the
+SHA-256 of its tensors' bytes (``vitlab.sha256``), so a truncated file (caught by the safetensors header
+check) or flipped bytes inside the tensor data (caught by the digest) are refused with
+:class:`~vitlab.errors.CheckpointError` instead of loading silently.
+
+A resumable checkpoint is a folder ``checkpoints/step_XXXXXXXX/`` holding ``model.safetensors``,
+``state.pt`` (optimizer, schedule, step, RNG states; loadable with ``torch.load(weights_only=True)``) and
+``manifest.json`` (the SHA-256 of both). The folder is complete before the pointer file
+``checkpoints/latest`` is atomically replaced to name it; older folders are deleted afterwards. A crash at
+any moment leaves ``latest`` naming a complete, verified checkpoint (or no checkpoint yet).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from vitlab.errors import CheckpointError
+
+CHECKPOINTS = "checkpoints"
+LATEST = "latest"
+WEIGHTS = "model.safetensors"
+STATE = "state.pt"
+MANIFEST = "manifest.json"
+DIGEST_KEY = "vitlab.sha256"
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file and an atomic rename. Returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically. Returns the path."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex SHA-256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of the file at ``path``, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _tensor_digest(tensors: Mapping[str, Tensor]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(name.encode("utf-8"))
+        digest.update(str(tensor.dtype).encode("utf-8"))
+        digest.update(str(tuple(tensor.shape)).encode("utf-8"))
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def save_weights(
+    state_dict: Mapping[str, Tensor], path: str | os.PathLike[str], metadata: Mapping[str, str] | None = None
+) -> Path:
+    """Save tensors as safetensors at ``path`` atomically, with their SHA-256 in the metadata.
+
+    Args:
+        state_dict: name -> tensor (copied to CPU, made contiguous; shared storage is fine).
+        path: target file.
+        metadata: extra string metadata to store in the header.
+    """
+    from safetensors.torch import save
+
+    tensors = {name: t.detach().to("cpu").contiguous().clone() for name, t in state_dict.items()}
+    meta = {str(k): str(v) for k, v in (metadata or {}).items()}
+    meta[DIGEST_KEY] = _tensor_digest(tensors)
+    return atomic_write_bytes(path, save(tensors, metadata=meta))
+
+
+def load_weights(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> dict[str, Tensor]:
+    """Load a safetensors file written by :func:`save_weights`, verifying its header and digest.
+
+    Raises:
+        CheckpointError: the file is missing, not safetensors, truncated or its bytes changed.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import load
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weights file {path} does not exist; train a model first or check the path")
+    data = path.read_bytes()
+    try:
+        tensors = load(data)
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except Exception as error:  # safetensors raises its own error types for bad headers
+        raise CheckpointError(
+            f"weights file {path} is damaged or not a safetensors file ({type(error).__name__}); "
+            "restore it from a good copy or retrain"
+        ) from None
+    expected = metadata.get(DIGEST_KEY)
+    if expected is not None and _tensor_digest(tensors) != expected:
+        raise CheckpointError(f"weights file {path} failed its SHA-256 check (bytes changed); restore it or retrain")
+    return {name: t.to(device) for name, t in tensors.items()}
+
+
+def _save_torch(obj: Any) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def load_state(path: str | os.PathLike[str]) -> Any:
+    """``torch.load(path, weights_only=True)``: tensors and plain containers only, never arbitrary code.
+
+    Raises:
+        CheckpointError: the file is missing, damaged, or holds objects that would need code to load.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(
+            f"checkpoint file {path} is damaged or unsafe to load (only tensors and plain data are allowed): "
+            f"{first[:200]}"
+        ) from None
+
+
+def save_checkpoint(run_dir: str | os.PathLike[str], step: int, weights: Mapping[str, Tensor], state: dict, keep: int = 1) -> Path:
+    """Write a resumable checkpoint folder for ``step`` and point ``checkpoints/latest`` at it.
+
+    Args:
+        run_dir: the run folder.
+        step: the optimizer step the checkpoint was taken after (names the folder).
+        weights: the model's state dict (saved as safetensors).
+        state: everything else (optimizer and schedule state dicts, counters, RNG states): tensors and
+            plain Python containers only, so that it loads with ``weights_only=True``.
+        keep: how many checkpoint folders to keep (the newest).
+
+    Returns:
+        The checkpoint folder.
+    """
+    root = Path(run_dir) / CHECKPOINTS
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"step_{step:08d}"
+    final = root / name
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+    try:
+        save_weights(weights, staging / WEIGHTS)
+        atomic_write_bytes(staging / STATE, _save_torch(state))
+        manifest = {"step": step, "files": {f: sha256_file(staging / f) for f in (WEIGHTS, STATE)}}
+        atomic_write_text(staging / MANIFEST, json.dumps(manifest, indent=2))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging, final)
+        _fsync_dir(root)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    atomic_write_text(root / LATEST, name + "\n")
+    folders = sorted(p for p in root.glob("step_*") if p.is_dir())
+    for old in folders[:-keep] if keep > 0 else []:
+        if old.name != name:
+            shutil.rmtree(old, ignore_errors=True)
+    for stale in root.glob(".step_*"):  # staging folders of a run killed mid-write
+        shutil.rmtree(stale, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
+    """The folder ``checkpoints/latest`` names, or ``None`` when the run has no checkpoint yet."""
+    pointer = Path(run_dir) / CHECKPOINTS / LATEST
+    if not pointer.is_file():
+        return None
+    name = pointer.read_text(encoding="utf-8").strip()
+    folder = Path(run_dir) / CHECKPOINTS / name
+    if not name.startswith("step_") or not folder.is_dir():
+        raise CheckpointError(f"{pointer} names '{name}', which is not a checkpoint folder; the run folder is damaged")
+    return folder
+
+
+def load_checkpoint(folder: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict]:
+    """Verify a checkpoint folder against its manifest and load ``(weights, state)``.
+
+    Raises:
+        CheckpointError: a file is missing, changed since it was written, or unsafe.
+    """
+    folder = Path(folder)
+    manifest_path = folder / MANIFEST
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        files = dict(manifest["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise CheckpointError(f"checkpoint {folder} has no readable {MANIFEST}; it is damaged") from None
+    for name, digest in files.items():
+        path = folder / name
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint {folder} is missing {name}")
+        if sha256_file(path) != digest:
+            raise CheckpointError(f"checkpoint file {path} failed its SHA-256 check (truncated or changed); it is damaged")
+    return load_weights(folder / WEIGHTS), load_state(folder / STATE)
