@@ -1,6 +1,13 @@
 """Building blocks: attention, positional encodings, activations and transformer blocks."""
 
-from vitlab.nn.activations import get_activation, list_activations
+from vitlab.nn.activations import (
+    Mish,
+    MishFunction,
+    Swish,
+    SwishFunction,
+    get_activation,
+    list_activations,
+)
 from vitlab.nn.attention import Attention
 from vitlab.nn.blocks import Block, DropPath, LayerScale, Mlp, PatchEmbed
 from vitlab.nn.posenc import (
@@ -17,8 +24,12 @@ __all__ = [
     "DropPath",
     "LayerScale",
     "LearnedPositionEmbedding",
+    "Mish",
+    "MishFunction",
     "Mlp",
     "PatchEmbed",
+    "Swish",
+    "SwishFunction",
     "get_activation",
     "list_activations",
     "resample_pos_embed",
