@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vitlab.errors import DataError
+from vitlab.scatter import scatter_mean, scatter_sum
 
 __all__ = [
     "confusion_matrix",
@@ -102,7 +103,8 @@ def topk_correct(logits: Tensor, target: Tensor, ks: Sequence[int] = (1, 5)) -> 
 def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
     """Confusion matrix ``M[t, p]`` = number of samples of true class ``t`` predicted as ``p``.
 
-    Built with one scatter-add over the flat index ``t * K + p`` into ``K * K`` counters.
+    Built with one scatter-add (:func:`vitlab.scatter.scatter_sum`) over the flat index
+    ``t * K + p`` into ``K * K`` counters.
 
     Args:
         pred: (N,) predicted class indices.
@@ -123,14 +125,8 @@ def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
     _check_label_range(pred, num_classes, "pred")
     _check_label_range(target, num_classes, "target")
     flat = target.long() * num_classes + pred.long()  # (N,)
-    ones = torch.ones_like(flat)
-    try:
-        from vitlab.scatter import scatter  # issue 6: the project's scatter-add
-    except ImportError:  # pragma: no cover - only before vitlab.scatter exists
-        counts = torch.zeros(num_classes * num_classes, dtype=torch.long, device=flat.device)
-        counts.index_add_(0, flat, ones)
-    else:
-        counts = scatter(ones, flat, dim=0, dim_size=num_classes * num_classes, reduce="sum")
+    # Labels were range-checked above, so the scatter needs no second check.
+    counts = scatter_sum(torch.ones_like(flat), flat, dim=0, dim_size=num_classes * num_classes, check=False)
     return counts.view(num_classes, num_classes)
 
 
@@ -174,7 +170,8 @@ def reliability_bins(probs: Tensor, labels: Tensor, n_bins: int = 15) -> tuple[T
     """Per-bin accuracy, mean confidence and count, the data of a reliability diagram.
 
     Confidence is ``max_c probs[n, c]`` and the prediction its argmax; sample ``n`` goes to bin
-    ``b`` with ``b/M < conf_n <= (b+1)/M`` (bin 0 also holds ``conf_n = 0``).
+    ``b`` with ``b/M < conf_n <= (b+1)/M`` (bin 0 also holds ``conf_n = 0``). The per-bin counts
+    and means are segment reductions over the bin index (:mod:`vitlab.scatter`), not a loop over bins.
 
     Args:
         probs: (N, C) predicted probabilities (rows sum to 1).
@@ -191,13 +188,10 @@ def reliability_bins(probs: Tensor, labels: Tensor, n_bins: int = 15) -> tuple[T
     inner_edges = torch.linspace(0.0, 1.0, n_bins + 1, dtype=torch.float64, device=conf.device)[1:-1]
     # bucketize(right=False) returns b with edges[b-1] < x <= edges[b]: exactly the (lo, hi] bins.
     bin_index = torch.bucketize(conf, inner_edges, right=False)  # (N,) in [0, M)
-    counts = torch.zeros(n_bins, dtype=torch.long, device=conf.device).index_add_(
-        0, bin_index, torch.ones_like(bin_index)
-    )
-    conf_sum = torch.zeros(n_bins, dtype=torch.float64, device=conf.device).index_add_(0, bin_index, conf)
-    acc_sum = torch.zeros(n_bins, dtype=torch.float64, device=conf.device).index_add_(0, bin_index, correct)
-    denom = counts.clamp_min(1).to(torch.float64)
-    return acc_sum / denom, conf_sum / denom, counts
+    counts = scatter_sum(torch.ones_like(bin_index), bin_index, dim=0, dim_size=n_bins, check=False)  # (M,)
+    # One segment mean over both columns (the 1-D bin index broadcasts along dim 0); empty bins give 0.
+    means = scatter_mean(torch.stack([correct, conf], dim=1), bin_index, dim=0, dim_size=n_bins, check=False)
+    return means[:, 0], means[:, 1], counts
 
 
 def expected_calibration_error(probs: Tensor, labels: Tensor, n_bins: int = 15) -> Tensor:

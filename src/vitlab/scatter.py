@@ -1,0 +1,587 @@
+"""Gather / scatter segment reductions with autograd.
+
+References:
+    PyTorch documentation of ``torch.gather`` and ``Tensor.scatter_`` (the 3-D index formulas below
+    are theirs), and the functional API of rusty1s/pytorch_scatter (Fey & Lenssen, "Fast Graph
+    Representation Learning with PyTorch Geometric", ICLR 2019 RLGM workshop, arXiv:1903.02428),
+    whose semantics (index broadcasting, ``dim_size``, ``segment_csr``) this module follows. The
+    code is our own, built on ``Tensor.scatter_add``, ``Tensor.scatter_reduce``, ``Tensor.gather``
+    and ``torch.segment_reduce``.
+
+Gather (``torch.gather(input, dim, index)``), for a 3-D tensor::
+
+    out[i][j][k] = input[index[i][j][k]][j][k]   # dim == 0
+    out[i][j][k] = input[i][index[i][j][k]][k]   # dim == 1
+    out[i][j][k] = input[i][j][index[i][j][k]]   # dim == 2
+
+Scatter is its adjoint: every element of ``src`` is sent to the output position obtained by
+replacing its coordinate along ``dim`` with its index, and the elements that land on the same
+position (a *segment*) are combined by a reduction ``R`` (sum, mean, max, min, mul)::
+
+    out[index[i][j][k]][j][k] = R(src[i][j][k])   # dim == 0
+    out[i][index[i][j][k]][k] = R(src[i][j][k])   # dim == 1
+    out[i][j][index[i][j][k]] = R(src[i][j][k])   # dim == 2
+
+Conventions shared by every function here:
+
+* **Index broadcasting** (pytorch_scatter's rule): a 1-D ``index`` is laid along ``dim``;
+  otherwise ``index``'s dimensions align with the leading dimensions of ``src`` and trailing
+  ones are added; the result is expanded (a view, no copy) to ``src.shape``. So ``src`` (B, N, D)
+  with ``index`` (B, N) and ``dim=1`` scatters whole D-vectors. ``dim`` may be negative.
+* **Output shape**: ``src.shape`` with the size along ``dim`` replaced by ``dim_size``.
+* **Empty segments** (output positions no element is sent to) are filled with **0** for every
+  reduction (also for ``mul``, where pytorch_scatter gives 1), get a zero gradient, and for
+  :func:`scatter_max` / :func:`scatter_min` the arg index ``src.size(dim)``.
+* **dim_size**: when ``None`` it is ``index.max() + 1``, computed with **one host
+  synchronisation**; vitlab's own callers always pass it.
+* **Index range**: with ``check=True`` an index outside ``[0, dim_size)`` raises
+  :class:`vitlab.errors.DataError`. On CPU this check is free (the scatter kernel bounds-checks
+  and its error is translated); on accelerators it costs one extra host synchronisation, which
+  ``check=False`` skips (an out-of-range index then triggers a device-side assert).
+* **Autograd**: every reduction is differentiable and checked with ``gradcheck`` in float64.
+  Gradients of ``max``/``min`` go to the single arg element (ties: the lowest index along
+  ``dim``); see the individual docstrings for ``mul`` and the softmax family.
+* **Determinism**: on CPU all functions are deterministic. On CUDA the scatter-add behind
+  ``sum``/``mean``/softmax uses atomic adds, so float results may differ in the last bits from
+  run to run; ``max``/``min`` are exact whatever the order. :func:`segment_csr` reduces each
+  sorted segment in order (``torch.segment_reduce``) and is deterministic on every device.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from vitlab.errors import DataError, unknown_name_message
+
+__all__ = [
+    "REDUCTIONS",
+    "broadcast_index",
+    "scatter",
+    "scatter_logsumexp",
+    "scatter_log_softmax",
+    "scatter_max",
+    "scatter_mean",
+    "scatter_min",
+    "scatter_mul",
+    "scatter_softmax",
+    "scatter_sum",
+    "segment_csr",
+]
+
+REDUCTIONS = ("sum", "mean", "max", "min", "mul")
+
+_INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+
+
+# --------------------------------------------------------------------------------------------
+# validation and broadcasting
+# --------------------------------------------------------------------------------------------
+
+
+def _check_src(src: Tensor, what: str = "src", need_float: bool = False) -> None:
+    if not isinstance(src, Tensor):
+        raise DataError(f"{what} must be a torch.Tensor, got {type(src).__name__}")
+    if src.dtype == torch.bool or src.is_complex():
+        raise DataError(f"{what} must be a real-valued tensor, got {src.dtype}; convert with .float()")
+    if need_float and not src.is_floating_point():
+        raise DataError(f"{what} must be floating point for this reduction, got {src.dtype}; convert with .float()")
+
+
+def _check_index(index: Tensor, what: str = "index") -> None:
+    if not isinstance(index, Tensor):
+        raise DataError(f"{what} must be an integer torch.Tensor, got {type(index).__name__}")
+    if index.dtype not in _INT_DTYPES:
+        raise DataError(f"{what} must be an integer tensor, got {index.dtype}; use {what}.long()")
+
+
+def _normalize_dim(dim: int, ndim: int) -> int:
+    if not -ndim <= dim < ndim:
+        raise DataError(f"dim={dim} is out of range for a {ndim}-D src; use a dim in [{-ndim}, {ndim - 1}]")
+    return dim % ndim
+
+
+def _index_view(index: Tensor, src: Tensor, dim: int) -> Tensor:
+    """``index`` reshaped (no expansion yet) so that it broadcasts against ``src``."""
+    if index.dim() == 1 and src.dim() > 1:
+        shape = [1] * src.dim()
+        shape[dim] = index.numel()
+        index = index.view(shape)
+    elif index.dim() > src.dim():
+        raise DataError(
+            f"index has {index.dim()} dims but src has {src.dim()}; index must have at most as many dims as src"
+        )
+    else:
+        index = index.view(*index.shape, *([1] * (src.dim() - index.dim())))
+    return index
+
+
+def broadcast_index(index: Tensor, src: Tensor, dim: int) -> Tensor:
+    """Broadcast ``index`` to ``src.shape`` (pytorch_scatter's rule), as an int64 view.
+
+    A 1-D ``index`` is laid along ``dim``; otherwise its dimensions align with the leading
+    dimensions of ``src`` and size-1 dimensions are appended. The result is ``expand``-ed, so no
+    memory is copied (apart from a dtype conversion to int64 when needed).
+
+    Args:
+        index: (n_0, ..., n_{m-1}) integer tensor with ``m <= src.dim()``, or (src.size(dim),).
+        src: (s_0, ..., s_{d-1}) tensor.
+        dim: the scatter dimension (may be negative).
+
+    Returns:
+        (s_0, ..., s_{d-1}) int64 tensor.
+
+    Raises:
+        DataError: ``index`` is not an integer tensor or does not broadcast to ``src``.
+    """
+    _check_index(index)
+    dim = _normalize_dim(dim, max(src.dim(), 1))
+    view = _index_view(index, src, dim)
+    try:
+        expanded = view.expand(src.shape)
+    except RuntimeError:
+        raise DataError(
+            f"index of shape {tuple(index.shape)} does not broadcast to src {tuple(src.shape)} along dim={dim}; "
+            "give index the leading shape of src (or a 1-D index of length src.size(dim))"
+        ) from None
+    return expanded.long()
+
+
+def _first_bad(index: Tensor, dim_size: int) -> int:
+    bad = (index < 0) | (index >= dim_size)
+    return int(index[bad].flatten()[0])
+
+
+def _range_error(index: Tensor, dim_size: int) -> DataError:
+    bad = _first_bad(index, dim_size)
+    return DataError(
+        f"index contains {bad}, outside [0, {dim_size}); pass dim_size larger than index.max() "
+        "(or leave it None) and use non-negative indices"
+    )
+
+
+def _resolve_dim_size(index: Tensor, dim_size: int | None, check: bool) -> int:
+    """``dim_size`` (inferred with one host sync when ``None``), range-checked on accelerators."""
+    if dim_size is not None:
+        dim_size = int(dim_size)
+        if dim_size < 0:
+            raise DataError(f"dim_size must be >= 0, got {dim_size}")
+        if check and not index.is_cpu and index.numel():
+            # CPU kernels bounds-check for free; elsewhere one sync reads back both extremes.
+            lo, hi = torch.aminmax(index)
+            if int(lo) < 0 or int(hi) >= dim_size:
+                raise _range_error(index, dim_size)
+        return dim_size
+    if index.numel() == 0:
+        return 0
+    if index.is_cpu:
+        return int(index.max()) + 1  # the one documented host sync
+    lo, hi = torch.aminmax(index)  # one sync for both the size and the negative-index check
+    if check and int(lo) < 0:
+        raise _range_error(index, int(hi) + 1)
+    return int(hi) + 1
+
+
+def _out_shape(src: Tensor, dim: int, dim_size: int) -> list[int]:
+    shape = list(src.shape)
+    shape[dim] = dim_size
+    return shape
+
+
+def _prepare(
+    src: Tensor, index: Tensor, dim: int, dim_size: int | None, check: bool, need_float: bool = False
+) -> tuple[Tensor, Tensor, int, int]:
+    """Validate and return ``(index_view, index_b, dim, dim_size)``."""
+    _check_src(src, need_float=need_float)
+    _check_index(index)
+    if src.dim() == 0:
+        raise DataError("src is 0-dimensional; scatter needs at least one dimension (use src.reshape(1))")
+    dim = _normalize_dim(dim, src.dim())
+    view = _index_view(index, src, dim)
+    try:
+        index_b = view.expand(src.shape)
+    except RuntimeError:
+        raise DataError(
+            f"index of shape {tuple(index.shape)} does not broadcast to src {tuple(src.shape)} along dim={dim}; "
+            "give index the leading shape of src (or a 1-D index of length src.size(dim))"
+        ) from None
+    index_b = index_b.long()
+    dim_size = _resolve_dim_size(index, dim_size, check)
+    return view.long(), index_b, dim, dim_size
+
+
+def _run(kernel, index: Tensor, dim_size: int) -> Tensor:  # noqa: ANN001 - a zero-arg callable
+    """Call a scatter kernel, translating its out-of-bounds error into a DataError."""
+    try:
+        return kernel()
+    except RuntimeError as err:
+        if "out of bounds" in str(err) or "out of range" in str(err):
+            raise _range_error(index, dim_size) from None
+        raise
+
+
+# --------------------------------------------------------------------------------------------
+# reductions
+# --------------------------------------------------------------------------------------------
+
+
+def scatter_sum(src: Tensor, index: Tensor, dim: int = -1, dim_size: int | None = None, check: bool = True) -> Tensor:
+    """Segment sum (``Tensor.scatter_add``)::
+
+        out[index[i][j][k]][j][k] += src[i][j][k]   # dim == 0
+        out[i][index[i][j][k]][k] += src[i][j][k]   # dim == 1
+        out[i][j][index[i][j][k]] += src[i][j][k]   # dim == 2
+
+    starting from ``out = 0``. Gradient: ``d out[p] / d src[e] = [index(e) == p]``, i.e. the
+    backward is ``grad_out.gather(dim, index)``. Integer ``src`` is allowed (counts).
+
+    Args:
+        src: (s_0, ..., s_{d-1}) tensor.
+        index: integer tensor broadcastable to ``src`` (see :func:`broadcast_index`).
+        dim: dimension to scatter along (negative allowed).
+        dim_size: output size along ``dim`` (``None``: ``index.max() + 1``, one host sync).
+        check: raise :class:`DataError` for indices outside ``[0, dim_size)`` (see module doc).
+
+    Returns:
+        ``src.shape`` with ``dim_size`` along ``dim``.
+    """
+    _, index_b, dim, dim_size = _prepare(src, index, dim, dim_size, check)
+    out = src.new_zeros(_out_shape(src, dim, dim_size))
+    return _run(lambda: out.scatter_add(dim, index_b, src), index, dim_size)
+
+
+def scatter_mean(src: Tensor, index: Tensor, dim: int = -1, dim_size: int | None = None, check: bool = True) -> Tensor:
+    """Segment mean: ``out[p] = sum_{e: index(e) = p} src[e] / max(1, |{e: index(e) = p}|)``.
+
+    With the 3-D formulas of :func:`scatter_sum` for the numerator and ``count`` the number of
+    elements sent to each position (computed on the un-broadcast index, so a 1-D index costs one
+    small scatter). Empty segments give ``0 / 1 = 0``. Gradient: ``grad_out[index(e)] / count``.
+
+    Args:
+        src: (s_0, ..., s_{d-1}) floating-point tensor.
+        index, dim, dim_size, check: as in :func:`scatter_sum`.
+
+    Returns:
+        ``src.shape`` with ``dim_size`` along ``dim``.
+    """
+    view, index_b, dim, dim_size = _prepare(src, index, dim, dim_size, check, need_float=True)
+    total = src.new_zeros(_out_shape(src, dim, dim_size))
+    total = _run(lambda: total.scatter_add(dim, index_b, src), index, dim_size)
+    # Counts over the index as given (broadcast dims stay 1), then broadcast in the division.
+    count_shape = list(view.shape)
+    count_shape[dim] = dim_size
+    count = torch.zeros(count_shape, dtype=src.dtype, device=src.device)
+    count.scatter_add_(dim, view, torch.ones(view.shape, dtype=src.dtype, device=src.device))
+    return total / count.clamp_min(1)
+
+
+def scatter_mul(src: Tensor, index: Tensor, dim: int = -1, dim_size: int | None = None, check: bool = True) -> Tensor:
+    """Segment product (``Tensor.scatter_reduce(reduce='prod', include_self=False)``)::
+
+        out[index[i][j][k]][j][k] *= src[i][j][k]   # dim == 0   (and likewise for dim 1, 2)
+
+    over the elements of each segment only; an empty segment gives **0** (not the empty product
+    1). Gradient ``d out[p] / d src[e] = prod_{e' != e in p} src[e']``: PyTorch's backward
+    handles zeros exactly (one zero in a segment: only that element gets a non-zero gradient; two
+    or more: all zero), which the tests check with ``gradcheck`` on inputs containing zeros.
+
+    Args:
+        src: (s_0, ..., s_{d-1}) tensor.
+        index, dim, dim_size, check: as in :func:`scatter_sum`.
+
+    Returns:
+        ``src.shape`` with ``dim_size`` along ``dim``.
+    """
+    _, index_b, dim, dim_size = _prepare(src, index, dim, dim_size, check)
+    out = src.new_zeros(_out_shape(src, dim, dim_size))
+    return _run(lambda: out.scatter_reduce(dim, index_b, src, "prod", include_self=False), index, dim_size)
+
+
+def _scatter_extreme(
+    src: Tensor, index: Tensor, dim: int, dim_size: int | None, check: bool, which: str, need_arg: bool
+) -> tuple[Tensor, Tensor | None]:
+    _, index_b, dim, dim_size = _prepare(src, index, dim, dim_size, check)
+    shape = _out_shape(src, dim, dim_size)
+    n = src.shape[dim]
+    plain = src.detach()
+    extreme = plain.new_zeros(shape)
+    extreme = _run(lambda: extreme.scatter_reduce(dim, index_b, plain, which, include_self=False), index, dim_size)
+    if not need_arg:
+        return extreme, None
+    if n == 0 or src.numel() == 0:
+        arg = torch.full(shape, n, dtype=torch.long, device=src.device)
+        return src.new_zeros(shape) + src.reshape(-1)[:0].sum(), arg
+    # arg[p] = the lowest position along dim among p's elements equal to the extreme (NaN counts
+    # as equal, so a segment holding NaN points at its first NaN, whose value is NaN).
+    hit = plain == extreme.gather(dim, index_b)
+    if plain.is_floating_point():
+        hit |= plain.isnan()
+    pos_shape = [1] * src.dim()
+    pos_shape[dim] = n
+    pos = torch.arange(n, device=src.device).view(pos_shape).expand(src.shape)
+    candidate = torch.where(hit, pos, torch.full_like(pos, n))
+    arg = torch.full(shape, n, dtype=torch.long, device=src.device)
+    arg = arg.scatter_reduce(dim, index_b, candidate, "amin", include_self=True)
+    empty = arg == n
+    # Reading the value back through gather routes the gradient to the arg element only.
+    values = src.gather(dim, arg.clamp_max(n - 1))
+    values = torch.where(empty, torch.zeros_like(values), values)
+    return values, arg
+
+
+def _needs_grad(src: Tensor) -> bool:
+    return src.requires_grad and torch.is_grad_enabled()
+
+
+def scatter_max(
+    src: Tensor, index: Tensor, dim: int = -1, dim_size: int | None = None, check: bool = True
+) -> tuple[Tensor, Tensor]:
+    """Segment maximum and its arg index::
+
+        out[index[i][j][k]][j][k] = max(out[...], src[i][j][k])   # dim == 0 (likewise dim 1, 2)
+        arg[p] = min{ e_dim : index(e) = p and src[e] = out[p] }   # position along dim
+
+    Ties go to the **lowest** position along ``dim``; a segment holding NaN gives NaN and points
+    at its first NaN. Empty segments: value 0, arg ``src.size(dim)``. The values are read back
+    as ``src.gather(dim, arg)``, so the gradient reaches the arg element only (zero for empty
+    segments).
+
+    Args:
+        src, index, dim, dim_size, check: as in :func:`scatter_sum`.
+
+    Returns:
+        ``(values, arg)``, both ``src.shape`` with ``dim_size`` along ``dim``; ``arg`` is int64.
+    """
+    values, arg = _scatter_extreme(src, index, dim, dim_size, check, "amax", need_arg=True)
+    assert arg is not None
+    return values, arg
+
+
+def scatter_min(
+    src: Tensor, index: Tensor, dim: int = -1, dim_size: int | None = None, check: bool = True
+) -> tuple[Tensor, Tensor]:
+    """Segment minimum and its arg index; :func:`scatter_max` with ``min`` in place of ``max``::
+
+        out[i][index[i][j][k]][k] = min(out[...], src[i][j][k])   # dim == 1 (likewise dim 0, 2)
+
+    Returns:
+        ``(values, arg)``, both ``src.shape`` with ``dim_size`` along ``dim``.
+    """
+    values, arg = _scatter_extreme(src, index, dim, dim_size, check, "amin", need_arg=True)
+    assert arg is not None
+    return values, arg
+
+
+def scatter(
+    src: Tensor,
+    index: Tensor,
+    dim: int = -1,
+    dim_size: int | None = None,
+    reduce: str = "sum",
+    check: bool = True,
+) -> Tensor:
+    """Reduce the elements of ``src`` that share an index, along ``dim``::
+
+        out[index[i][j][k]][j][k] = R(src[i][j][k])   # dim == 0
+        out[i][index[i][j][k]][k] = R(src[i][j][k])   # dim == 1
+        out[i][j][index[i][j][k]] = R(src[i][j][k])   # dim == 2
+
+    with ``R`` in ``'sum' | 'mean' | 'max' | 'min' | 'mul'`` (see :func:`scatter_sum`,
+    :func:`scatter_mean`, :func:`scatter_max`, :func:`scatter_min`, :func:`scatter_mul`). For
+    ``max``/``min`` only the values are returned; when no gradient is needed they come straight
+    from ``scatter_reduce(amax/amin, include_self=False)``, otherwise through the arg index so the
+    gradient goes to the arg element (lowest position on ties).
+
+    Example (dim 1, sum)::
+
+        src = [[1, 2, 3, 4]], index = [0, 2, 0, 2]  ->  out = [[4, 0, 6]]   (dim_size=3)
+
+    Args:
+        src: (s_0, ..., s_{d-1}) tensor (floating point for ``mean``).
+        index: integer tensor broadcastable to ``src`` (see :func:`broadcast_index`).
+        dim: dimension to scatter along (negative allowed).
+        dim_size: output size along ``dim`` (``None``: ``index.max() + 1``, one host sync).
+        reduce: the reduction ``R``.
+        check: raise :class:`DataError` for indices outside ``[0, dim_size)``.
+
+    Returns:
+        ``src.shape`` with ``dim_size`` along ``dim``; empty segments hold 0.
+    """
+    if reduce == "sum":
+        return scatter_sum(src, index, dim, dim_size, check)
+    if reduce == "mean":
+        return scatter_mean(src, index, dim, dim_size, check)
+    if reduce == "mul":
+        return scatter_mul(src, index, dim, dim_size, check)
+    if reduce in ("max", "min"):
+        which = "amax" if reduce == "max" else "amin"
+        values, _ = _scatter_extreme(src, index, dim, dim_size, check, which, need_arg=_needs_grad(src))
+        return values
+    raise DataError(unknown_name_message("reduction", str(reduce), REDUCTIONS))
+
+
+# --------------------------------------------------------------------------------------------
+# softmax family
+# --------------------------------------------------------------------------------------------
+
+
+def _shifted_exp(
+    src: Tensor, index: Tensor, dim: int, dim_size: int | None, check: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor, int, Tensor]:
+    """``(shifted, exp(shifted), seg_sum, seg_max, dim, index_b)`` with ``shifted = src - max``."""
+    view, index_b, dim, dim_size = _prepare(src, index, dim, dim_size, check, need_float=True)
+    shape = _out_shape(src, dim, dim_size)
+    plain = src.detach()
+    seg_max = plain.new_zeros(shape)
+    seg_max = _run(lambda: seg_max.scatter_reduce(dim, index_b, plain, "amax", include_self=False), index, dim_size)
+    # A segment of all -inf (or +inf) would give inf - inf = NaN; shift it by 0 instead.
+    seg_max = torch.where(torch.isfinite(seg_max), seg_max, torch.zeros_like(seg_max))
+    shifted = src - seg_max.gather(dim, index_b)
+    e = shifted.exp()
+    seg_sum = e.new_zeros(shape).scatter_add(dim, index_b, e)
+    return shifted, e, seg_sum, seg_max, dim, index_b
+
+
+def scatter_softmax(src: Tensor, index: Tensor, dim: int = -1, dim_size: int | None = None, check: bool = True) -> Tensor:
+    """Softmax within each segment::
+
+        out[e] = exp(src[e] - m[p]) / sum_{e': index(e') = p} exp(src[e'] - m[p]),   p = index(e),
+
+    where ``m[p]`` is the segment maximum (subtracted for numerical stability and detached: the
+    result does not depend on it, so the gradient stays exact). Each non-empty segment sums to 1.
+    In 3-D with ``dim == 1`` the segment of ``src[i][j][k]`` is ``(i, index[i][j][k], k)``.
+
+    Args:
+        src: (s_0, ..., s_{d-1}) floating-point tensor.
+        index, dim, dim_size, check: as in :func:`scatter_sum` (``dim_size`` only sizes the
+            intermediate per-segment tensors).
+
+    Returns:
+        ``src.shape``.
+    """
+    _, e, seg_sum, _, dim, index_b = _shifted_exp(src, index, dim, dim_size, check)
+    return e / seg_sum.gather(dim, index_b)
+
+
+def scatter_log_softmax(
+    src: Tensor, index: Tensor, dim: int = -1, dim_size: int | None = None, check: bool = True
+) -> Tensor:
+    """Log-softmax within each segment: ``out[e] = src[e] - m[p] - log sum_{e' in p} exp(src[e'] - m[p])``.
+
+    Same segments, stabilisation and arguments as :func:`scatter_softmax`.
+
+    Returns:
+        ``src.shape``.
+    """
+    shifted, _, seg_sum, _, dim, index_b = _shifted_exp(src, index, dim, dim_size, check)
+    return shifted - seg_sum.log().gather(dim, index_b)
+
+
+def scatter_logsumexp(
+    src: Tensor, index: Tensor, dim: int = -1, dim_size: int | None = None, check: bool = True
+) -> Tensor:
+    """Per-segment log-sum-exp: ``out[p] = m[p] + log sum_{e: index(e) = p} exp(src[e] - m[p])``.
+
+    In 3-D with ``dim == 0``: ``out[index[i][j][k]][j][k] = logsumexp over those src[i][j][k]``.
+    Empty segments give 0; a segment of only ``-inf`` gives ``-inf``. Gradient: the segment
+    softmax of ``src``.
+
+    Args:
+        src, index, dim, dim_size, check: as in :func:`scatter_softmax`.
+
+    Returns:
+        ``src.shape`` with ``dim_size`` along ``dim``.
+    """
+    view, index_b, dim, dim_size = _prepare(src, index, dim, dim_size, check, need_float=True)
+    _, _, seg_sum, seg_max, _, _ = _shifted_exp(src, index, dim, dim_size, check=False)
+    count_shape = list(view.shape)
+    count_shape[dim] = dim_size
+    count = torch.zeros(count_shape, dtype=torch.long, device=src.device)
+    count.scatter_add_(dim, view, torch.ones(view.shape, dtype=torch.long, device=src.device))
+    empty = (count == 0).expand_as(seg_sum)
+    safe_sum = torch.where(empty, torch.ones_like(seg_sum), seg_sum)
+    return torch.where(empty, torch.zeros_like(seg_sum), safe_sum.log() + seg_max)
+
+
+# --------------------------------------------------------------------------------------------
+# sorted segments (CSR)
+# --------------------------------------------------------------------------------------------
+
+_SEGMENT_REDUCE = {"sum": "sum", "mean": "mean", "max": "max", "min": "min", "mul": "prod"}
+
+
+def segment_csr(src: Tensor, indptr: Tensor, reduce: str = "sum", check: bool = True) -> Tensor:
+    """Reduce sorted segments given by offsets ``indptr`` (compressed sparse row form).
+
+    With ``dim = indptr.dim() - 1`` and ``S = indptr.size(-1) - 1`` segments, for a 3-D ``src``
+    and 1-D ``indptr`` (``dim == 0``)::
+
+        out[s][j][k] = R(src[indptr[s] : indptr[s + 1]][j][k])
+
+    and for a 2-D ``indptr`` (``dim == 1``, one offset row per leading index)::
+
+        out[i][s][k] = R(src[i][indptr[i][s] : indptr[i][s + 1]][k])
+
+    The leading dimensions of ``indptr`` broadcast to ``src.shape[:dim]``. Elements before
+    ``indptr[..., 0]`` or from ``indptr[..., -1]`` on belong to no segment and are ignored; empty
+    segments (``indptr[s] == indptr[s + 1]``) give 0. ``R`` is one of :data:`REDUCTIONS`.
+
+    Determinism: ``sum``/``mean``/``mul``, and ``max``/``min`` without gradient, use
+    ``torch.segment_reduce``, which reduces each segment in order, so results are bitwise
+    reproducible (no atomics); its backward is exact (``gradcheck``). ``max``/``min`` with
+    gradient go through :func:`scatter_max`/:func:`scatter_min` on the segment ids (exact
+    whatever the order), so the gradient reaches the arg element (lowest position on ties).
+
+    Args:
+        src: (s_0, ..., s_{d-1}) tensor with ``d > indptr.dim() - 1``.
+        indptr: (..., S + 1) non-decreasing integer offsets into ``src.size(dim)``.
+        reduce: the reduction.
+        check: validate ``indptr`` (sorted, within ``[0, src.size(dim)]``); reads one boolean back
+            from the device.
+
+    Returns:
+        ``src.shape`` with ``S`` along ``dim``.
+    """
+    _check_src(src, need_float=reduce == "mean")
+    _check_index(indptr, "indptr")
+    if reduce not in REDUCTIONS:
+        raise DataError(unknown_name_message("reduction", str(reduce), REDUCTIONS))
+    if indptr.dim() == 0 or indptr.shape[-1] == 0:
+        raise DataError(f"indptr must have shape (..., S + 1) with S >= 0, got {tuple(indptr.shape)}; e.g. [0, n]")
+    dim = indptr.dim() - 1
+    if src.dim() <= dim:
+        raise DataError(
+            f"indptr has {indptr.dim()} dims, so src needs more than {dim}, got src {tuple(src.shape)}"
+        )
+    n = src.shape[dim]
+    num_segments = indptr.shape[-1] - 1
+    try:
+        offsets = indptr.long().expand(*src.shape[:dim], indptr.shape[-1])
+    except RuntimeError:
+        raise DataError(
+            f"indptr of shape {tuple(indptr.shape)} does not broadcast to src leading dims {tuple(src.shape[:dim])}"
+        ) from None
+    if check and offsets.numel():
+        bad = (offsets[..., 0] < 0).any() | (offsets[..., -1] > n).any()
+        if num_segments:
+            bad = bad | (offsets.diff(dim=-1) < 0).any()
+        if bool(bad):
+            raise DataError(
+                f"indptr must be non-decreasing offsets in [0, {n}] (src.size({dim})), got {indptr.tolist()}; "
+                "build it as cat([0], counts.cumsum(0))"
+            )
+    lengths = offsets.diff(dim=-1)  # (..., S)
+    empty = (lengths == 0).view(*lengths.shape, *([1] * (src.dim() - dim - 1)))  # broadcasts to out
+    if reduce in ("max", "min") and _needs_grad(src):
+        positions = torch.arange(n, device=src.device).expand(*offsets.shape[:-1], n).contiguous()
+        seg = torch.searchsorted(offsets.contiguous(), positions, right=True) - 1  # (..., n) in [-1, S]
+        seg = torch.where(seg < 0, torch.full_like(seg, num_segments), seg)  # outside: dummy segment S
+        which = "amax" if reduce == "max" else "amin"
+        values, _ = _scatter_extreme(src, seg, dim, num_segments + 1, False, which, need_arg=True)
+        return values.narrow(dim, 0, num_segments)
+    if src.numel() == 0 or num_segments == 0:
+        return src.new_zeros(_out_shape(src, dim, num_segments)) + src.reshape(-1)[:0].sum()
+    out = torch.segment_reduce(src, _SEGMENT_REDUCE[reduce], offsets=offsets, axis=dim)
+    if reduce == "sum":
+        return out
+    return torch.where(empty, torch.zeros_like(out), out)
