@@ -185,17 +185,17 @@ def _box_area(box: Tensor) -> Tensor:
     return (box[:, 1] - box[:, 0]) * (box[:, 3] - box[:, 2])
 
 
-def _box_indicator(box: Tensor, height: int, width: int, dtype: torch.dtype) -> Tensor:
-    """(n, 4) boxes -> (n, 1, H, W) float 0/1 indicators, the outer product of a row and a column indicator.
+def _box_factors(box: Tensor, height: int, width: int) -> tuple[Tensor, Tensor]:
+    """(n, 4) boxes -> the row and column indicators of the separable box, (n, 1, H, 1) and (n, 1, 1, W) bool.
 
-    The box is separable, ``M[y, x] = [y_lo <= y < y_hi] * [x_lo <= x < x_hi]``, so it is built from an
-    (n, 1, H, 1) and an (n, 1, 1, W) indicator by one broadcast multiplication.
+    ``M[y, x] = [y_lo <= y < y_hi] * [x_lo <= x < x_hi]`` is their broadcast product, so a (n, 1, H, W)
+    map that uses ``M`` is made by one broadcasting operation on these two small tensors.
     """
     rows = torch.arange(height, device=box.device)
     cols = torch.arange(width, device=box.device)
-    in_rows = ((rows >= box[:, 0:1]) & (rows < box[:, 1:2])).to(dtype)  # (n, H)
-    in_cols = ((cols >= box[:, 2:3]) & (cols < box[:, 3:4])).to(dtype)  # (n, W)
-    return in_rows.view(-1, 1, height, 1) * in_cols.view(-1, 1, 1, width)
+    in_rows = (rows >= box[:, 0:1]) & (rows < box[:, 1:2])  # (n, H)
+    in_cols = (cols >= box[:, 2:3]) & (cols < box[:, 3:4])  # (n, W)
+    return in_rows.view(-1, 1, height, 1), in_cols.view(-1, 1, 1, width)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -433,7 +433,8 @@ class Mixer:
                 if kind0 == CUTMIX:
                     y_lo, y_hi, x_lo, x_hi = (int(v) for v in params.box[0])
                     out = images.clone()
-                    out[:, :, y_lo:y_hi, x_lo:x_hi] = images.flip(0)[:, :, y_lo:y_hi, x_lo:x_hi]
+                    # only the box is read from the flipped batch (flipping all of it would cost a full copy)
+                    out[:, :, y_lo:y_hi, x_lo:x_hi] = images[:, :, y_lo:y_hi, x_lo:x_hi].flip(0)
                 else:
                     out = images.flip(0).lerp_(images, lam0)
             else:
@@ -441,12 +442,15 @@ class Mixer:
                 w = lam_own.to(device=dev, dtype=images.dtype).view(b, 1, 1, 1)
                 if bool((kinds == CUTMIX).any()):
                     # w = lam_own - M: 0 inside a CutMix box, 1 outside it; non-CutMix boxes are empty.
-                    w = _box_indicator(params.box.to(dev), height, width, images.dtype).neg_().add_(w)
+                    # One addcmul builds the (B, 1, H, W) map from the (B, 1, H, 1) and (B, 1, 1, W) factors.
+                    in_rows, in_cols = _box_factors(params.box.to(dev), height, width)
+                    w = torch.addcmul(w, in_rows.to(images.dtype), in_cols.to(images.dtype), value=-1.0)
                 out = images.flip(0).lerp_(images, w)
-            lam64 = params.lam.to(dev)
-            q = q * lam64.to(tdtype).unsqueeze(1) + q.flip(0) * (1.0 - lam64).to(tdtype).unsqueeze(1)
+            # q~ = lam q'(y_i) + (1 - lam) q'(y_{B-1-i}) = lerp(q'.flip(0), q', lam)
+            q = torch.lerp(q.flip(0), q, params.lam.to(device=dev, dtype=tdtype).unsqueeze(1))
         if params.hole is not None:
-            hole = _box_indicator(params.hole.to(dev), height, width, torch.uint8).bool()  # (B, 1, H, W)
+            in_rows, in_cols = _box_factors(params.hole.to(dev), height, width)
+            hole = in_rows & in_cols  # (B, 1, H, W) bool
             if self.cutout_fill == "mean":
                 fill = out.mean(dim=(2, 3), keepdim=True)  # (B, C, 1, 1)
                 out = torch.where(hole, fill, out)
