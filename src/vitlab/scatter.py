@@ -188,6 +188,21 @@ def _out_shape(src: Tensor, dim: int, dim_size: int) -> list[int]:
     return shape
 
 
+def _count(view: Tensor, src: Tensor, dim: int, dim_size: int, dtype: torch.dtype) -> Tensor:
+    """Number of elements sent to each output position, broadcastable to the output.
+
+    Computed on the index as given (only expanded along ``dim``), so a 1-D index over a wide
+    ``src`` costs one small scatter.
+    """
+    shape = list(view.shape)
+    shape[dim] = src.shape[dim]
+    view = view.expand(shape)
+    count_shape = list(shape)
+    count_shape[dim] = dim_size
+    count = torch.zeros(count_shape, dtype=dtype, device=src.device)
+    return count.scatter_add_(dim, view, torch.ones(shape, dtype=dtype, device=src.device))
+
+
 def _prepare(
     src: Tensor, index: Tensor, dim: int, dim_size: int | None, check: bool, need_float: bool = False
 ) -> tuple[Tensor, Tensor, int, int]:
@@ -267,12 +282,7 @@ def scatter_mean(src: Tensor, index: Tensor, dim: int = -1, dim_size: int | None
     view, index_b, dim, dim_size = _prepare(src, index, dim, dim_size, check, need_float=True)
     total = src.new_zeros(_out_shape(src, dim, dim_size))
     total = _run(lambda: total.scatter_add(dim, index_b, src), index, dim_size)
-    # Counts over the index as given (broadcast dims stay 1), then broadcast in the division.
-    count_shape = list(view.shape)
-    count_shape[dim] = dim_size
-    count = torch.zeros(count_shape, dtype=src.dtype, device=src.device)
-    count.scatter_add_(dim, view, torch.ones(view.shape, dtype=src.dtype, device=src.device))
-    return total / count.clamp_min(1)
+    return total / _count(view, src, dim, dim_size, src.dtype).clamp_min(1)
 
 
 def scatter_mul(src: Tensor, index: Tensor, dim: int = -1, dim_size: int | None = None, check: bool = True) -> Tensor:
@@ -494,11 +504,7 @@ def scatter_logsumexp(
     """
     view, index_b, dim, dim_size = _prepare(src, index, dim, dim_size, check, need_float=True)
     _, _, seg_sum, seg_max, _, _ = _shifted_exp(src, index, dim, dim_size, check=False)
-    count_shape = list(view.shape)
-    count_shape[dim] = dim_size
-    count = torch.zeros(count_shape, dtype=torch.long, device=src.device)
-    count.scatter_add_(dim, view, torch.ones(view.shape, dtype=torch.long, device=src.device))
-    empty = (count == 0).expand_as(seg_sum)
+    empty = (_count(view, src, dim, dim_size, torch.long) == 0).expand_as(seg_sum)
     safe_sum = torch.where(empty, torch.ones_like(seg_sum), seg_sum)
     return torch.where(empty, torch.zeros_like(seg_sum), safe_sum.log() + seg_max)
 
