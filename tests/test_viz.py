@@ -1,0 +1,93 @@
+"""Tests of vitlab.viz plots: each writes a readable PNG of the expected size, through the CLI where it has a
+command. Plot contents are checked where a number is shown (the ECE in the title comes from vitlab.metrics,
+itself tested against a NumPy loop in tests/test_metrics.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_shape(path):
+    """(height, width) of a PNG, read back with matplotlib's reader (independent of how it was written)."""
+    import matplotlib.image as mpimg
+
+    return mpimg.imread(path).shape[:2]
+
+
+# ---------------------------------------------------------------- mixing (issue 4)
+
+
+def test_cli_plot_mixing_writes_a_png_grid(tmp_path, capsys):
+    from vitlab.cli import main
+
+    out = tmp_path / "m.png"
+    assert main(["plot", "mixing", "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == PNG_MAGIC and out.stat().st_size > 20_000
+    height, width = _png_shape(out)
+    assert width > height > 300  # a 4-row × 8-column grid is wider than tall
+    assert str(out) in capsys.readouterr().out
+
+
+def test_plot_mixing_is_reproducible_from_its_seed(tmp_path):
+    """Same seed -> byte-identical PNG; another seed -> a different one (the generator drives every draw)."""
+    from vitlab.viz import plot_mixing
+
+    a = plot_mixing(tmp_path / "a.png", n=4, seed=0).read_bytes()
+    b = plot_mixing(tmp_path / "b.png", n=4, seed=0).read_bytes()
+    c = plot_mixing(tmp_path / "c.png", n=4, seed=5).read_bytes()
+    assert a == b and a != c
+
+
+# ---------------------------------------------------------------- calibration (issue 4)
+
+
+def test_plot_reliability_diagram_writes_png_and_title_has_the_ece(tmp_path, monkeypatch):
+    from vitlab import viz
+    from vitlab.metrics import expected_calibration_error
+
+    g = torch.Generator().manual_seed(0)
+    probs = (torch.randn(500, 5, generator=g) * 2).softmax(1)
+    labels = torch.randint(0, 5, (500,), generator=g)
+    titles = []
+    original = viz._reliability_panel
+
+    def spy(ax, ax_count, p, y, n_bins, title):  # noqa: ANN001, ANN202
+        ece = original(ax, ax_count, p, y, n_bins, title)
+        titles.append(ax.get_title())
+        return ece
+
+    monkeypatch.setattr(viz, "_reliability_panel", spy)
+    out = viz.plot_reliability_diagram(probs, labels, tmp_path / "r.png", n_bins=10, title="random")
+    assert out.read_bytes()[:8] == PNG_MAGIC
+    expected = float(expected_calibration_error(probs, labels, 10))
+    assert titles == [f"random: ECE = {expected:.4f} (10 bins)"]
+
+
+def test_plot_temperature_scaling_writes_png_and_rejects_bad_temperature(tmp_path):
+    from vitlab.errors import ConfigError
+    from vitlab.viz import plot_temperature_scaling
+
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(300, 4, generator=g) * 4
+    labels = torch.randint(0, 4, (300,), generator=g)
+    out = plot_temperature_scaling(logits, labels, 2.0, tmp_path / "t.png")
+    assert out.read_bytes()[:8] == PNG_MAGIC
+    with pytest.raises(ConfigError, match="temperature must be > 0, got 0.0"):
+        plot_temperature_scaling(logits, labels, 0.0, tmp_path / "bad.png")
+
+
+# ---------------------------------------------------------------- positional encoding (issue 7)
+
+
+def test_cli_plot_posenc_writes_a_png(tmp_path, capsys):
+    from vitlab.cli import main
+
+    out = tmp_path / "p.png"
+    assert main(["plot", "posenc", "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == PNG_MAGIC and out.stat().st_size > 20_000
+    height, width = _png_shape(out)
+    assert width > 2 * height * 0.9  # two heatmaps side by side
+    assert str(out) in capsys.readouterr().out
