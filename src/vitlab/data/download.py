@@ -101,6 +101,9 @@ def download(
                     finally:
                         if bar is not None:
                             bar.close()
+            except urllib.error.HTTPError as exc:  # reached the server, which refused: not an offline problem
+                raise DataError(f"could not download {url}: HTTP {exc.code} {exc.reason}; try another mirror or "
+                                f"put the file at {dest} yourself") from exc
             except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, OSError) as exc:
                 reason = getattr(exc, "reason", None) or exc
                 raise DataError(f"could not download {url}: {reason}; you are offline? "
@@ -130,7 +133,7 @@ def download_first(
         try:
             return download(url, dest, sha256, timeout, md5=md5, progress=progress)
         except DataError as exc:
-            failures.append(str(exc).split("; you are offline?")[0])
+            failures.append(str(exc).split("; you are offline?")[0].split("; try another mirror")[0])
     if not failures:
         raise DataError(f"no URL to download {Path(dest).name} from; put the file at {dest} yourself")
     raise DataError(" | ".join(failures) + f"; you are offline? put the file at {dest} yourself")
