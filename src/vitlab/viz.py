@@ -81,6 +81,33 @@ def plot_legendre_fit(x, y, y_pred, out: str | os.PathLike[str], fit: dict | Non
     return save_figure(fig, out)
 
 
+def plot_seq2seq_curves(rows: list[dict], path: str | os.PathLike[str], title: str = "seq2seq training") -> Path:
+    """Training loss and test exact-match accuracy of a seq2seq run against the step.
+
+    Args:
+        rows: metric rows with ``step`` and ``loss``; rows that also hold ``test_accuracy`` are plotted on the
+            right-hand axis.
+        path: output PNG.
+        title: figure title.
+    """
+    steps = [r["step"] for r in rows]
+    losses = [r["loss"] for r in rows]
+    evals = [(r["step"], r["test_accuracy"]) for r in rows if r.get("test_accuracy") not in (None, "")]
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    ax.plot(steps, losses, color="tab:blue", lw=1.0, label="train loss (label-smoothed)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss", color="tab:blue")
+    ax.set_yscale("log")
+    ax2 = ax.twinx()
+    if evals:
+        ax2.plot([s for s, _ in evals], [a for _, a in evals], "o-", color="tab:red", label="test exact match")
+    ax2.set_ylabel("test exact-match accuracy", color="tab:red")
+    ax2.set_ylim(0.0, 1.02)
+    ax.set_title(title)
+    fig.legend(loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2, frameon=False)
+    return save_figure(fig, path)
+
+
 # ------------------------------------------------------------------ mixing, calibration, positional encoding
 
 
