@@ -297,6 +297,7 @@ def test_gradcheck_every_reduction_with_broadcast_index_and_negative_dim(reduce)
 def test_gradcheck_softmax_family(fn):
     src, index = _grad_problem(1)
     assert torch.autograd.gradcheck(lambda s: fn(s, index, dim=-2, dim_size=5), (src,))
+    assert torch.autograd.gradgradcheck(lambda s: fn(s, index, dim=-2, dim_size=5), (src,))
 
 
 def test_gradcheck_mul_with_zeros_in_segments():

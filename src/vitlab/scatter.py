@@ -200,7 +200,8 @@ def _count(view: Tensor, src: Tensor, dim: int, dim_size: int, dtype: torch.dtyp
     count_shape = list(shape)
     count_shape[dim] = dim_size
     count = torch.zeros(count_shape, dtype=dtype, device=src.device)
-    return count.scatter_add_(dim, view, torch.ones(shape, dtype=dtype, device=src.device))
+    ones = torch.ones((), dtype=dtype, device=src.device).expand(shape)  # stride 0: no N-sized buffer
+    return count.scatter_add_(dim, view, ones)
 
 
 def _prepare(
@@ -307,23 +308,45 @@ def scatter_mul(src: Tensor, index: Tensor, dim: int = -1, dim_size: int | None 
     return _run(lambda: out.scatter_reduce(dim, index_b, src, "prod", include_self=False), index, dim_size)
 
 
+def _gather(t: Tensor, dim: int, index_b: Tensor) -> Tensor:
+    """``t.gather(dim, index_b)``; ``index_select`` when both are 1-D (same values, faster kernel)."""
+    if t.dim() == 1 and index_b.dim() == 1:
+        return t.index_select(0, index_b)
+    return t.gather(dim, index_b)
+
+
+def _reduce_from_identity(plain: Tensor, index_b: Tensor, dim: int, dim_size: int, which: str, index: Tensor) -> Tensor:
+    """``scatter_reduce(amax|amin, include_self=True)`` into a tensor filled with the reduction's
+    identity (-inf / +inf, or the integer extremes), so empty segments keep that identity.
+
+    Same values as ``include_self=False`` on every non-empty segment, and about twice as fast on CPU.
+    """
+    if plain.is_floating_point():
+        fill = float("-inf") if which == "amax" else float("inf")
+    else:
+        info = torch.iinfo(plain.dtype)
+        fill = info.min if which == "amax" else info.max
+    out = torch.full(_out_shape(plain, dim, dim_size), fill, dtype=plain.dtype, device=plain.device)
+    return _run(lambda: out.scatter_reduce_(dim, index_b, plain, which, include_self=True), index, dim_size)
+
+
 def _scatter_extreme(
     src: Tensor, index: Tensor, dim: int, dim_size: int | None, check: bool, which: str, need_arg: bool
 ) -> tuple[Tensor, Tensor | None]:
-    _, index_b, dim, dim_size = _prepare(src, index, dim, dim_size, check)
+    view, index_b, dim, dim_size = _prepare(src, index, dim, dim_size, check)
     shape = _out_shape(src, dim, dim_size)
     n = src.shape[dim]
     plain = src.detach()
-    extreme = plain.new_zeros(shape)
-    extreme = _run(lambda: extreme.scatter_reduce(dim, index_b, plain, which, include_self=False), index, dim_size)
+    extreme = _reduce_from_identity(plain, index_b, dim, dim_size, which, index)
     if not need_arg:
-        return extreme, None
+        empty = _count(view, src, dim, dim_size, torch.int32) == 0  # tells "empty" from "all -inf"
+        return extreme.masked_fill_(empty, 0), None
     if n == 0 or src.numel() == 0:
         arg = torch.full(shape, n, dtype=torch.long, device=src.device)
         return src.new_zeros(shape) + src.reshape(-1)[:0].sum(), arg
     # arg[p] = the lowest position along dim among p's elements equal to the extreme (NaN counts
     # as equal, so a segment holding NaN points at its first NaN, whose value is NaN).
-    hit = plain == extreme.gather(dim, index_b)
+    hit = plain == _gather(extreme, dim, index_b)
     if plain.is_floating_point():
         hit |= plain.isnan()
     pos_shape = [1] * src.dim()
@@ -334,7 +357,7 @@ def _scatter_extreme(
     arg = arg.scatter_reduce(dim, index_b, candidate, "amin", include_self=True)
     empty = arg == n
     # Reading the value back through gather routes the gradient to the arg element only.
-    values = src.gather(dim, arg.clamp_max(n - 1))
+    values = _gather(src, dim, arg.clamp_max(n - 1))
     values = torch.where(empty, torch.zeros_like(values), values)
     return values, arg
 
@@ -435,21 +458,46 @@ def scatter(
 # --------------------------------------------------------------------------------------------
 
 
-def _shifted_exp(
-    src: Tensor, index: Tensor, dim: int, dim_size: int | None, check: bool
-) -> tuple[Tensor, Tensor, Tensor, Tensor, int, Tensor]:
-    """``(shifted, exp(shifted), seg_sum, seg_max, dim, index_b)`` with ``shifted = src - max``."""
-    view, index_b, dim, dim_size = _prepare(src, index, dim, dim_size, check, need_float=True)
-    shape = _out_shape(src, dim, dim_size)
-    plain = src.detach()
-    seg_max = plain.new_zeros(shape)
-    seg_max = _run(lambda: seg_max.scatter_reduce(dim, index_b, plain, "amax", include_self=False), index, dim_size)
-    # A segment of all -inf (or +inf) would give inf - inf = NaN; shift it by 0 instead.
-    seg_max = torch.where(torch.isfinite(seg_max), seg_max, torch.zeros_like(seg_max))
-    shifted = src - seg_max.gather(dim, index_b)
-    e = shifted.exp()
-    seg_sum = e.new_zeros(shape).scatter_add(dim, index_b, e)
-    return shifted, e, seg_sum, seg_max, dim, index_b
+def _segment_max_shift(src: Tensor, index_b: Tensor, dim: int, dim_size: int, index: Tensor) -> Tensor:
+    """Per-segment maximum of ``src`` (no gradient), with non-finite maxima replaced by 0."""
+    seg_max = _reduce_from_identity(src.detach(), index_b, dim, dim_size, "amax", index)
+    # Empty segments hold -inf here; those, all -inf segments and segments holding +inf would give
+    # inf - inf = NaN, so they are shifted by 0 instead.
+    return torch.where(torch.isfinite(seg_max), seg_max, torch.zeros_like(seg_max))
+
+
+class _SegmentSoftmax(torch.autograd.Function):
+    """``y = softmax within segments``; backward ``dx = y * (g - sum_{segment} g * y)`` (exact)."""
+
+    @staticmethod
+    def forward(ctx, src: Tensor, index_b: Tensor, dim: int, dim_size: int, log: bool, index: Tensor) -> Tensor:  # noqa: ANN001
+        shape = _out_shape(src, dim, dim_size)
+        seg_max = _segment_max_shift(src, index_b, dim, dim_size, index)
+        y = _gather(seg_max, dim, index_b)  # the one N-sized buffer, reused in place below
+        torch.sub(src, y, out=y)  # shifted = src - m
+        if log:
+            seg_sum = y.new_zeros(shape).scatter_add_(dim, index_b, y.exp())
+            y.sub_(_gather(seg_sum.log_(), dim, index_b))
+        else:
+            y.exp_()
+            seg_sum = y.new_zeros(shape).scatter_add_(dim, index_b, y)
+            y.div_(_gather(seg_sum, dim, index_b))
+        ctx.dim, ctx.dim_size, ctx.log = dim, dim_size, log
+        ctx.save_for_backward(y, index_b)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # noqa: ANN001, ANN205
+        y, index_b = ctx.saved_tensors
+        dim, shape = ctx.dim, _out_shape(y, ctx.dim, ctx.dim_size)
+        if ctx.log:  # y = log p: dx = g - p * sum_seg g
+            seg = grad.new_zeros(shape).scatter_add(dim, index_b, grad)
+            grad_src = grad - y.exp() * _gather(seg, dim, index_b)
+        else:  # y = p: dx = p * (g - sum_seg g * p)
+            gy = grad * y
+            seg = gy.new_zeros(shape).scatter_add(dim, index_b, gy)
+            grad_src = gy - y * _gather(seg, dim, index_b)
+        return grad_src, None, None, None, None, None
 
 
 def scatter_softmax(src: Tensor, index: Tensor, dim: int = -1, dim_size: int | None = None, check: bool = True) -> Tensor:
@@ -457,9 +505,12 @@ def scatter_softmax(src: Tensor, index: Tensor, dim: int = -1, dim_size: int | N
 
         out[e] = exp(src[e] - m[p]) / sum_{e': index(e') = p} exp(src[e'] - m[p]),   p = index(e),
 
-    where ``m[p]`` is the segment maximum (subtracted for numerical stability and detached: the
-    result does not depend on it, so the gradient stays exact). Each non-empty segment sums to 1.
-    In 3-D with ``dim == 1`` the segment of ``src[i][j][k]`` is ``(i, index[i][j][k], k)``.
+    where ``m[p]`` is the segment maximum (subtracted for numerical stability; the result does not
+    depend on it). Each non-empty segment sums to 1. In 3-D with ``dim == 1`` the segment of
+    ``src[i][j][k]`` is ``(i, index[i][j][k], k)``. A custom autograd Function computes the
+    forward with a single N-sized buffer and the exact backward
+    ``d src[e] = out[e] * (g[e] - sum_{e' in p} g[e'] * out[e'])`` (checked by ``gradcheck`` and
+    ``gradgradcheck``).
 
     Args:
         src: (s_0, ..., s_{d-1}) floating-point tensor.
@@ -469,8 +520,8 @@ def scatter_softmax(src: Tensor, index: Tensor, dim: int = -1, dim_size: int | N
     Returns:
         ``src.shape``.
     """
-    _, e, seg_sum, _, dim, index_b = _shifted_exp(src, index, dim, dim_size, check)
-    return e / seg_sum.gather(dim, index_b)
+    _, index_b, dim, dim_size = _prepare(src, index, dim, dim_size, check, need_float=True)
+    return _SegmentSoftmax.apply(src, index_b, dim, dim_size, False, index)
 
 
 def scatter_log_softmax(
@@ -478,13 +529,14 @@ def scatter_log_softmax(
 ) -> Tensor:
     """Log-softmax within each segment: ``out[e] = src[e] - m[p] - log sum_{e' in p} exp(src[e'] - m[p])``.
 
-    Same segments, stabilisation and arguments as :func:`scatter_softmax`.
+    Same segments, stabilisation and arguments as :func:`scatter_softmax`; backward
+    ``d src[e] = g[e] - exp(out[e]) * sum_{e' in p} g[e']``.
 
     Returns:
         ``src.shape``.
     """
-    shifted, _, seg_sum, _, dim, index_b = _shifted_exp(src, index, dim, dim_size, check)
-    return shifted - seg_sum.log().gather(dim, index_b)
+    _, index_b, dim, dim_size = _prepare(src, index, dim, dim_size, check, need_float=True)
+    return _SegmentSoftmax.apply(src, index_b, dim, dim_size, True, index)
 
 
 def scatter_logsumexp(
@@ -503,7 +555,9 @@ def scatter_logsumexp(
         ``src.shape`` with ``dim_size`` along ``dim``.
     """
     view, index_b, dim, dim_size = _prepare(src, index, dim, dim_size, check, need_float=True)
-    _, _, seg_sum, seg_max, _, _ = _shifted_exp(src, index, dim, dim_size, check=False)
+    seg_max = _segment_max_shift(src, index_b, dim, dim_size, index)
+    e = (src - _gather(seg_max, dim, index_b)).exp()
+    seg_sum = e.new_zeros(_out_shape(src, dim, dim_size)).scatter_add(dim, index_b, e)
     empty = (_count(view, src, dim, dim_size, torch.long) == 0).expand_as(seg_sum)
     safe_sum = torch.where(empty, torch.ones_like(seg_sum), seg_sum)
     return torch.where(empty, torch.zeros_like(seg_sum), safe_sum.log() + seg_max)
