@@ -71,12 +71,11 @@ def random_crop(images: Tensor, padding: int, generator: torch.Generator) -> Ten
     p = padding
     padded = F.pad(images, (p, p, p, p))  # (B, C, H + 2p, W + 2p), zeros
     offsets = torch.randint(0, 2 * p + 1, (2, b), generator=generator, device=images.device)
-    rows = offsets[0, :, None] + torch.arange(h, device=images.device)  # (B, H)
-    cols = offsets[1, :, None] + torch.arange(w, device=images.device)  # (B, W)
-    rows = rows[:, None, :, None].expand(b, c, h, w + 2 * p)
-    picked_rows = torch.gather(padded, 2, rows)  # (B, C, H, W + 2p)
-    cols = cols[:, None, None, :].expand(b, c, h, w)
-    return torch.gather(picked_rows, 3, cols)  # (B, C, H, W)
+    rows = offsets[0, :, None] + torch.arange(h, device=images.device)  # (B, H): i_b + h
+    cols = offsets[1, :, None] + torch.arange(w, device=images.device)  # (B, W): j_b + w
+    # one gather over the flattened padded plane: flat index (i_b + h)·(W + 2p) + (j_b + w)
+    index = (rows[:, :, None] * (w + 2 * p) + cols[:, None, :]).view(b, 1, h * w).expand(b, c, h * w)
+    return torch.gather(padded.flatten(2), 2, index).view(b, c, h, w)
 
 
 def random_hflip(images: Tensor, generator: torch.Generator, p: float = 0.5) -> Tensor:
