@@ -156,6 +156,24 @@ def test_scatter_example_from_docstring_and_empty_segment_fill():
     assert values.tolist() == [[3.0, 0.0, 4.0, 0.0]] and arg.tolist() == [[2, 4, 3, 4]]
 
 
+def test_documented_worked_examples():
+    """The 3-D tables of docs/gather_scatter.md, recomputed (and checked against the formulas by hand)."""
+    src = torch.arange(1.0, 9.0).view(2, 2, 2)
+    cases = {
+        0: ([[[1, 0], [0, 0]], [[1, 1], [0, 1]]], [[[5, 2], [3, 4]], [[5, 6], [3, 8]]], [[[0, 2], [10, 4]], [[6, 6], [0, 8]]]),
+        1: ([[[1, 1], [0, 1]], [[0, 0], [0, 1]]], [[[3, 4], [1, 4]], [[5, 6], [5, 8]]], [[[3, 0], [1, 6]], [[12, 6], [0, 8]]]),
+        2: ([[[1, 0], [1, 1]], [[0, 0], [1, 0]]], [[[2, 1], [4, 4]], [[5, 5], [8, 7]]], [[[2, 1], [0, 7]], [[11, 0], [8, 7]]]),
+    }
+    for dim, (index, gathered, summed) in cases.items():
+        index = torch.tensor(index)
+        assert torch.gather(src, dim, index).tolist() == gathered
+        assert scatter(src, index, dim, 2).tolist() == summed
+    values, arg = scatter_max(src, torch.tensor(cases[0][0]), 0, 3)
+    assert values.tolist() == [[[0, 2], [7, 4]], [[5, 6], [0, 8]], [[0, 0], [0, 0]]]
+    assert arg.tolist() == [[[2, 0], [1, 0]], [[1, 1], [2, 1]], [[2, 2], [2, 2]]]
+    assert segment_csr(torch.arange(1.0, 6.0), torch.tensor([0, 2, 2, 5])).tolist() == [3, 0, 12]
+
+
 def test_index_broadcast_scatters_whole_feature_vectors():
     src = torch.arange(24.0).view(2, 4, 3)  # (B, N, D)
     index = torch.tensor([[0, 1, 0, 1], [1, 1, 1, 0]])  # (B, N)
@@ -196,6 +214,16 @@ def test_nan_propagates_within_its_segment_and_arg_points_at_first_nan():
     values, arg = scatter_max(src, index, dim=0, dim_size=2)
     assert math.isnan(values[0].item()) and values[1].item() == 3.0
     assert arg.tolist() == [1, 2]
+
+
+def test_repeated_calls_on_cpu_are_bitwise_equal():
+    g = torch.Generator().manual_seed(5)
+    src = torch.randn(20_000, 3, generator=g)
+    index = torch.randint(0, 37, (20_000,), generator=g)
+    for reduce in REDUCTIONS:
+        first = scatter(src, index, dim=0, dim_size=37, reduce=reduce)
+        assert torch.equal(first, scatter(src, index, dim=0, dim_size=37, reduce=reduce))
+    assert torch.equal(scatter_softmax(src, index, 0, 37), scatter_softmax(src, index, 0, 37))
 
 
 # ------------------------------------------------------------------------------------------

@@ -41,10 +41,12 @@ Conventions shared by every function here:
 * **Autograd**: every reduction is differentiable and checked with ``gradcheck`` in float64.
   Gradients of ``max``/``min`` go to the single arg element (ties: the lowest index along
   ``dim``); see the individual docstrings for ``mul`` and the softmax family.
-* **Determinism**: on CPU all functions are deterministic. On CUDA the scatter-add behind
-  ``sum``/``mean``/softmax uses atomic adds, so float results may differ in the last bits from
-  run to run; ``max``/``min`` are exact whatever the order. :func:`segment_csr` reduces each
-  sorted segment in order (``torch.segment_reduce``) and is deterministic on every device.
+* **Determinism**: on CPU the kernels used reduce in a fixed order, so repeated calls give
+  bitwise-equal results (tested). On CUDA the scatter-add behind ``sum``/``mean``/softmax uses
+  atomic adds, so float results may differ in the last bits from run to run; ``max``/``min``
+  are exact whatever the order. :func:`segment_csr` uses ``torch.segment_reduce``, whose kernels
+  use no atomics (each segment is reduced by one thread or one block in a fixed order), so it is
+  reproducible on every device.
 """
 
 from __future__ import annotations
@@ -422,8 +424,9 @@ def scatter(
     with ``R`` in ``'sum' | 'mean' | 'max' | 'min' | 'mul'`` (see :func:`scatter_sum`,
     :func:`scatter_mean`, :func:`scatter_max`, :func:`scatter_min`, :func:`scatter_mul`). For
     ``max``/``min`` only the values are returned; when no gradient is needed they come straight
-    from ``scatter_reduce(amax/amin, include_self=False)``, otherwise through the arg index so the
-    gradient goes to the arg element (lowest position on ties).
+    from ``scatter_reduce(amax/amin)`` into a tensor filled with the identity (-inf / +inf) plus a
+    count to zero the empty segments, otherwise through the arg index so the gradient goes to the
+    arg element (lowest position on ties).
 
     Example (dim 1, sum)::
 
