@@ -45,8 +45,9 @@ class TrainConfig:
         epochs, batch_size (global, over all processes), lr (peak), min_lr (end of the cosine),
         weight_decay (AdamW, not applied to ``no_weight_decay()`` parameters, biases and norms),
         warmup_epochs (linear warm-up from 0), grad_clip (max global L2 norm, 0 = off), accum_steps
-        (micro-batches per optimizer step), label_smoothing, the mixing keys of
-        :func:`vitlab.mixing.build_mixing`, ema_decay (0 = off), amp (bf16 autocast), compile
+        (micro-batches per optimizer step), label_smoothing, and the mixing keys of
+        :func:`vitlab.mixing.build_mixing` (mixup_alpha, cutmix_alpha, cutout_size, mix_prob, switch_prob,
+        mix_mode: batch, pair or elem), ema_decay (0 = off), amp (bf16 autocast), compile
         (``torch.compile``), nonfinite (``stop``: end the run naming the step, keeping the last good
         checkpoint; ``skip``: drop that step's update and go on).
     Run:
@@ -166,6 +167,11 @@ def _type_ok(value: Any, annotation: Any) -> tuple[bool, Any]:
     if annotation is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return True, float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "3e-4" (no dot) as a string
+            try:
+                return True, float(value)
+            except ValueError:
+                return False, value
         return False, value
     if annotation is str:
         return isinstance(value, str), value

@@ -1,0 +1,108 @@
+"""Tests of vitlab.train.checkpoint: atomic files, verified weights, damaged and unsafe files refused."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import pytest
+import torch
+
+from vitlab.errors import CheckpointError
+from vitlab.train.checkpoint import (
+    atomic_write_text,
+    latest_checkpoint,
+    load_checkpoint,
+    load_state,
+    load_weights,
+    save_checkpoint,
+    save_weights,
+)
+
+
+def _weights() -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    return {"w": torch.randn(4, 3), "b": torch.arange(5), "h": torch.randn(2).half()}
+
+
+def test_weights_roundtrip_exactly(tmp_path) -> None:
+    path = save_weights(_weights(), tmp_path / "m.safetensors")
+    loaded = load_weights(path)
+    for name, tensor in _weights().items():
+        assert torch.equal(loaded[name], tensor) and loaded[name].dtype == tensor.dtype
+
+
+def test_flipped_byte_in_tensor_data_is_detected(tmp_path) -> None:
+    path = save_weights(_weights(), tmp_path / "m.safetensors")
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF  # inside the tensor data, past the header
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="SHA-256"):
+        load_weights(path)
+
+
+def test_truncated_or_foreign_weights_file_is_refused(tmp_path) -> None:
+    path = save_weights(_weights(), tmp_path / "m.safetensors")
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(CheckpointError, match="damaged or not a safetensors"):
+        load_weights(path)
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"hello world, not safetensors")
+    with pytest.raises(CheckpointError, match="damaged or not a safetensors"):
+        load_weights(junk)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_weights(tmp_path / "missing.safetensors")
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch " + str(os.environ.get("VITLAB_PWNED", "/nonexistent/pwned")),))
+
+
+def test_pickle_that_would_run_code_is_refused_as_state(tmp_path, monkeypatch) -> None:
+    marker = tmp_path / "pwned"
+    monkeypatch.setenv("VITLAB_PWNED", str(marker))
+    evil = tmp_path / "state.pt"
+    torch.save({"payload": _Evil()}, evil)  # torch.save pickles the object, as an attacker would
+    with pytest.raises(CheckpointError, match="unsafe"):
+        load_state(evil)
+    plain = tmp_path / "plain.pkl"
+    plain.write_bytes(pickle.dumps(_Evil()))
+    with pytest.raises(CheckpointError):
+        load_state(plain)
+    assert not marker.exists()
+
+
+def test_checkpoint_folder_roundtrip_and_pointer(tmp_path) -> None:
+    state = {"step": 3, "rng": torch.get_rng_state(), "history": [{"epoch": 1, "loss": 0.5}]}
+    assert latest_checkpoint(tmp_path) is None
+    save_checkpoint(tmp_path, 3, _weights(), state)
+    save_checkpoint(tmp_path, 7, _weights(), {**state, "step": 7})
+    folder = latest_checkpoint(tmp_path)
+    assert folder is not None and folder.name == "step_00000007"
+    assert not (tmp_path / "checkpoints" / "step_00000003").exists()  # keep=1
+    weights, loaded = load_checkpoint(folder)
+    assert loaded["step"] == 7 and torch.equal(loaded["rng"], state["rng"])
+    assert torch.equal(weights["w"], _weights()["w"])
+
+
+def test_damaged_checkpoint_state_is_refused(tmp_path) -> None:
+    folder = save_checkpoint(tmp_path, 1, _weights(), {"step": 1})
+    state = folder / "state.pt"
+    state.write_bytes(state.read_bytes()[:-5])
+    with pytest.raises(CheckpointError, match="SHA-256"):
+        load_checkpoint(folder)
+
+
+def test_crash_while_writing_leaves_the_old_file_whole(tmp_path, monkeypatch) -> None:
+    target = tmp_path / "notes.txt"
+    atomic_write_text(target, "old")
+
+    def boom(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError, match="No space left"):
+        atomic_write_text(target, "new and longer")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]  # no temporary file left behind
