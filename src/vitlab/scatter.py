@@ -473,7 +473,9 @@ class _SegmentSoftmax(torch.autograd.Function):
     """``y = softmax within segments``; backward ``dx = y * (g - sum_{segment} g * y)`` (exact)."""
 
     @staticmethod
-    def forward(ctx, src: Tensor, index_b: Tensor, dim: int, dim_size: int, log: bool, index: Tensor) -> Tensor:  # noqa: ANN001
+    def forward(  # noqa: ANN001 - ctx
+        ctx, src: Tensor, index_b: Tensor, dim: int, dim_size: int, log: bool, index: Tensor
+    ) -> Tensor:
         shape = _out_shape(src, dim, dim_size)
         seg_max = _segment_max_shift(src, index_b, dim, dim_size, index)
         y = _gather(seg_max, dim, index_b)  # the one N-sized buffer, reused in place below
@@ -503,7 +505,9 @@ class _SegmentSoftmax(torch.autograd.Function):
         return grad_src, None, None, None, None, None
 
 
-def scatter_softmax(src: Tensor, index: Tensor, dim: int = -1, dim_size: int | None = None, check: bool = True) -> Tensor:
+def scatter_softmax(
+    src: Tensor, index: Tensor, dim: int = -1, dim_size: int | None = None, check: bool = True
+) -> Tensor:
     """Softmax within each segment::
 
         out[e] = exp(src[e] - m[p]) / sum_{e': index(e') = p} exp(src[e'] - m[p]),   p = index(e),
@@ -629,9 +633,10 @@ def segment_csr(src: Tensor, indptr: Tensor, reduce: str = "sum", check: bool = 
         if num_segments:
             bad = bad | (offsets.diff(dim=-1) < 0).any()
         if bool(bad):
+            shown = indptr.flatten()[:12].tolist()
             raise DataError(
-                f"indptr must be non-decreasing offsets in [0, {n}] (src.size({dim})), got {indptr.tolist()}; "
-                "build it as cat([0], counts.cumsum(0))"
+                f"indptr must be non-decreasing offsets in [0, {n}] (src.size({dim})), got "
+                f"{shown}{' ...' if indptr.numel() > 12 else ''}; build it as cat([0], counts.cumsum(0))"
             )
     lengths = offsets.diff(dim=-1)  # (..., S)
     empty = (lengths == 0).view(*lengths.shape, *([1] * (src.dim() - dim - 1)))  # broadcasts to out
