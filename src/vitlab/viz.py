@@ -175,7 +175,8 @@ def _reliability_panel(ax, ax_count, probs, labels, n_bins: int, title: str | No
     gap_lo = [min(a, c) for a, c in zip(acc[filled], conf[filled])]
     gap_h = [abs(a - c) for a, c in zip(acc[filled], conf[filled])]
     ax.bar([l for l, f in zip(left, filled) if f], gap_h, bottom=gap_lo, width=width, align="edge",
-           color="tab:red", alpha=0.3, edgecolor="tab:red", hatch="//", lw=0.5, label="gap to mean confidence")
+           facecolor=(1.0, 0.3, 0.3, 0.25), edgecolor="tab:red", hatch="///", lw=0.8,
+           label="gap to mean confidence")
     ax.plot([0, 1], [0, 1], "k--", lw=1.0, label="perfect calibration")
     ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy")
     ax.set_title(f"{title + ': ' if title else ''}ECE = {ece:.4f} ({n_bins} bins)", fontsize=10)
