@@ -12,6 +12,111 @@ import sys
 from collections.abc import Sequence
 
 
+DEFAULT_RUNS = "runs"
+
+
+def _default_run_dir(raw: dict) -> "Path":
+    import time
+    from pathlib import Path
+
+    name = f"{raw.get('dataset', 'digits')}-{raw.get('model', 'vit')}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return Path(DEFAULT_RUNS) / name
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train the recipe (default: the embedded digits) into a run folder, or continue one with --resume."""
+    from pathlib import Path
+
+    from vitlab.train.config import config_from_dict, resolve_config
+
+    if args.resume:
+        if args.config or args.set:
+            raise ValueError("--resume continues a run with its saved config; drop --config/--set")
+        from vitlab.train.loop import train
+
+        train(None, Path(args.resume), resume=True, quiet=args.quiet)
+        return 0
+    raw = resolve_config(args.config, args.set or [])
+    if raw.get("task", "image") == "seq2seq":
+        from vitlab.train.seq2seq import train_seq2seq
+
+        config = {k: v for k, v in raw.items() if k != "task"}
+        run_dir = Path(args.out) if args.out else Path(DEFAULT_RUNS) / f"seq2seq-{config.get('task_name', config.get('name', 'run'))}"
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise ValueError(f"run folder {run_dir} already exists; choose another --out")
+        train_seq2seq(config, run_dir, quiet=args.quiet)
+        return 0
+    if raw.get("task", "image") != "image":
+        raise ValueError(f"unknown task '{raw['task']}'; use task: image (default) or task: seq2seq")
+    raw.pop("task", None)
+    cfg = config_from_dict(raw, str(args.config) if args.config else "config")
+    run_dir = Path(args.out) if args.out else _default_run_dir(raw)
+    from vitlab.train.loop import train
+
+    train(cfg, run_dir, quiet=args.quiet)
+    if not args.quiet:
+        print(f"run folder: {run_dir}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Evaluate a trained run on a split of its dataset (or of another dataset with the same shapes)."""
+    import json
+
+    from vitlab.data.registry import load_splits
+    from vitlab.train.distributed import DistContext
+    from vitlab.train.loop import evaluate, load_run, run_transform
+
+    model, cfg, info = load_run(args.run_dir)
+    dataset = args.data or cfg.dataset
+    root = args.data_root if args.data_root is not None else (cfg.data_root if dataset == cfg.dataset else None)
+    splits = load_splits(dataset, root, val_fraction=cfg.val_fraction, seed=0)
+    if args.split not in splits:
+        raise ValueError(f"unknown split '{args.split}'; choose one of {sorted(splits)}")
+    data = splits[args.split]
+    if list(data.image_shape) != list(info["image_shape"]):
+        raise ValueError(
+            f"{dataset} images are {tuple(data.image_shape)} but the model expects {tuple(info['image_shape'])} (C, H, W)"
+        )
+    if data.num_classes != len(info["classes"]):
+        raise ValueError(f"{dataset} has {data.num_classes} classes but the model was trained on {len(info['classes'])}")
+    result = evaluate(model, data, run_transform(cfg, info), DistContext())
+    metrics = {"dataset": dataset, "split": args.split, "n": len(data), "loss": result.loss,
+               "acc1": result.acc1, "acc5": result.acc5, "ece": result.ece}
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        for key, value in metrics.items():
+            print(f"{key:8s} {value:.4f}" if isinstance(value, float) else f"{key:8s} {value}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Print the top-k classes and probabilities for each image file."""
+    import torch
+
+    from vitlab.data.folder import read_image
+    from vitlab.train.loop import load_run, run_transform
+
+    model, cfg, info = load_run(args.run_dir)
+    channels, height, width = info["image_shape"]
+    transform = run_transform(cfg, info)
+    classes = info["classes"]
+    k = min(args.topk, len(classes))
+    for path in args.images:
+        image = read_image(path, channels)  # (C, H, W) uint8
+        if tuple(image.shape[1:]) != (height, width):
+            raise ValueError(
+                f"image {path} is {image.shape[2]}x{image.shape[1]} but the model expects {width}x{height}; resize it first"
+            )
+        with torch.no_grad():
+            probs = model(transform(image.unsqueeze(0), None, train=False)).softmax(1)[0]
+        values, indices = probs.topk(k)
+        shown = ", ".join(f"{classes[i]} {p:.3f}" for p, i in zip(values.tolist(), indices.tolist()))
+        print(f"{path}: {shown}")
+    return 0
+
+
 def cmd_translate(args: argparse.Namespace) -> int:
     """Decode a source sequence with a trained seq2seq run (greedy, or beam search with --beam N)."""
     from vitlab.train.seq2seq import translate
@@ -78,6 +183,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+
+    train = sub.add_parser("train", help="train a model (default: a ViT on the embedded digits)")
+    train.add_argument("--config", default=None, help="YAML recipe (see configs/); default: the built-in digits recipe")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    train.add_argument("--out", default=None, help="run folder (default: runs/<dataset>-<model>-<time>)")
+    train.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    train.add_argument("--quiet", action="store_true", help="no progress bars: one line per epoch")
+    train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser("eval", help="evaluate a trained run")
+    evaluate.add_argument("run_dir", help="a run folder written by `vitlab train`")
+    evaluate.add_argument("--data", default=None, help="dataset name (default: the run's)")
+    evaluate.add_argument("--data-root", default=None, help="dataset folder")
+    evaluate.add_argument("--split", default="test", help="train, val or test (default: test)")
+    evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    evaluate.set_defaults(func=cmd_eval)
+
+    predict = sub.add_parser("predict", help="classify image files with a trained run")
+    predict.add_argument("run_dir", help="a run folder written by `vitlab train`")
+    predict.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...) of the model's size")
+    predict.add_argument("--topk", type=int, default=3, help="how many classes to print (default 3)")
+    predict.set_defaults(func=cmd_predict)
 
     trans = sub.add_parser("translate", help="decode a sequence with a trained seq2seq run")
     trans.add_argument("run_dir", help="run folder written by `vitlab train` with task: seq2seq")
