@@ -107,10 +107,16 @@ def sample_log_gamma(shape: float | Tensor, n: int, generator: torch.Generator) 
     Returns:
         (n,) float64 tensor of ``log G``.
     """
-    device = generator.device
-    a = torch.as_tensor(shape, dtype=torch.float64, device=device).expand(n)
+    a = torch.as_tensor(shape, dtype=torch.float64, device=generator.device).expand(n)
     if n and not bool((a > 0).all()):
         raise ConfigError(f"Gamma shape must be > 0, got {a.min().item()}")
+    return _log_gamma(a, generator)
+
+
+def _log_gamma(a: Tensor, generator: torch.Generator) -> Tensor:
+    """:func:`sample_log_gamma` for an (n,) float64 tensor of shapes already known to be > 0 (no host sync)."""
+    n = a.shape[0]
+    device = generator.device
     boost = a < 1.0
     d = torch.where(boost, a + 1.0, a) - 1.0 / 3.0
     log_g = _marsaglia_tsang_round(d, generator)
@@ -143,8 +149,23 @@ def sample_beta(alpha: float | Tensor, beta: float | Tensor, n: int, generator: 
     )
     if n and not bool((shapes > 0).all()):
         raise ConfigError(f"Beta parameters must be > 0, got alpha={alpha}, beta={beta}")
-    log_g = sample_log_gamma(shapes, 2 * n, generator)
+    return _beta_from_shapes(shapes, generator)
+
+
+def _beta_from_shapes(shapes: Tensor, generator: torch.Generator) -> Tensor:
+    """Beta draws from (2n,) float64 shapes ``[alpha_1..alpha_n, beta_1..beta_n]``, all > 0 (unchecked)."""
+    n = shapes.shape[0] // 2
+    log_g = _log_gamma(shapes, generator)
     return torch.sigmoid(log_g[:n] - log_g[n:])
+
+
+def _symmetric_beta(alpha: float | Tensor, n: int, generator: torch.Generator) -> Tensor:
+    """``n`` draws of ``Beta(alpha, alpha)`` for ``alpha`` validated by the caller (a float or an (n,) tensor)."""
+    if isinstance(alpha, Tensor):
+        shapes = alpha.to(device=generator.device, dtype=torch.float64).repeat(2)
+    else:
+        shapes = torch.full((2 * n,), float(alpha), dtype=torch.float64, device=generator.device)
+    return _beta_from_shapes(shapes, generator)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,9 +362,9 @@ class Mixer:
                 alpha: float | Tensor = torch.where(use_cutmix, self.cutmix_alpha, self.mixup_alpha)
             else:
                 alpha = self.cutmix_alpha if self.cutmix_on else self.mixup_alpha
-            lam_beta = sample_beta(alpha, alpha, n, g)
+            lam_beta = _symmetric_beta(alpha, n, g)  # alphas were validated in __init__
         else:  # the box size is drawn directly; lam only matters for Mixup
-            lam_beta = sample_beta(self.mixup_alpha, self.mixup_alpha, n, g) if self.mixup_on else ones
+            lam_beta = _symmetric_beta(self.mixup_alpha, n, g) if self.mixup_on else ones
         lam_cut, cut_box = ones, box
         if self.cutmix_on:
             if self.cutmix_minmax is None:
