@@ -1,0 +1,51 @@
+"""Train the shipped reverse recipe and report its test accuracy and wall time.
+
+    python -m benchmarks.bench_transformer_reverse [--config configs/transformer_reverse.yaml] [--out DIR]
+
+Trains ``configs/transformer_reverse.yaml`` (reverse, lengths 1..20) with
+:func:`vitlab.train.seq2seq.train_seq2seq` into a temporary folder (or ``--out``), then prints the exact-match
+sequence accuracy of greedy decoding on the fixed 1,000-sequence test split and the wall time of the whole
+run (data generation, training, evaluations, writing the run folder). Targets: accuracy ≥ 0.99 within 300 s
+on 2 CPU cores. The time depends on the machine's load; the reference column is the target itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from benchmarks.report import print_table
+from vitlab.train.seq2seq import train_seq2seq
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="configs/transformer_reverse.yaml")
+    parser.add_argument("--out", default=None, help="run folder to keep (default: a temporary folder)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    config = yaml.safe_load(Path(args.config).read_text())
+    config.pop("task", None)
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(args.out) if args.out else Path(tmp) / "reverse"
+        start = time.perf_counter()
+        result = train_seq2seq(config, run_dir, quiet=args.quiet)
+        wall = time.perf_counter() - start
+    accuracy = result["test_accuracy"]
+    print(f"{args.config}: {int(result['steps'])} steps, training loop {result['train_time_s']:.1f} s")
+    print_table(
+        [
+            {"name": "reverse test exact-match accuracy", "value": accuracy, "reference": 0.99,
+             "ratio": accuracy / 0.99, "target": "ratio >= 1"},
+            {"name": "wall time of the run (s)", "value": wall, "reference": 300.0,
+             "ratio": wall / 300.0, "target": "ratio <= 1"},
+        ]
+    )
+
+
+if __name__ == "__main__":
+    main()
