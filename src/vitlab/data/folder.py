@@ -121,3 +121,19 @@ def load_image_folder(root: str | Path, classes: Sequence[str] | None = None,
         tensor = torch.from_numpy(np.stack(rgb)).permute(0, 3, 1, 2)  # (N, 3, H, W)
     labels = torch.tensor([label for _, label in samples], dtype=torch.int64)
     return ImageDataset(tensor.contiguous(), labels, names, name or Path(root).name, {"source": str(root)})
+
+
+def read_image(path: str | Path, channels: int) -> torch.Tensor:
+    """One image file as a (C, H, W) uint8 tensor with ``channels`` 1 (grayscale) or 3 (RGB).
+
+    Raises:
+        DataError: the file is missing, not an image, corrupt or truncated, or ``channels`` is not 1 or 3.
+    """
+    path = Path(path)
+    if channels not in (1, 3):
+        raise DataError(f"images must have 1 or 3 channels, the model expects {channels}")
+    if not path.is_file():
+        raise DataError(f"image file {path} does not exist")
+    array = _to_array(_open(path), gray=channels == 1)
+    tensor = torch.from_numpy(array.copy())
+    return tensor.unsqueeze(0) if channels == 1 else tensor.permute(2, 0, 1).contiguous()
