@@ -2,6 +2,7 @@
 
 from vitlab.models import vit as _vit  # noqa: F401  (registers the ViT sizes)
 from vitlab.models.registry import create_model, list_models, register_model
+from vitlab.models.transformer import Transformer
 from vitlab.models.vit import VisionTransformer
 
-__all__ = ["VisionTransformer", "create_model", "list_models", "register_model"]
+__all__ = ["Transformer", "VisionTransformer", "create_model", "list_models", "register_model"]
