@@ -134,6 +134,10 @@ def read_image(path: str | Path, channels: int) -> torch.Tensor:
         raise DataError(f"images must have 1 or 3 channels, the model expects {channels}")
     if not path.is_file():
         raise DataError(f"image file {path} does not exist")
-    array = _to_array(_open(path), gray=channels == 1)
+    image = _open(path)
+    try:
+        array = _to_array(image, gray=channels == 1)
+    finally:
+        image.close()
     tensor = torch.from_numpy(array.copy())
     return tensor.unsqueeze(0) if channels == 1 else tensor.permute(2, 0, 1).contiguous()
