@@ -16,6 +16,13 @@ def unpad(row: torch.Tensor) -> list[int]:
     return [t for t in row.tolist() if t != Vocab.PAD]
 
 
+def source(row: torch.Tensor) -> list[int]:
+    """The source symbols of a padded [x..., EOS, PAD...] row, checking the frame."""
+    ids = unpad(row)
+    assert ids[-1] == Vocab.EOS and Vocab.EOS not in ids[:-1]
+    return ids[:-1]
+
+
 def as_text(ids: list[int]) -> str:
     return "".join(V.itos[i] for i in ids)
 
@@ -39,18 +46,20 @@ def test_targets_follow_the_task_definition_and_are_framed_by_bos_eos(name):
     task = make_task(name, num_train=200, num_test=50, min_len=1, max_len=6, seed=3)
     for split in (task.train, task.test):
         for src_row, tgt_row in zip(split.src, split.tgt):
-            src, tgt = unpad(src_row), unpad(tgt_row)
+            src, tgt = source(src_row), unpad(tgt_row)
             assert tgt[0] == Vocab.BOS and tgt[-1] == Vocab.EOS
             assert tgt[1:-1] == reference_target(name, src)
+            assert task.target_of(src) == tgt[1:-1]
             # padding only at the end
-            assert src_row[: len(src)].tolist() == src and (src_row[len(src) :] == Vocab.PAD).all()
+            n = len(src) + 1
+            assert src_row[:n].tolist() == [*src, Vocab.EOS] and (src_row[n:] == Vocab.PAD).all()
 
 
 @pytest.mark.parametrize("name", TASKS)
 def test_test_split_is_distinct_and_disjoint_from_train(name):
     task = make_task(name, num_train=2000, num_test=300, min_len=1, max_len=4, seed=0)
-    test = [tuple(unpad(r)) for r in task.test.src]
-    train = {tuple(unpad(r)) for r in task.train.src}
+    test = [tuple(source(r)) for r in task.test.src]
+    train = {tuple(source(r)) for r in task.train.src}
     assert len(set(test)) == len(test) == 300
     assert not train & set(test)
     assert len(task.train) == 2000
@@ -58,11 +67,11 @@ def test_test_split_is_distinct_and_disjoint_from_train(name):
 
 def test_lengths_cover_the_requested_range():
     task = make_task("reverse", 3000, 100, min_len=2, max_len=9, seed=1)
-    lengths = (task.train.src != Vocab.PAD).sum(1)
+    lengths = (task.train.src != Vocab.PAD).sum(1) - 1  # minus the EOS
     assert int(lengths.min()) == 2 and int(lengths.max()) == 9
-    assert task.train.src.shape[1] == 9 and task.train.tgt.shape[1] == 11
+    assert task.train.src.shape[1] == 10 and task.train.tgt.shape[1] == 11
     digits = make_task("addition", 500, 10, min_len=1, max_len=3, seed=1)
-    operands = [as_text(unpad(r)).split("+") for r in digits.train.src]
+    operands = [as_text(source(r)).split("+") for r in digits.train.src]
     assert {len(a) for a, _ in operands} == {1, 2, 3}
     assert all(len(a) == 1 or a[0] != "0" for pair in operands for a in pair)  # no leading zeros
 

@@ -9,7 +9,9 @@ Each task maps a source sequence of symbols to a target sequence:
 
 Sequences are drawn with a seeded :class:`torch.Generator`, never the global RNG. The test split is drawn
 first, without duplicates; training examples equal to a test source are rejected, so the splits are
-disjoint. Tensors are padded with ``PAD = 0``; targets are framed as [BOS, y..., EOS].
+disjoint. Tensors are padded with ``PAD = 0``; sources end with EOS (x..., EOS), which marks the end of the
+sequence for the encoder (so that, e.g., reversing can find the last symbol), and targets are framed as
+[BOS, y..., EOS].
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ class Vocab:
 
 @dataclass
 class SequenceSplit:
-    """One split. ``src``: (N, S) ids padded with PAD; ``tgt``: (N, T) [BOS, y..., EOS] padded with PAD."""
+    """One split. ``src``: (N, S) [x..., EOS] padded with PAD; ``tgt``: (N, T) [BOS, y..., EOS] padded with PAD."""
 
     src: Tensor
     tgt: Tensor
@@ -93,7 +95,7 @@ class SequenceTask:
     vocab: Vocab
     train: SequenceSplit
     test: SequenceSplit
-    max_src_len: int
+    max_src_len: int  # with the EOS
     max_tgt_len: int  # without BOS/EOS
 
     @property
@@ -102,7 +104,7 @@ class SequenceTask:
         return "" if self.name == "addition" else " "
 
     def target_of(self, src: Sequence[int]) -> list[int]:
-        """The correct target symbols (no BOS/EOS) for the source ids ``src`` (the task's definition)."""
+        """The correct target symbols (no BOS/EOS) for the source symbols ``src`` (no EOS): the task's definition."""
         return _target(self.name, list(src), self.vocab)
 
 
@@ -147,8 +149,9 @@ def pad_sequences(seqs: Sequence[Sequence[int]], pad: int = Vocab.PAD) -> Tensor
 
 
 def _split(name: str, sources: list[tuple[int, ...]], vocab: Vocab) -> SequenceSplit:
+    srcs = [[*s, Vocab.EOS] for s in sources]
     tgts = [[Vocab.BOS, *_target(name, list(s), vocab), Vocab.EOS] for s in sources]
-    return SequenceSplit(pad_sequences(sources), pad_sequences(tgts))
+    return SequenceSplit(pad_sequences(srcs), pad_sequences(tgts))
 
 
 def make_task(
@@ -204,7 +207,7 @@ def make_task(
         s = tuple(_draw_source(name, min_len, max_len, vocab, g))
         if s not in seen:
             train.append(s)
-    max_src = max_len if name != "addition" else 2 * max_len + 1
+    max_src = (max_len if name != "addition" else 2 * max_len + 1) + 1
     max_tgt = max_len if name != "addition" else max_len + 1
     return SequenceTask(name, vocab, _split(name, train, vocab), _split(name, test, vocab), max_src, max_tgt)
 

@@ -329,11 +329,11 @@ def translate(run_dir: str | Path, text: str, beam: int = 1, max_len: int | None
     if not ids:
         raise ConfigError("the source is empty; give symbols, e.g. \"3 1 2\"")
     limit = model.pos_enc.max_len
-    if len(ids) > limit:
-        raise ConfigError(f"the source has {len(ids)} symbols but this model handles at most {limit}")
+    if len(ids) + 1 > limit:
+        raise ConfigError(f"the source has {len(ids)} symbols but this model handles at most {limit - 1}")
     max_len = task.max_tgt_len + 1 if max_len is None else int(max_len)
     if not 1 <= max_len <= limit:
         raise ConfigError(f"--max-len must be in 1..{limit}, got {max_len}")
-    src = torch.tensor([ids], dtype=torch.long)
+    src = torch.tensor([[*ids, Vocab.EOS]], dtype=torch.long)  # sources end with EOS, as in training
     out = _decode(model, src, max_len, beam, alpha)
     return task.vocab.decode(out[0], sep=task.sep)
