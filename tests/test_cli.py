@@ -1,0 +1,82 @@
+"""End-to-end tests of the `vitlab` command: train, eval and predict on the embedded digits (tiny model)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vitlab.cli import main
+
+TINY = ["--set", "model_args={depth: 1, embed_dim: 32, num_heads: 2}", "--set", "threads=1", "--set", "epochs=1"]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("cli") / "run"
+    assert main(["train", "--out", str(run), "--quiet", *TINY]) == 0
+    return run
+
+
+def test_train_then_eval_reports_the_summary_accuracy(trained_run, capsys) -> None:
+    capsys.readouterr()
+    assert main(["eval", str(trained_run), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    summary = json.loads((trained_run / "summary.json").read_text())
+    assert metrics["n"] == 270 and metrics["split"] == "test"
+    assert metrics["acc1"] == pytest.approx(summary["test_acc1"], abs=1e-12)
+    assert metrics["ece"] == pytest.approx(summary["test_ece"], abs=1e-9)
+
+
+def _write_digit_png(path, image: torch.Tensor) -> None:
+    Image.fromarray((image[0].numpy() * 255).round().astype(np.uint8), mode="L").save(path)
+
+
+def test_predict_prints_topk_matching_the_model_on_the_same_pixels(trained_run, tmp_path, capsys) -> None:
+    from vitlab.data.digits import load_digits_dataset
+    from vitlab.data.folder import read_image
+    from vitlab.train.loop import load_run, run_transform
+
+    test = load_digits_dataset()["test"]
+    paths = []
+    for i in range(3):
+        path = tmp_path / f"digit{i}.png"
+        _write_digit_png(path, test.images[i])
+        paths.append(path)
+    capsys.readouterr()
+    assert main(["predict", str(trained_run), *map(str, paths), "--topk", "2"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3
+    # Reference: the run's model applied directly to the decoded PNG pixels.
+    model, cfg, info = load_run(trained_run)
+    for line, path in zip(lines, paths):
+        image = read_image(path, 1).unsqueeze(0)
+        with torch.no_grad():
+            probs = model(run_transform(cfg, info)(image, None, train=False)).softmax(1)[0]
+        top = probs.topk(2)
+        expected = ", ".join(f"{c} {p:.3f}" for p, c in zip(top.values.tolist(), top.indices.tolist()))
+        assert line == f"{path}: {expected}"
+
+
+def test_predict_wrong_image_size_is_one_clear_line(trained_run, tmp_path, capsys) -> None:
+    big = tmp_path / "big.png"
+    Image.new("L", (16, 16)).save(big)
+    capsys.readouterr()
+    assert main(["predict", str(trained_run), str(big)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "16x16 but the model expects 8x8" in err
+
+
+def test_resume_with_overrides_is_refused(trained_run, capsys) -> None:
+    assert main(["train", "--resume", str(trained_run), "--set", "lr=1"]) == 2
+    assert "drop --config/--set" in capsys.readouterr().err
+
+
+def test_train_into_existing_run_folder_is_refused_and_leaves_it_alone(trained_run, capsys) -> None:
+    before = sorted(p.name for p in trained_run.iterdir())
+    assert main(["train", "--out", str(trained_run), "--quiet", *TINY]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert sorted(p.name for p in trained_run.iterdir()) == before
