@@ -8,8 +8,7 @@ VENV_TEST := .venv-test
 .PHONY: demo test bench clean
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/vitlab models
-	$(VENV)/bin/python -c "import torch, vitlab; m = vitlab.create_model('vit_tiny_patch4_32', num_classes=10); print('logits', tuple(m(torch.randn(2, 3, 32, 32)).shape))"
+	$(VENV)/bin/vitlab train
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
