@@ -14,6 +14,15 @@ A resumable checkpoint is a folder ``checkpoints/step_XXXXXXXX/`` holding ``mode
 ``manifest.json`` (the SHA-256 of both). The folder is complete before the pointer file
 ``checkpoints/latest`` is atomically replaced to name it; older folders are deleted afterwards. A crash at
 any moment leaves ``latest`` naming a complete, verified checkpoint (or no checkpoint yet).
+
+Test-only crash points: when the environment variable ``VITLAB_TEST_CHECKPOINT_PAUSE`` is
+``STEP:STAGE:MARKER``, :func:`save_checkpoint` for step ``STEP`` appends ``STAGE`` to the file ``MARKER``
+on reaching that stage and then sleeps for a minute, so that a test can ``kill -9`` the process at that
+exact point (tests/test_crash_safety.py). Stages, in write order: ``partial-model.safetensors``,
+``model.safetensors``, ``partial-state.pt``, ``state.pt``, ``partial-manifest.json``, ``manifest.json``
+(each file of the staging folder half-written, then complete), ``renamed`` (the folder in place, the
+pointer not yet updated), ``partial-latest``, ``latest`` (pointer replaced, old folders not yet removed).
+Never set it outside tests.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -39,6 +49,22 @@ WEIGHTS = "model.safetensors"
 STATE = "state.pt"
 MANIFEST = "manifest.json"
 DIGEST_KEY = "vitlab.sha256"
+TEST_PAUSE_ENV = "VITLAB_TEST_CHECKPOINT_PAUSE"  # test-only crash points, see the module docstring
+
+_writing_step: int | None = None  # the step save_checkpoint is writing (read by the test-only hook)
+
+
+def _test_pause(stage: str) -> None:
+    """Test-only: record ``stage`` in the marker file and sleep if ``VITLAB_TEST_CHECKPOINT_PAUSE`` asks."""
+    spec = os.environ.get(TEST_PAUSE_ENV)
+    if not spec or _writing_step is None:
+        return
+    step, want, marker = spec.split(":", 2)
+    if int(step) != _writing_step or want != stage:
+        return
+    with open(marker, "a", encoding="utf-8") as handle:
+        handle.write(f"{stage}\n")
+    time.sleep(60)  # the test kills the process here
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -61,6 +87,11 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
+            if _writing_step is not None and os.environ.get(TEST_PAUSE_ENV):  # test-only: stop half-way
+                handle.write(data[: len(data) // 2])
+                handle.flush()
+                _test_pause(f"partial-{path.name}")
+                data = data[len(data) // 2 :]
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -192,20 +223,29 @@ def save_checkpoint(run_dir: str | os.PathLike[str], step: int, weights: Mapping
     root.mkdir(parents=True, exist_ok=True)
     name = f"step_{step:08d}"
     final = root / name
+    global _writing_step
+    _writing_step = step
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
     try:
         save_weights(weights, staging / WEIGHTS)
+        _test_pause(WEIGHTS)
         atomic_write_bytes(staging / STATE, _save_torch(state))
+        _test_pause(STATE)
         manifest = {"step": step, "files": {f: sha256_file(staging / f) for f in (WEIGHTS, STATE)}}
         atomic_write_text(staging / MANIFEST, json.dumps(manifest, indent=2))
+        _test_pause(MANIFEST)
         if final.exists():
             shutil.rmtree(final)
         os.replace(staging, final)
         _fsync_dir(root)
+        _test_pause("renamed")
+        atomic_write_text(root / LATEST, name + "\n")
+        _test_pause(LATEST)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    atomic_write_text(root / LATEST, name + "\n")
+    finally:
+        _writing_step = None
     folders = sorted(p for p in root.glob("step_*") if p.is_dir())
     for old in folders[:-keep] if keep > 0 else []:
         if old.name != name:
