@@ -8,6 +8,7 @@ Errors a person can cause are raised as :class:`vitlab.errors.VitlabError` (or `
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from collections.abc import Sequence
 
@@ -98,6 +99,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from vitlab.data.folder import read_image
     from vitlab.train.loop import load_run, run_transform
 
+    if args.topk < 1:
+        raise ValueError(f"--topk must be >= 1, got {args.topk}; e.g. --topk 3")
     model, cfg, info = load_run(args.run_dir)
     channels, height, width = info["image_shape"]
     transform = run_transform(cfg, info)
@@ -240,9 +243,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("vitlab: interrupted", file=sys.stderr)
         return 130
     except (ValueError, OSError, KeyError) as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        message = _os_error_message(error) if isinstance(error, OSError) else str(error).strip()
+        message = message.splitlines()[0] if message else type(error).__name__
         print(f"vitlab: error: {message}", file=sys.stderr)
         return 2
+
+
+# errno -> what a person can do about it
+_OS_ERROR_HINTS = {
+    errno.ENOSPC: "free disk space or choose another --out",
+    errno.EDQUOT: "free disk space or choose another --out",
+    errno.EACCES: "choose a folder you can write to (--out) or fix its permissions",
+    errno.EPERM: "choose a folder you can write to (--out) or fix its permissions",
+    errno.EROFS: "the file system is read-only; choose another --out",
+    errno.ENOTDIR: "a part of the path is a file, not a folder; fix the path",
+}
+
+
+def _os_error_message(error: OSError) -> str:
+    """'<what went wrong>: <path>; <what to do>' for a file-system error (one line, no errno number)."""
+    what = error.strerror or str(error) or type(error).__name__
+    where = f": {error.filename}" if error.filename is not None else ""
+    hint = _OS_ERROR_HINTS.get(error.errno)
+    return f"{what}{where}" + (f"; {hint}" if hint else "")
 
 
 if __name__ == "__main__":

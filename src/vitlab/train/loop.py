@@ -72,6 +72,15 @@ def build_model(cfg: TrainConfig, image_shape: tuple[int, int, int], num_classes
 
     channels, height, width = image_shape
     args = {"img_size": (height, width), "in_chans": channels, "num_classes": num_classes}
+    for key, value in cfg.model_args.items():
+        from_data = args.get(key)
+        given = (value, value) if key == "img_size" and isinstance(value, int) else value
+        given = tuple(given) if key == "img_size" and isinstance(given, list) else given
+        if from_data is not None and given != from_data:  # the data decides image size, channels, classes
+            raise ConfigError(
+                f"model_args.{key}={value!r} but the data gives {key}={from_data!r}; remove model_args.{key} "
+                "(it is taken from the data)"
+            )
     args.update(cfg.model_args)
     try:
         return create_model(cfg.model, **args)
@@ -278,10 +287,17 @@ def train(
         if not resume and ctx.is_main:
             created = not run_dir.exists()
         return _train(cfg, run_dir, resume, quiet, ctx)
-    except VitlabError:
-        if created and ctx.is_main and latest_checkpoint(run_dir) is None:
-            shutil.rmtree(run_dir, ignore_errors=True)  # never leave a half-made run folder behind
+    except BaseException:  # bad input, a full disk, an interrupt: never leave a half-made run folder behind
+        if created and ctx.is_main and run_dir.is_dir() and _no_checkpoint(run_dir):
+            shutil.rmtree(run_dir, ignore_errors=True)
         raise
+
+
+def _no_checkpoint(run_dir: Path) -> bool:
+    try:
+        return latest_checkpoint(run_dir) is None
+    except VitlabError:  # a damaged pointer in a folder this call created: nothing worth keeping
+        return True
 
 
 def _train(cfg: TrainConfig, run_dir: Path, resume: bool, quiet: bool, ctx: DistContext) -> dict[str, Any]:
