@@ -1,0 +1,240 @@
+"""The reproduction recipes: one YAML per paper comparison, in ``configs/reproduce/``.
+
+A recipe names the paper, the comparison's variants (config overrides of one shared base), the metrics to
+tabulate, the paper's own numbers, and its claims, each a comparison between two variants on one metric::
+
+    name: label_smoothing
+    title: Label smoothing (Müller et al. 2019)
+    paper: Müller, Kornblith & Hinton 2019, When does label smoothing help?, Table ...
+    kind: image                  # image (vitlab.train.loop.train), seq2seq or legendre
+    base: {epochs: 40, ...}      # TrainConfig (or Seq2SeqConfig) keys shared by every variant
+    quick: {epochs: 4}           # applied on top of base with --quick
+    seeds: 3                     # default number of seeds (--seeds overrides)
+    variants: {no_smoothing: {label_smoothing: 0.0}, smoothing: {label_smoothing: 0.1}}
+    metrics: [test_acc1, test_ece, test_ece_ts]
+    paper_metric: ImageNet ECE   # what the paper's numbers are
+    paper_values: {no_smoothing: {test_ece: 0.071}, smoothing: {test_ece: 0.035}}
+    claims:
+      - {text: ..., metric: test_ece, variant: smoothing, against: no_smoothing, expect: lower}
+      - {text: ..., metric: test_acc1, variant: smoothing, against: no_smoothing, expect: equal, margin: 1.0}
+    setting: how this run differs from the paper's (data, model, budget)
+    figure: {kind: penultimate, variants: [no_smoothing, smoothing], classes: [0, 1, 2]}   # optional
+
+``expect`` is ``higher`` or ``lower`` (a direction claim on variant − against), ``equal`` (within ±margin,
+in the metric's unit) or, for the deterministic ``legendre`` recipe, ``match`` (relative tolerance
+``margin`` against ``paper_values``).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vitlab.errors import ConfigError, unknown_name_message
+
+KINDS = ("image", "seq2seq", "legendre")
+EXPECTS = ("higher", "lower", "equal", "match")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """How a metric is shown: its label, unit, print format and whether larger is better."""
+
+    label: str
+    unit: str
+    fmt: str
+    higher_is_better: bool
+
+
+METRICS: dict[str, Metric] = {
+    "test_acc1": Metric("test top-1 accuracy", "%", "{:.2f}", True),
+    "test_error": Metric("test top-1 error", "%", "{:.2f}", False),
+    "test_ece": Metric("test ECE", "", "{:.4f}", False),
+    "test_ece_ts": Metric("test ECE after temperature scaling", "", "{:.4f}", False),
+    "temperature": Metric("fitted temperature T", "", "{:.3f}", False),
+    "test_nll": Metric("test NLL", "nats", "{:.4f}", False),
+    "seq_accuracy": Metric("test exact-match sequence accuracy", "%", "{:.2f}", True),
+    "token_accuracy": Metric("test token accuracy (teacher forcing)", "%", "{:.2f}", True),
+    "perplexity": Metric("test perplexity (teacher forcing)", "", "{:.4f}", False),
+    "final_loss": Metric("final loss Σ(ŷ − sin x)²", "", "{:.6f}", False),
+    "b": Metric("coefficient b", "", "{:.7f}", False),
+    "d": Metric("coefficient d", "", "{:.7f}", False),
+    "train_seconds": Metric("training time", "s", "{:.1f}", False),
+}
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One claim of the paper: ``variant`` vs ``against`` on ``metric``, expected ``expect``."""
+
+    text: str
+    metric: str
+    variant: str
+    against: str | None
+    expect: str
+    margin: float | None = None
+
+
+@dataclass
+class Recipe:
+    """A paper's comparison (see the module docstring for the YAML keys)."""
+
+    name: str
+    title: str
+    paper: str
+    kind: str
+    base: dict[str, Any]
+    quick: dict[str, Any]
+    variants: dict[str, dict[str, Any]]
+    metrics: list[str]
+    claims: list[Claim]
+    seeds: int = 3
+    paper_metric: str = ""
+    paper_values: dict[str, dict[str, float]] = field(default_factory=dict)
+    paper_quote: str = ""
+    setting: str = ""
+    figure: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    def config(self, variant: str, seed: int, quick: bool) -> dict[str, Any]:
+        """The run's config mapping: base, then quick overrides (if ``quick``), then the variant, then the seed."""
+        if variant not in self.variants:
+            raise ConfigError(f"recipe '{self.name}': " + unknown_name_message("variant", variant, self.variants))
+        merged = _merge(self.base, self.quick) if quick else copy.deepcopy(self.base)
+        merged = _merge(merged, self.variants[variant])
+        if self.kind != "legendre":
+            merged["seed"] = seed
+        return merged
+
+    def seeds_for(self, requested: int) -> list[int]:
+        """The seeds to run: 0..requested−1 (a deterministic recipe runs once)."""
+        return [0] if self.kind == "legendre" else list(range(requested))
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Recursive merge of nested mappings (``extra`` wins); the inputs are not modified."""
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def default_recipe_dir() -> Path:
+    """``configs/reproduce`` of the vitlab checkout this package is installed from (editable install)."""
+    return Path(__file__).resolve().parents[3] / "configs" / "reproduce"
+
+
+def _require(data: dict[str, Any], key: str, kind: type, where: str) -> Any:
+    if key not in data:
+        raise ConfigError(f"{where}: missing key '{key}'; add it (see vitlab.reproduce.recipes)")
+    if not isinstance(data[key], kind):
+        raise ConfigError(f"{where}: '{key}' must be a {kind.__name__}, got {type(data[key]).__name__}")
+    return data[key]
+
+
+def recipe_from_dict(data: dict[str, Any], where: str = "recipe") -> Recipe:
+    """Validate a recipe mapping (unknown kinds, variants, metrics and expectations raise :class:`ConfigError`)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
+    known = {"name", "title", "paper", "kind", "base", "quick", "variants", "metrics", "claims", "seeds",
+             "paper_metric", "paper_values", "paper_quote", "setting", "figure"}
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"{where}: " + unknown_name_message("recipe key", str(key), known))
+    name = _require(data, "name", str, where)
+    kind = _require(data, "kind", str, where)
+    if kind not in KINDS:
+        raise ConfigError(f"{where}: " + unknown_name_message("recipe kind", kind, KINDS))
+    variants = _require(data, "variants", dict, where)
+    if not variants:
+        raise ConfigError(f"{where}: 'variants' is empty; list at least one variant")
+    variants = {str(k): dict(v or {}) for k, v in variants.items()}
+    metrics = list(_require(data, "metrics", list, where))
+    for metric in metrics:
+        if metric not in METRICS:
+            raise ConfigError(f"{where}: " + unknown_name_message("metric", str(metric), METRICS))
+    claims = []
+    for i, raw in enumerate(data.get("claims") or []):
+        at = f"{where} claim {i + 1}"
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{at} must be a mapping")
+        expect = _require(raw, "expect", str, at)
+        if expect not in EXPECTS:
+            raise ConfigError(f"{at}: " + unknown_name_message("expectation", expect, EXPECTS))
+        metric = _require(raw, "metric", str, at)
+        if metric not in METRICS:
+            raise ConfigError(f"{at}: " + unknown_name_message("metric", metric, METRICS))
+        variant = _require(raw, "variant", str, at)
+        against = raw.get("against")
+        for v in (variant, against):
+            if v is not None and v not in variants:
+                raise ConfigError(f"{at}: " + unknown_name_message("variant", str(v), variants))
+        if expect in ("higher", "lower", "equal") and against is None:
+            raise ConfigError(f"{at}: expect '{expect}' compares two variants; add 'against: <variant>'")
+        margin = raw.get("margin")
+        if expect in ("equal", "match") and not (isinstance(margin, (int, float)) and margin > 0):
+            raise ConfigError(f"{at}: expect '{expect}' needs a positive 'margin', got {margin!r}")
+        claims.append(Claim(_require(raw, "text", str, at), metric, variant, against, expect,
+                            float(margin) if margin is not None else None))
+    seeds = data.get("seeds", 3)
+    if not isinstance(seeds, int) or seeds < 1:
+        raise ConfigError(f"{where}: seeds must be a positive integer, got {seeds!r}")
+    return Recipe(
+        name=name,
+        title=str(data.get("title", name)),
+        paper=str(data.get("paper", "")),
+        kind=kind,
+        base=dict(data.get("base") or {}),
+        quick=dict(data.get("quick") or {}),
+        variants=variants,
+        metrics=metrics,
+        claims=claims,
+        seeds=seeds,
+        paper_metric=str(data.get("paper_metric", "")),
+        paper_values={str(k): dict(v) for k, v in (data.get("paper_values") or {}).items()},
+        paper_quote=str(data.get("paper_quote", "")),
+        setting=str(data.get("setting", "")),
+        figure=dict(data.get("figure") or {}),
+    )
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read one recipe YAML (``yaml.safe_load``)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError:
+        raise ConfigError(f"recipe file {path} is not valid YAML; fix its syntax") from None
+    recipe = recipe_from_dict(data, str(path))
+    recipe.path = path
+    return recipe
+
+
+def load_recipes(names: list[str] | None = None, recipe_dir: str | Path | None = None) -> list[Recipe]:
+    """The recipes of ``recipe_dir`` (default :func:`default_recipe_dir`) in file-name order, or the named ones.
+
+    Raises:
+        ConfigError: the folder does not exist, or an unknown recipe name (naming the nearest).
+    """
+    folder = Path(recipe_dir) if recipe_dir is not None else default_recipe_dir()
+    if not folder.is_dir():
+        raise ConfigError(
+            f"recipe folder {folder} does not exist; pass --recipes DIR (the configs/reproduce folder of a vitlab checkout)"
+        )
+    recipes = [load_recipe(p) for p in sorted(folder.glob("*.yaml"))]
+    by_name = {r.name: r for r in recipes}
+    if not names:
+        return recipes
+    out = []
+    for name in names:
+        if name not in by_name:
+            raise ConfigError(unknown_name_message("reproduce recipe", name, by_name))
+        out.append(by_name[name])
+    return out

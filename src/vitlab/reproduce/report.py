@@ -1,0 +1,351 @@
+"""The evidence report: ``report.md`` and a self-contained ``report.html`` (PNGs embedded as base64).
+
+For every recipe: a table of each variant's metrics as mean ± half-width of the 95% Student-t interval over
+seeds (:func:`vitlab.reproduce.stats.mean_interval`) with the paper's number beside it, a table of the
+paper's claims with the difference variant − reference and its Welch 95% interval
+(:func:`vitlab.reproduce.stats.welch_interval`) and the verdict (held / not resolved / reversed, see
+:mod:`vitlab.reproduce.stats`), a plot of the seeds, and how the setting differs from the paper's.
+
+The report is built once as a list of blocks (heading, paragraph, table, image) and rendered twice, as
+Markdown and as HTML, so the two always say the same thing.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vitlab.reproduce.recipes import METRICS, Claim, Recipe
+from vitlab.reproduce.stats import (
+    HELD,
+    NOT_RESOLVED,
+    REVERSED,
+    Interval,
+    direction_verdict,
+    equivalence_verdict,
+    mean_interval,
+    welch_interval,
+)
+from vitlab.train.checkpoint import atomic_write_text
+
+VERDICT_TEXT = {
+    HELD: "held",
+    NOT_RESOLVED: "not resolved by the interval",
+    REVERSED: "went the other way",
+}
+MATCH_FAILED_TEXT = "did not match"
+
+
+# ------------------------------------------------------------------------------------------ the numbers
+@dataclass
+class ClaimResult:
+    """A claim with what the runs say about it."""
+
+    claim: Claim
+    verdict: str
+    diff: Interval | None  # variant − against (direction and equal claims)
+    ours: str  # the numbers, written out
+    paper: str
+
+
+@dataclass
+class RecipeResult:
+    """The per-variant intervals and claim verdicts of one recipe."""
+
+    recipe: Recipe
+    values: dict[str, dict[str, list[float]]]  # variant -> metric -> per-seed values
+    intervals: dict[str, dict[str, Interval]]
+    claims: list[ClaimResult]
+    failed: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    devices: set[str] = field(default_factory=set)
+
+
+def fmt(metric: str, value: float) -> str:
+    """``value`` in the metric's print format."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return METRICS[metric].fmt.format(value)
+
+
+def fmt_interval(metric: str, interval: Interval) -> str:
+    """``mean ± half`` (95% interval), or the mean alone for one seed."""
+    if math.isnan(interval.low):
+        return f"{fmt(metric, interval.mean)} (one seed)"
+    return f"{fmt(metric, interval.mean)} ± {fmt(metric, interval.half_width)}"
+
+
+def fmt_diff(metric: str, interval: Interval) -> str:
+    """``+d [low, high]`` with signs."""
+    spec = METRICS[metric].fmt.replace("{:", "{:+")
+    if math.isnan(interval.low):
+        return f"{spec.format(interval.mean)} (one seed, no interval)"
+    return f"{spec.format(interval.mean)} [{spec.format(interval.low)}, {spec.format(interval.high)}]"
+
+
+def _unit(metric: str) -> str:
+    unit = METRICS[metric].unit
+    return f" ({unit})" if unit else ""
+
+
+def evaluate_claim(claim: Claim, values: dict[str, dict[str, list[float]]], paper_values: dict[str, dict[str, float]]) -> ClaimResult:
+    """The verdict of one claim from per-seed values (see :mod:`vitlab.reproduce.stats` for the rules)."""
+    metric = claim.metric
+    ours_v = values.get(claim.variant, {}).get(metric, [])
+    paper_v = paper_values.get(claim.variant, {}).get(metric)
+    if claim.expect == "match":
+        if not ours_v or paper_v is None:
+            return ClaimResult(claim, NOT_RESOLVED, None, "no result", "n/a")
+        ours = sum(ours_v) / len(ours_v)
+        rel = abs(ours - paper_v) / max(abs(paper_v), 1e-300)
+        verdict = HELD if rel <= claim.margin else REVERSED
+        text = f"{fmt(metric, ours)} vs {fmt(metric, paper_v)} (relative difference {rel:.1e}, tolerance {claim.margin:.0e})"
+        return ClaimResult(claim, verdict, None, text, fmt(metric, paper_v))
+    base_v = values.get(claim.against or "", {}).get(metric, [])
+    paper_a = paper_values.get(claim.against or "", {}).get(metric)
+    paper = "n/a" if paper_v is None or paper_a is None else f"{paper_v} vs {paper_a}"
+    if not ours_v or not base_v:
+        return ClaimResult(claim, NOT_RESOLVED, None, "no result", paper)
+    diff = welch_interval(ours_v, base_v)
+    if claim.expect == "equal":
+        verdict = equivalence_verdict(diff, claim.margin)
+        ours = f"{fmt_diff(metric, diff)}, margin ±{fmt(metric, claim.margin)}"
+    else:
+        verdict = direction_verdict(diff, 1 if claim.expect == "higher" else -1)
+        ours = fmt_diff(metric, diff)
+    return ClaimResult(claim, verdict, diff, ours, paper)
+
+
+def summarize(recipe: Recipe, results: list[dict[str, Any]]) -> RecipeResult:
+    """Collect one recipe's results (as written by :func:`vitlab.reproduce.runner.run_one`) into intervals and verdicts."""
+    values: dict[str, dict[str, list[float]]] = {v: {} for v in recipe.variants}
+    failed, seconds, devices = [], 0.0, set()
+    for result in results:
+        if result["recipe"] != recipe.name or result["variant"] not in values:
+            continue
+        seconds += float(result.get("seconds", 0.0))
+        devices.add(str(result.get("device", "cpu")))
+        if result.get("error"):
+            failed.append(f"{result['variant']} seed {result['seed']}: {result['error']}")
+            continue
+        for metric, value in result["metrics"].items():
+            values[result["variant"]].setdefault(metric, []).append(float(value))
+    intervals = {
+        variant: {m: mean_interval(vals) for m, vals in metrics.items() if vals}
+        for variant, metrics in values.items()
+    }
+    claims = [evaluate_claim(c, values, recipe.paper_values) for c in recipe.claims]
+    return RecipeResult(recipe, values, intervals, claims, failed, seconds, devices)
+
+
+# ------------------------------------------------------------------------------------------ the document
+@dataclass
+class Block:
+    """A piece of the report: ``kind`` in h1, h2, p, table, image, list."""
+
+    kind: str
+    text: str = ""
+    rows: list[list[str]] = field(default_factory=list)  # table: first row is the header; list: items
+    path: Path | None = None  # image
+
+
+def _md_inline(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def to_markdown(blocks: list[Block], image_base: Path) -> str:
+    """Render blocks as GitHub Markdown; image paths relative to ``image_base``."""
+    lines: list[str] = []
+    for b in blocks:
+        if b.kind == "h1":
+            lines += [f"# {b.text}", ""]
+        elif b.kind == "h2":
+            lines += [f"## {b.text}", ""]
+        elif b.kind == "h3":
+            lines += [f"### {b.text}", ""]
+        elif b.kind == "p":
+            lines += [b.text, ""]
+        elif b.kind == "list":
+            lines += [f"- {item[0]}" for item in b.rows] + [""]
+        elif b.kind == "table":
+            header, *body = b.rows
+            lines.append("| " + " | ".join(_md_inline(c) for c in header) + " |")
+            lines.append("|" + "|".join(" --- " for _ in header) + "|")
+            lines += ["| " + " | ".join(_md_inline(c) for c in row) + " |" for row in body]
+            lines.append("")
+        elif b.kind == "image" and b.path is not None:
+            rel = b.path.relative_to(image_base) if b.path.is_relative_to(image_base) else b.path
+            lines += [f"![{b.text}]({rel.as_posix()})", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _html_inline(text: str) -> str:
+    """Escape, then turn Markdown **bold** and `code` into tags (the only inline markup the report uses)."""
+    out = html.escape(text)
+    out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", out)
+
+
+_CSS = """body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;
+line-height:1.45;color:#222}table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:.92em}
+th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}th{background:#f3f3f3}
+img{max-width:100%}code{background:#f3f3f3;padding:0 .2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em}"""
+
+
+def to_html(blocks: list[Block], title: str) -> str:
+    """Render blocks as one self-contained HTML page (images inlined as data: URIs, no external links)."""
+    parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>",
+             f"<style>{_CSS}</style></head><body>"]
+    for b in blocks:
+        if b.kind in ("h1", "h2", "h3"):
+            parts.append(f"<{b.kind}>{_html_inline(b.text)}</{b.kind}>")
+        elif b.kind == "p":
+            parts.append(f"<p>{_html_inline(b.text)}</p>")
+        elif b.kind == "list":
+            parts.append("<ul>" + "".join(f"<li>{_html_inline(item[0])}</li>" for item in b.rows) + "</ul>")
+        elif b.kind == "table":
+            header, *body = b.rows
+            parts.append("<table><thead><tr>" + "".join(f"<th>{_html_inline(c)}</th>" for c in header) + "</tr></thead><tbody>")
+            parts += ["<tr>" + "".join(f"<td>{_html_inline(c)}</td>" for c in row) + "</tr>" for row in body]
+            parts.append("</tbody></table>")
+        elif b.kind == "image" and b.path is not None and b.path.is_file():
+            data = base64.b64encode(b.path.read_bytes()).decode("ascii")
+            parts.append(f"<p><img alt=\"{html.escape(b.text)}\" src=\"data:image/png;base64,{data}\"></p>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _verdict_cell(result: ClaimResult) -> str:
+    if result.claim.expect == "match" and result.verdict == REVERSED:
+        return f"**{MATCH_FAILED_TEXT}**"
+    return f"**{VERDICT_TEXT[result.verdict]}**"
+
+
+def recipe_blocks(res: RecipeResult, image_dir: Path, extra_images: list[tuple[str, Path]] | None = None) -> list[Block]:
+    """The section of one recipe, writing its seed plots into ``image_dir``."""
+    from vitlab.viz import plot_seed_comparison
+
+    r = res.recipe
+    blocks = [Block("h2", r.title)]
+    if r.paper:
+        blocks.append(Block("p", f"**Paper.** {r.paper}"))
+    if r.paper_quote:
+        blocks.append(Block("p", f"**Claim.** {r.paper_quote}"))
+    if r.setting:
+        blocks.append(Block("p", f"**Setting here vs the paper.** {r.setting}"))
+    n_seeds = max((len(v) for m in res.values.values() for v in m.values()), default=0)
+    shown = [m for m in r.metrics if any(m in res.intervals[v] for v in r.variants)]
+    header = ["variant"] + [f"{METRICS[m].label}{_unit(m)}" for m in shown]
+    in_paper = {m for pv in r.paper_values.values() for m in pv}
+    paper_cols = [m for m in r.metrics if m in in_paper] + sorted(in_paper - set(r.metrics))
+    header += [f"paper: {r.paper_metric}" if len(paper_cols) == 1 and r.paper_metric else f"paper: {METRICS[m].label}"
+               for m in paper_cols]
+    rows = [header]
+    for variant in r.variants:
+        row = [variant]
+        for m in shown:
+            interval = res.intervals[variant].get(m)
+            if interval is None:
+                row.append("n/a")
+            else:
+                row.append(fmt(m, interval.mean) if r.kind == "legendre" else fmt_interval(m, interval))
+        for m in paper_cols:
+            value = r.paper_values.get(variant, {}).get(m)
+            row.append("—" if value is None else str(value))
+        rows.append(row)
+    what = "one deterministic run" if r.kind == "legendre" else f"mean ± 95% interval half-width over {n_seeds} seeds"
+    blocks.append(Block("p", f"Results ({what}; compute {res.seconds / 60:.1f} min on {', '.join(sorted(res.devices)) or 'n/a'}):"))
+    blocks.append(Block("table", rows=rows))
+    if r.claims:
+        claim_rows = [["claim", "here" if r.kind == "legendre" else "difference (variant − reference) [95% Welch interval]", "paper", "verdict"]]
+        for c in res.claims:
+            claim_rows.append([c.claim.text, c.ours, c.paper, _verdict_cell(c)])
+        blocks.append(Block("table", rows=claim_rows))
+    if r.kind != "legendre" and shown and n_seeds:
+        metric = shown[0] if not r.claims else r.claims[0].metric
+        path = image_dir / f"{r.name}_{metric}.png"
+        variants = [v for v in r.variants if metric in res.intervals[v]]
+        plot_seed_comparison(
+            variants,
+            [res.values[v][metric] for v in variants],
+            [(res.intervals[v][metric].mean, res.intervals[v][metric].low, res.intervals[v][metric].high) for v in variants],
+            f"{METRICS[metric].label}{_unit(metric)}",
+            path,
+            title=r.title,
+        )
+        blocks.append(Block("image", text=f"{r.name}: {METRICS[metric].label} per seed", path=path))
+    for caption, path in extra_images or []:
+        blocks.append(Block("p", caption))
+        blocks.append(Block("image", text=caption, path=path))
+    if res.failed:
+        blocks.append(Block("p", "Failed runs (left out of the numbers above):"))
+        blocks.append(Block("list", rows=[[f] for f in res.failed]))
+    return blocks
+
+
+def build_report(
+    summaries: list[RecipeResult],
+    out_dir: Path,
+    header: dict[str, Any],
+    extra_images: dict[str, list[tuple[str, Path]]] | None = None,
+) -> list[Block]:
+    """The whole report: header, verdict summary, how to read it, then one section per recipe."""
+    extra_images = extra_images or {}
+    blocks = [Block("h1", "vitlab reproduce: the papers' comparisons rerun at small scale")]
+    machine = header.get("machine", {})
+    gpu = machine.get("gpu")
+    blocks.append(Block("p", (
+        f"Command: `{header.get('command', 'vitlab reproduce')}` ({'quick' if header.get('quick') else 'full'} mode), "
+        f"finished {header.get('date', '')}. Machine: {machine.get('processor', '?')}, {machine.get('cpu_count', '?')} CPU cores"
+        f"{', GPU ' + gpu if gpu else ', no GPU'}; {machine.get('platform', '')}; Python {machine.get('python', '?')}, "
+        f"torch {machine.get('torch', '?')}. Wall time {header.get('wall_seconds', 0.0) / 60:.1f} min "
+        f"({header.get('jobs', 1)} parallel runs; compute summed over runs "
+        f"{sum(s.seconds for s in summaries) / 60:.1f} min).")))
+    if header.get("note"):
+        blocks.append(Block("p", str(header["note"])))
+    blocks.append(Block("h2", "Verdicts"))
+    rows = [["recipe", "claim", "here", "verdict"]]
+    for s in summaries:
+        for c in s.claims:
+            rows.append([s.recipe.name, c.claim.text, c.ours, _verdict_cell(c)])
+    blocks.append(Block("table", rows=rows))
+    counts = {v: sum(c.verdict == v for s in summaries for c in s.claims) for v in (HELD, NOT_RESOLVED, REVERSED)}
+    blocks.append(Block("p", (
+        f"{counts[HELD]} claims held, {counts[NOT_RESOLVED]} were not resolved by the interval, "
+        f"{counts[REVERSED]} went the other way (or did not match).")))
+    blocks.append(Block("h2", "How to read this"))
+    blocks.append(Block("list", rows=[
+        ["Each number is the mean over seeds ± the half-width of its 95% Student-t interval, x̄ ± t(0.975, n−1)·s/√n. "
+         "Seeds change the initialisation, the data order and the augmentation (and for the sequence task the drawn data)."],
+        ["A claim compares a variant with a reference: the difference of means (variant − reference) with a 95% "
+         "Welch interval (unequal variances, Welch–Satterthwaite degrees of freedom)."],
+        ["**held**: the interval excludes 0 on the paper's side; **went the other way**: it excludes 0 on the other side; "
+         "**not resolved by the interval**: it contains 0 (more seeds or a larger budget would be needed to tell)."],
+        ["\"About equal\" claims: **held** when the whole interval lies within ± the margin stated in the claim; "
+         "**went the other way** when it lies entirely outside; otherwise not resolved."],
+        ["The paper's numbers are on its own data, models and budgets (named per section): compare directions, not values."],
+    ]))
+    for s in summaries:
+        blocks += recipe_blocks(s, out_dir, extra_images.get(s.recipe.name))
+    return blocks
+
+
+def write_report(
+    summaries: list[RecipeResult],
+    out_dir: str | Path,
+    header: dict[str, Any],
+    extra_images: dict[str, list[tuple[str, Path]]] | None = None,
+) -> tuple[Path, Path]:
+    """Write ``report.md`` and self-contained ``report.html`` (and the PNGs they show) into ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    blocks = build_report(summaries, out_dir, header, extra_images)
+    md_path, html_path = out_dir / "report.md", out_dir / "report.html"
+    atomic_write_text(md_path, to_markdown(blocks, out_dir))
+    atomic_write_text(html_path, to_html(blocks, "vitlab reproduce report"))
+    return md_path, html_path

@@ -1,0 +1,285 @@
+"""Running the recipes, resumably: one result JSON per (recipe, variant, seed).
+
+Layout under the output folder ``OUT``::
+
+    OUT/runs/<recipe>/<variant>/seed<k>/        the run folder (vitlab.train.loop.train or train_seq2seq)
+    OUT/runs/<recipe>/<variant>/seed<k>.json    its result: config, metrics, seconds, device (written last,
+                                                atomically)
+
+A result is reused when its JSON exists and holds the same config (so a killed ``vitlab reproduce`` picks
+up where it stopped, and a changed recipe or ``--quick`` redoes the runs it changes). An image run killed
+in the middle continues from its last checkpoint (``train(resume=True)``); other kinds restart.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vitlab.errors import VitlabError
+from vitlab.reproduce.recipes import Recipe
+from vitlab.train.checkpoint import atomic_write_text
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a recipe: which variant and seed, its full config, where it writes."""
+
+    recipe: str
+    variant: str
+    seed: int
+    kind: str
+    config: dict[str, Any]
+    run_dir: str
+    result_path: str
+    quick: bool = False
+
+
+def plan(recipes: list[Recipe], out_dir: str | Path, seeds: int | None = None, quick: bool = False) -> list[RunSpec]:
+    """All runs of ``recipes`` (seeds 0..n−1; ``seeds=None``: each recipe's own default), seed-major per recipe.
+
+    Seed-major order (every variant of seed 0, then of seed 1, ...) gives a complete first comparison early.
+    """
+    out = Path(out_dir)
+    specs = []
+    for recipe in recipes:
+        for seed in recipe.seeds_for(seeds if seeds is not None else recipe.seeds):
+            for variant in recipe.variants:
+                base = out / "runs" / recipe.name / variant
+                specs.append(
+                    RunSpec(
+                        recipe=recipe.name,
+                        variant=variant,
+                        seed=seed,
+                        kind=recipe.kind,
+                        config=recipe.config(variant, seed, quick),
+                        run_dir=str(base / f"seed{seed}"),
+                        result_path=str(base / f"seed{seed}.json"),
+                        quick=quick,
+                    )
+                )
+    return specs
+
+
+def load_result(spec: RunSpec) -> dict[str, Any] | None:
+    """The finished result of ``spec``, or None when there is none (or it was made with another config)."""
+    path = Path(spec.result_path)
+    if not path.is_file():
+        return None
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return None
+    if result.get("config") != _jsonable(spec.config):
+        return None
+    return result
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
+# ------------------------------------------------------------------------------------------ executors
+def _run_image(spec: RunSpec) -> dict[str, float]:
+    from vitlab.train.checkpoint import latest_checkpoint
+    from vitlab.train.config import config_from_dict, load_yaml
+    from vitlab.train.loop import CONFIG_FILE, train
+
+    cfg = config_from_dict(spec.config, f"recipe {spec.recipe}/{spec.variant}")
+    run_dir = Path(spec.run_dir)
+    resume = False
+    if run_dir.exists():
+        same = (run_dir / CONFIG_FILE).is_file() and load_yaml(run_dir / CONFIG_FILE) == cfg.to_dict()
+        resume = same and latest_checkpoint(run_dir) is not None
+        if not resume:
+            shutil.rmtree(run_dir)
+    summary = train(None if resume else cfg, run_dir, resume=resume, quiet=True)
+    return {
+        "test_acc1": 100.0 * summary["test_acc1"],
+        "test_error": 100.0 * (1.0 - summary["test_acc1"]),
+        "test_ece": summary["test_ece"],
+        "test_ece_ts": summary["test_ece_temperature_scaled"],
+        "temperature": summary["temperature"],
+        "test_nll": summary["test_loss"],
+        "train_seconds": summary["train_seconds"],
+        "device": summary.get("device", "cpu"),
+    }
+
+
+@torch.no_grad()
+def seq2seq_teacher_forced(run_dir: str | Path, batch_size: int = 500) -> dict[str, float]:
+    """Token accuracy and perplexity exp(mean NLL per target token, EOS included, padding excluded) on the test split.
+
+    The test split is rebuilt from the run's config.yaml (same task, sizes and seed as in training).
+    """
+    import yaml
+
+    from vitlab.data.sequence import Vocab, iterate_batches, make_task
+    from vitlab.train.seq2seq import Seq2SeqConfig, load_seq2seq
+
+    config = yaml.safe_load((Path(run_dir) / "config.yaml").read_text(encoding="utf-8")) or {}
+    config.pop("task", None)
+    cfg = Seq2SeqConfig.from_dict(config)
+    model, _ = load_seq2seq(run_dir)
+    task = make_task(cfg.dataset, cfg.num_train, cfg.num_test, cfg.min_len, cfg.max_len, cfg.seed)
+    nll, correct, count = 0.0, 0, 0
+    for src, tgt in iterate_batches(task.test, batch_size):
+        logits = model(src, tgt[:, :-1]).float()  # (B, T-1, V)
+        target = tgt[:, 1:]
+        mask = target != Vocab.PAD
+        losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, reduction="none")
+        nll += float(losses[mask].sum())
+        correct += int((logits.argmax(-1) == target)[mask].sum())
+        count += int(mask.sum())
+    return {"token_accuracy": 100.0 * correct / max(count, 1), "perplexity": math.exp(nll / max(count, 1))}
+
+
+def _run_seq2seq(spec: RunSpec) -> dict[str, float]:
+    from vitlab.train.seq2seq import train_seq2seq
+
+    run_dir = Path(spec.run_dir)
+    if run_dir.exists():  # no mid-run checkpoints in seq2seq: start the run again
+        shutil.rmtree(run_dir)
+    result = train_seq2seq(dict(spec.config), run_dir, quiet=True)
+    return {
+        "seq_accuracy": 100.0 * result["test_accuracy"],
+        **seq2seq_teacher_forced(run_dir),
+        "train_seconds": result["train_time_s"],
+        "device": "cpu",
+    }
+
+
+def _run_legendre(spec: RunSpec) -> dict[str, float]:
+    from vitlab.autograd import fit_legendre_p3
+    from vitlab.viz import plot_legendre_fit
+
+    start = time.perf_counter()
+    fit = fit_legendre_p3(**spec.config, verbose=False)
+    seconds = time.perf_counter() - start
+    plot_legendre_fit(fit["x"], fit["y"], fit["y_pred"], Path(spec.run_dir) / "legendre_fit.png", fit)
+    return {"final_loss": fit["loss"], "a": fit["a"], "b": fit["b"], "c": fit["c"], "d": fit["d"],
+            "train_seconds": seconds, "device": "cpu"}
+
+
+EXECUTORS: dict[str, Callable[[RunSpec], dict[str, Any]]] = {
+    "image": _run_image,
+    "seq2seq": _run_seq2seq,
+    "legendre": _run_legendre,
+}
+
+
+def run_one(spec: RunSpec) -> dict[str, Any]:
+    """Do one run and write its result JSON atomically (a run that fails with a VitlabError is recorded as failed)."""
+    start = time.perf_counter()
+    error = None
+    try:
+        metrics = EXECUTORS[spec.kind](spec)
+    except VitlabError as exc:  # e.g. a non-finite loss: record it, the report names it
+        metrics, error = {}, f"{type(exc).__name__}: {exc}"
+    device = metrics.pop("device", "cpu") if metrics else "cpu"
+    result = {
+        "recipe": spec.recipe,
+        "variant": spec.variant,
+        "seed": spec.seed,
+        "quick": spec.quick,
+        "config": _jsonable(spec.config),
+        "metrics": metrics,
+        "error": error,
+        "seconds": time.perf_counter() - start,
+        "device": device,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    atomic_write_text(Path(spec.result_path), json.dumps(result, indent=1))
+    return result
+
+
+def _run_one_in_worker(spec_dict: dict[str, Any]) -> dict[str, Any]:  # pragma: no cover - runs in a subprocess
+    return run_one(RunSpec(**spec_dict))
+
+
+def default_jobs() -> int:
+    """Parallel runs: one per CPU core (each run uses one thread) on the CPU, one on a GPU."""
+    if torch.cuda.is_available():
+        return 1
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def run_all(
+    specs: list[RunSpec],
+    jobs: int = 1,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run every spec without a finished result (``jobs`` > 1: in that many worker processes); return all results.
+
+    Results are returned in ``specs`` order. An interrupted call leaves every finished run's JSON in place, so
+    calling again redoes only the unfinished ones.
+    """
+    from tqdm.auto import tqdm
+
+    results: dict[int, dict[str, Any]] = {}
+    todo = []
+    for i, spec in enumerate(specs):
+        done = load_result(spec)
+        if done is not None:
+            results[i] = done
+        else:
+            todo.append(i)
+    bar = tqdm(total=len(specs), initial=len(results), desc="reproduce", unit="run", disable=not progress)
+    say = log or (lambda line: tqdm.write(line) if progress else None)
+    if results and todo:
+        say(f"{len(results)} finished runs reused, {len(todo)} to do")
+
+    def finished(i: int, result: dict[str, Any]) -> None:
+        results[i] = result
+        spec = specs[i]
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in list(result["metrics"].items())[:3]) or result["error"]
+        say(f"{spec.recipe}/{spec.variant}/seed{spec.seed}: {shown} ({result['seconds']:.0f} s)")
+        bar.update(1)
+
+    try:
+        if jobs <= 1 or len(todo) <= 1:
+            for i in todo:
+                bar.set_postfix_str(f"{specs[i].recipe}/{specs[i].variant}/seed{specs[i].seed}")
+                finished(i, run_one(specs[i]))
+        else:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+                futures = {pool.submit(_run_one_in_worker, asdict(specs[i])): i for i in todo}
+                for future in as_completed(futures):
+                    finished(futures[future], future.result())
+    finally:
+        bar.close()
+    return [results[i] for i in sorted(results)]
+
+
+def machine_info() -> dict[str, Any]:
+    """Where the runs ran: OS, CPU, core count, torch version, GPU name (if any)."""
+    info = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["processor"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return info
