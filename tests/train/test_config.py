@@ -90,3 +90,10 @@ def test_every_key_is_documented_in_the_class_docstring() -> None:
     doc = TrainConfig.__doc__ or ""
     missing = [key for key in config_keys() if key not in doc]
     assert not missing, f"undocumented keys: {missing}"
+
+
+def test_shipped_default_recipe_equals_the_dataclass_defaults() -> None:
+    from pathlib import Path
+
+    recipe = Path(__file__).resolve().parents[2] / "configs" / "digits_vit.yaml"
+    assert config_from_dict(load_yaml(recipe)) == TrainConfig()

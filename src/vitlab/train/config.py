@@ -65,9 +65,9 @@ class TrainConfig:
     normalize: bool = True
 
     model: str = "vit_digits_patch2_8"
-    model_args: dict[str, Any] = field(default_factory=dict)
+    model_args: dict[str, Any] = field(default_factory=lambda: {"global_pool": "avg", "drop_path_rate": 0.1})
 
-    epochs: int = 40
+    epochs: int = 150
     batch_size: int = 64
     lr: float = 2e-3
     min_lr: float = 1e-5
@@ -232,11 +232,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise ConfigError(f"--set expects key=value, got '{item}'; e.g. --set lr=1e-3")
+            raise ConfigError(f"--set expects key=value, got {item!r}; e.g. --set lr=1e-3")
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
-            raise ConfigError(f"--set {key}: cannot parse value '{raw}'") from None
+            raise ConfigError(f"--set {key!r}: cannot parse value {raw!r}") from None
         parts = key.split(".")
         target = result
         for part in parts[:-1]:
