@@ -151,3 +151,10 @@ def test_bad_model_args_fail_before_any_folder_is_made(tmp_path) -> None:
     with pytest.raises(ConfigError, match="unexpected keyword argument .depthh."):
         loop.train(tiny_config(model_args={"depthh": 2}), tmp_path / "run", quiet=True)
     assert not (tmp_path / "run").exists()
+
+
+def test_bf16_autocast_and_ema_run_and_save_float32_weights(tmp_path) -> None:
+    summary = loop.train(tiny_config(epochs=1, amp=True, ema_decay=0.9), tmp_path / "run", quiet=True)
+    weights = load_weights(tmp_path / "run" / "model.safetensors")
+    assert all(t.dtype == torch.float32 for t in weights.values() if t.is_floating_point())
+    assert summary["steps"] == 1258 // 64
