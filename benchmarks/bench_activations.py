@@ -1,7 +1,7 @@
 """Mish / Swish speed and memory against PyTorch's built-ins, and a ViT-tiny training step with Mish against
 GELU, all measured in one run (ratios, so that the load of a shared machine cancels).
 
-    python -m benchmarks.bench_activations [--numel 4000000] [--batch 8] [--rounds 7] [--vit-steps 1] [--threads N]
+    python -m benchmarks.bench_activations [--numel 4000000] [--batch 4] [--rounds 11] [--vit-steps 1] [--threads N]
 
 Rows:
 * fwd+bwd time of 4M float32 elements: vitlab's MishFunction / SwishFunction against F.mish / F.silu
@@ -13,7 +13,8 @@ Rows:
 * ViT-tiny (vit_tiny_patch4_32) training step (forward + cross-entropy + backward + AdamW) with
   ``act='mish'`` (and ``'mish_memory_efficient'``) against ``act='gelu'``: throughput ratio (target ≥ 0.95).
 
-Candidates are timed in alternating rounds; each figure is the median over rounds.
+Candidates are timed in alternating rounds (order reversed every other round); times are medians over
+rounds, ratios the median of the per-round ratios to the reference (robust to load drifting between rounds).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import torch.nn.functional as F
 
 import vitlab
 from benchmarks.report import print_table
+from vitlab.nn import get_activation
 from vitlab.nn.activations import MishFunction, SwishFunction, mish_derivative, swish_derivative
 
 
@@ -57,18 +59,30 @@ class _SwishExplicit(torch.autograd.Function):
         return g * swish_derivative(x)
 
 
-def time_alternating(candidates: dict[str, Callable[[], None]], rounds: int, repeats: int = 1) -> dict[str, float]:
-    """Median seconds per call of each candidate, timed in alternating rounds after one warm-up call each."""
+def time_alternating(
+    candidates: dict[str, Callable[[], None]], rounds: int, repeats: int = 1
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Time each candidate in alternating rounds (order reversed every other round), after one warm-up call.
+
+    Returns:
+        (median seconds per call of each candidate, median over rounds of each candidate's time divided by
+        the first candidate's time in the same round). The per-round ratio cancels load that drifts
+        between rounds on a shared machine.
+    """
     for fn in candidates.values():
         fn()
-    samples: dict[str, list[float]] = {name: [] for name in candidates}
-    for _ in range(rounds):
-        for name, fn in candidates.items():
+    names = list(candidates)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else reversed(names):
             start = time.perf_counter()
             for _ in range(repeats):
-                fn()
+                candidates[name]()
             samples[name].append((time.perf_counter() - start) / repeats)
-    return {name: statistics.median(v) for name, v in samples.items()}
+    first = samples[names[0]]
+    medians = {name: statistics.median(v) for name, v in samples.items()}
+    ratios = {name: statistics.median(a / b for a, b in zip(v, first)) for name, v in samples.items()}
+    return medians, ratios
 
 
 def fwd_bwd(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, g: torch.Tensor) -> Callable[[], None]:
@@ -99,32 +113,28 @@ def elementwise_rows(numel: int, rounds: int) -> list[dict]:
     x = torch.randn(numel, generator=gen).requires_grad_(True)
     g = torch.randn(numel, generator=gen)
     naive_mish = lambda t: t * torch.tanh(F.softplus(t))  # noqa: E731
-    times = time_alternating(
-        {
-            "F.mish": fwd_bwd(F.mish, x, g),
-            "MishFunction": fwd_bwd(MishFunction.apply, x, g),
-            "mish explicit": fwd_bwd(_MishExplicit.apply, x, g),
-            "mish naive": fwd_bwd(naive_mish, x, g),
-            "F.silu": fwd_bwd(F.silu, x, g),
-            "SwishFunction": fwd_bwd(SwishFunction.apply, x, g),
-            "swish explicit": fwd_bwd(_SwishExplicit.apply, x, g),
-        },
-        rounds,
-    )
-    ms = {k: v * 1e3 for k, v in times.items()}
     m = f"{numel / 1e6:g}M fp32"
-    rows = [
-        dict(name=f"MishFunction fwd+bwd {m} (ms)", value=ms["MishFunction"], reference=ms["F.mish"],
-             ratio=ms["MishFunction"] / ms["F.mish"], target="<= 1.3"),
-        dict(name=f"Mish explicit-formula Function fwd+bwd (ms)", value=ms["mish explicit"], reference=ms["F.mish"],
-             ratio=ms["mish explicit"] / ms["F.mish"], target="info"),
-        dict(name=f"x*tanh(softplus(x)) autograd fwd+bwd (ms)", value=ms["mish naive"], reference=ms["F.mish"],
-             ratio=ms["mish naive"] / ms["F.mish"], target="info"),
-        dict(name=f"SwishFunction fwd+bwd {m} (ms)", value=ms["SwishFunction"], reference=ms["F.silu"],
-             ratio=ms["SwishFunction"] / ms["F.silu"], target="<= 1.3"),
-        dict(name=f"Swish explicit-formula Function fwd+bwd (ms)", value=ms["swish explicit"], reference=ms["F.silu"],
-             ratio=ms["swish explicit"] / ms["F.silu"], target="info"),
-    ]
+    rows = []
+    groups = {
+        "mish": {
+            "F.mish": F.mish,
+            f"MishFunction fwd+bwd {m} (ms)": MishFunction.apply,
+            "Mish explicit-formula Function fwd+bwd (ms)": _MishExplicit.apply,
+            "x*tanh(softplus(x)) autograd fwd+bwd (ms)": naive_mish,
+        },
+        "swish": {
+            "F.silu": F.silu,
+            f"SwishFunction fwd+bwd {m} (ms)": SwishFunction.apply,
+            "Swish explicit-formula Function fwd+bwd (ms)": _SwishExplicit.apply,
+        },
+    }
+    for group in groups.values():
+        medians, ratios = time_alternating({k: fwd_bwd(f, x, g) for k, f in group.items()}, rounds)
+        reference = next(iter(group))
+        for name in list(group)[1:]:
+            target = "<= 1.3" if name.startswith(("MishFunction", "SwishFunction")) else "info"
+            rows.append(dict(name=name, value=medians[name] * 1e3, reference=medians[reference] * 1e3,
+                             ratio=ratios[name], target=target))
     ours_total, ours_distinct = saved_bytes(MishFunction.apply, x)
     naive_total, naive_distinct = saved_bytes(naive_mish, x)
     rows += [
@@ -139,6 +149,15 @@ def elementwise_rows(numel: int, rounds: int) -> list[dict]:
 def vit_rows(batch: int, rounds: int, steps_per_round: int) -> list[dict]:
     images = torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     labels = torch.randint(0, 10, (batch,), generator=torch.Generator().manual_seed(1))
+    rows = []
+    # the activation alone, at the shape it has in ViT-tiny's MLP: (B·N, 4·192) with N = 8·8 + 1 tokens
+    h = torch.randn(batch * 65, 768, generator=torch.Generator().manual_seed(2)).requires_grad_(True)
+    gh = torch.randn(batch * 65, 768, generator=torch.Generator().manual_seed(3))
+    acts = {name: get_activation(name) for name in ("gelu", "mish", "mish_memory_efficient")}
+    medians, ratios = time_alternating({k: fwd_bwd(a, h, gh) for k, a in acts.items()}, rounds, repeats=20)
+    for act in ("mish", "mish_memory_efficient"):
+        rows.append(dict(name=f"MLP activation fwd+bwd at ViT-tiny shape, act={act} (ms)", value=medians[act] * 1e3,
+                         reference=medians["gelu"] * 1e3, ratio=ratios[act], target="info"))
     steps = {}
     for act in ("gelu", "mish", "mish_memory_efficient"):
         torch.manual_seed(0)
@@ -152,20 +171,19 @@ def vit_rows(batch: int, rounds: int, steps_per_round: int) -> list[dict]:
             optimizer.step()
 
         steps[act] = step
-    times = time_alternating(steps, rounds, steps_per_round)
-    throughput = {k: batch / v for k, v in times.items()}
-    return [
-        dict(name=f"ViT-tiny train step, act={act} (img/s, batch {batch})", value=throughput[act],
-             reference=throughput["gelu"], ratio=throughput[act] / throughput["gelu"], target=">= 0.95")
-        for act in ("mish", "mish_memory_efficient")
-    ]
+    medians, ratios = time_alternating(steps, rounds, steps_per_round)
+    for act in ("mish", "mish_memory_efficient"):
+        # throughput ratio = (gelu time) / (act time), taken per round
+        rows.append(dict(name=f"ViT-tiny train step, act={act} (img/s, batch {batch})", value=batch / medians[act],
+                         reference=batch / medians["gelu"], ratio=1 / ratios[act], target=">= 0.95"))
+    return rows
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--numel", type=int, default=4_000_000)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=11)
     parser.add_argument("--vit-steps", type=int, default=1, help="training steps per timed round")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     args = parser.parse_args(argv)

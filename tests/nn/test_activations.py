@@ -198,16 +198,22 @@ def test_finite_at_plus_minus_100_in_every_precision(path, dtype):
 @pytest.mark.parametrize("function, reference", [(MishFunction, F.mish), (SwishFunction, F.silu)])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_low_precision_is_computed_in_float32_and_rounded_once(function, reference, dtype):
-    """Upcasting means the result is the float32 value rounded to the input dtype, exactly."""
+    """Upcasting means the result is the Function's float32 value rounded to the input dtype, exactly; and
+    that is within one rounding of the built-in's float32 value."""
     x = (torch.randn(4096, generator=torch.Generator().manual_seed(0)) * 4).to(dtype).requires_grad_(True)
     g = torch.randn(4096, generator=torch.Generator().manual_seed(1)).to(dtype)
-    x32 = x.detach().float().requires_grad_(True)
     y = function.apply(x)
     (grad,) = torch.autograd.grad(y, x, g)
-    y32 = reference(x32)
+    x32 = x.detach().float().requires_grad_(True)
+    y32 = function.apply(x32)
     (grad32,) = torch.autograd.grad(y32, x32, g.float())
     torch.testing.assert_close(y, y32.to(dtype), rtol=0, atol=0)
     torch.testing.assert_close(grad, grad32.to(dtype), rtol=0, atol=0)
+    x_ref = x.detach().float().requires_grad_(True)
+    y_ref = reference(x_ref)
+    (grad_ref,) = torch.autograd.grad(y_ref, x_ref, g.float())
+    torch.testing.assert_close(y, y_ref.to(dtype))  # default tolerances of the low-precision dtype
+    torch.testing.assert_close(grad, grad_ref.to(dtype))
 
 
 @pytest.mark.parametrize("function", [MishFunction, SwishFunction])
@@ -322,3 +328,18 @@ def test_cli_plot_activations_writes_a_png(tmp_path, capsys):
     assert main(["plot", "activations", "--out", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
     assert str(out) in capsys.readouterr().out
+
+
+def test_cpu_path_spans_chunks_and_non_contiguous_inputs():
+    """More elements than one CPU chunk, and a transposed (non-contiguous) input: still F.mish, 1e-12."""
+    from vitlab.nn import activations
+
+    base = torch.randn(3, activations._CPU_CHUNK, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    x = (base * 8).T.requires_grad_(True)  # (CHUNK, 3), non-contiguous, 3 chunks
+    g = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    y = MishFunction.apply(x)
+    (grad,) = torch.autograd.grad(y, x, g)
+    (grad_ref,) = torch.autograd.grad(F.mish(x), x, g)
+    assert y.shape == x.shape
+    torch.testing.assert_close(y, F.mish(x), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad, grad_ref, rtol=1e-12, atol=1e-12)
