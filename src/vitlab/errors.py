@@ -35,6 +35,8 @@ def unknown_name_message(kind: str, name: str, choices: Iterable[str]) -> str:
     "unknown model 'vit_tiny'; did you mean 'vit_tiny_patch4_32'? (choices: vit_tiny_patch4_32)"
     """
     choices = sorted(choices)
+    if not name.isprintable():  # a key with a newline or control characters: keep the message one line
+        name = name.encode("unicode_escape").decode("ascii")
     near = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
     hint = f"; did you mean '{near[0]}'?" if near else ";"
     shown = ", ".join(choices) if len(choices) <= 12 else ", ".join(choices[:12]) + ", ..."

@@ -117,7 +117,11 @@ class LabelSmoothingCrossEntropy(nn.Module):
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Loss of ``logits`` (N, K, ...) against class indices ``target`` (N, ...)."""
+        if logits.dim() == 0 or logits.shape[1 if logits.dim() > 1 else 0] == 0:
+            raise DataError(f"logits must be (N, K, ...) or (K,) with K >= 1 classes, got shape {tuple(logits.shape)}")
         if logits.dim() == 1:  # unbatched (K,) with target ()
+            if target.dim() != 0:
+                raise DataError(f"unbatched logits (K,) need a scalar target, got shape {tuple(target.shape)}")
             logits, target = logits.unsqueeze(0), target.reshape(1)
             out = self.forward(logits, target)
             return out.squeeze(0) if self.reduction == "none" else out
@@ -193,6 +197,8 @@ class SoftTargetCrossEntropy(nn.Module):
                 f"logits {tuple(logits.shape)} and soft_targets {tuple(soft_targets.shape)} must both be (N, K); "
                 "build soft targets with smooth_one_hot() or a Mixer"
             )
+        if not logits.is_floating_point():
+            raise DataError(f"logits must be floating point, got {logits.dtype}; convert with .float()")
         if not soft_targets.is_floating_point():
             raise DataError(
                 f"soft_targets must be float probabilities, got {soft_targets.dtype}; "

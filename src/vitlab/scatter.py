@@ -203,7 +203,7 @@ def _count(view: Tensor, src: Tensor, dim: int, dim_size: int, dtype: torch.dtyp
     count_shape[dim] = dim_size
     count = torch.zeros(count_shape, dtype=dtype, device=src.device)
     ones = torch.ones((), dtype=dtype, device=src.device).expand(shape)  # stride 0: no N-sized buffer
-    return count.scatter_add_(dim, view, ones)
+    return _run(lambda: count.scatter_add_(dim, view, ones), view, dim_size)
 
 
 def _prepare(

@@ -119,6 +119,8 @@ def normalize(images: Tensor, mean: Sequence[float] | Tensor, std: Sequence[floa
         (B, C, H, W) float32 (or the input's floating dtype).
     """
     _check_batch(images, "normalize")
+    if images.dtype != torch.uint8 and not images.is_floating_point():
+        raise DataError(f"normalize: images must be uint8 or floating point, got {images.dtype}; convert with .float()")
     x = to_float(images) if images.dtype == torch.uint8 else images
     c = x.shape[1]
     mu = _channel_vector(mean, c, "mean", x)
