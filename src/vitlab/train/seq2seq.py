@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import difflib
+import io
 import math
 import time
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ import yaml
 from torch import Tensor
 
 from vitlab.data.sequence import TASKS, SequenceSplit, SequenceTask, Vocab, iterate_batches, make_task
-from vitlab.errors import ConfigError, VitlabError
+from vitlab.errors import CheckpointError, ConfigError, VitlabError, unknown_name_message
 from vitlab.losses import LabelSmoothingCrossEntropy
 from vitlab.models.transformer import Transformer, beam_search, greedy_decode, transformer_lr
 
@@ -96,7 +97,7 @@ class Seq2SeqConfig:
     def check(self) -> None:
         """Range checks, one ConfigError naming the first bad value."""
         if self.dataset not in TASKS:
-            raise ConfigError("dataset: " + _unknown("sequence task", self.dataset, TASKS))
+            raise ConfigError("dataset: " + unknown_name_message("sequence task", self.dataset, TASKS))
         positive = ("min_len", "max_len", "num_train", "num_test", "d_model", "num_heads", "num_encoder_layers",
                     "num_decoder_layers", "dim_ff", "batch_size", "steps", "warmup", "eval_every", "eval_beam")
         for name in positive:
@@ -112,14 +113,11 @@ class Seq2SeqConfig:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}; the paper uses 0.1")
-        if self.lr_factor <= 0 or self.grad_clip < 0 or self.length_penalty < 0 or self.threads < 0:
-            raise ConfigError("lr_factor must be > 0 and grad_clip, length_penalty, threads >= 0")
-
-
-def _unknown(kind: str, name: str, choices: tuple[str, ...]) -> str:
-    from vitlab.errors import unknown_name_message
-
-    return unknown_name_message(kind, name, choices)
+        if self.lr_factor <= 0:
+            raise ConfigError(f"lr_factor must be > 0, got {self.lr_factor}; 1.0 is the paper's schedule")
+        for name in ("grad_clip", "length_penalty", "threads"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"seq2seq config '{name}' must be >= 0, got {getattr(self, name)}")
 
 
 def build_model(cfg: Seq2SeqConfig, vocab_size: int, max_len: int) -> Transformer:
@@ -173,18 +171,12 @@ def _write_metrics(path: Path, rows: list[dict[str, float]]) -> None:
     from vitlab.train.checkpoint import atomic_write_text
 
     fields = ["step", "loss", "lr", "test_accuracy", "elapsed_s"]
-    lines: list[str] = []
-
-    class _Sink:
-        def write(self, s: str) -> int:
-            lines.append(s)
-            return len(s)
-
-    writer = csv.DictWriter(_Sink(), fieldnames=fields, lineterminator="\n")
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: row.get(k, "") for k in fields})
-    atomic_write_text(path, "".join(lines))
+    atomic_write_text(path, buffer.getvalue())
 
 
 def _fit(cfg: Seq2SeqConfig, task: SequenceTask, quiet: bool) -> tuple[Transformer, list[dict[str, float]], float, float]:
@@ -292,7 +284,6 @@ def load_seq2seq(run_dir: str | Path) -> tuple[Transformer, SequenceTask]:
     Raises:
         CheckpointError: missing or damaged files.
     """
-    from vitlab.errors import CheckpointError
     from vitlab.train.checkpoint import load_weights
 
     run_dir = Path(run_dir)
