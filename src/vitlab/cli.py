@@ -26,11 +26,14 @@ def _default_run_dir(raw: dict) -> "Path":
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train the recipe (default: the embedded digits) into a run folder, or continue one with --resume."""
+    import os
     from pathlib import Path
 
     from vitlab.train.config import config_from_dict, resolve_config
 
     if args.resume:
+        if args.auto_resume:
+            raise ValueError("--resume and --auto-resume exclude each other; use --auto-resume with --out DIR")
         if args.config or args.set:
             raise ValueError("--resume continues a run with its saved config; drop --config/--set")
         from vitlab.train.loop import train
@@ -41,6 +44,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if raw.get("task", "image") == "seq2seq":
         from vitlab.train.seq2seq import train_seq2seq
 
+        if args.auto_resume:
+            raise ValueError("--auto-resume is for image training runs; drop it for task: seq2seq")
         config = {k: v for k, v in raw.items() if k != "task"}
         run_dir = Path(args.out) if args.out else Path(DEFAULT_RUNS) / f"seq2seq-{config.get('task_name', config.get('name', 'run'))}"
         if run_dir.exists() and any(run_dir.iterdir()):
@@ -51,11 +56,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ValueError(f"unknown task '{raw['task']}'; use task: image (default) or task: seq2seq")
     raw.pop("task", None)
     cfg = config_from_dict(raw, str(args.config) if args.config else "config")
+    if args.auto_resume and not args.out:
+        raise ValueError("--auto-resume needs --out DIR: the folder to continue after a restart")
     run_dir = Path(args.out) if args.out else _default_run_dir(raw)
     from vitlab.train.loop import train
 
-    train(cfg, run_dir, quiet=args.quiet)
-    if not args.quiet:
+    train(cfg, run_dir, quiet=args.quiet, auto_resume=args.auto_resume)
+    if not args.quiet and os.environ.get("RANK", "0") == "0":
         print(f"run folder: {run_dir}")
     return 0
 
@@ -207,6 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     train.add_argument("--out", default=None, help="run folder (default: runs/<dataset>-<model>-<time>)")
     train.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    train.add_argument(
+        "--auto-resume",
+        action="store_true",
+        help="continue --out DIR from its last checkpoint if it has one, else start it (for torchrun --max-restarts)",
+    )
     train.add_argument("--quiet", action="store_true", help="no progress bars: one line per epoch")
     train.set_defaults(func=cmd_train)
 

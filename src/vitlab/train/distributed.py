@@ -8,12 +8,20 @@ and every collective below is a no-op, so the same training code serves both.
 Evaluation is exact: each rank evaluates a contiguous shard ``[⌊rN/W⌋, ⌊(r+1)N/W⌋)`` of the N samples (no
 padding, unlike ``DistributedSampler``, whose duplicated samples would bias accuracy), and
 :meth:`DistContext.gather_rows` reassembles the full (N, ...) result on every rank in the original order.
+
+Restarts (``torchrun --max-restarts``): by default torchrun's agent shares its rendezvous TCP store with the
+workers' process group, and the keys one attempt wrote stay in it; a restarted worker can then read the
+address of a dead worker of the previous attempt and fail to connect (seen here with gloo on 2 processes,
+about half of the restarts; PyTorch issue #135712). Launching torchrun with
+``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` gives each attempt a fresh store; :func:`init_distributed` warns
+when restarts are allowed without it.
 """
 
 from __future__ import annotations
 
 import datetime
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -47,6 +55,12 @@ class DistContext:
         """Sum ``tensor`` over the ranks, in place; returns it."""
         if self.distributed:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    def all_reduce_max(self, tensor: Tensor) -> Tensor:
+        """Element-wise maximum of ``tensor`` over the ranks, in place; returns it."""
+        if self.distributed:
+            dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
         return tensor
 
     def broadcast_object(self, value: object) -> object:
@@ -94,6 +108,14 @@ def init_distributed(device_preference: str = "auto") -> DistContext:
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = pick_device(device_preference, local_rank)
+    restarts = int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0"))
+    if world_size > 1 and rank == 0 and restarts > 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        warnings.warn(
+            "torchrun --max-restarts with its shared TCP store can make a restarted worker connect to a dead "
+            "one (PyTorch issue #135712); launch torchrun with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":

@@ -27,8 +27,10 @@ import copy
 import csv
 import io
 import json
+import os
 import platform
 import shutil
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +52,7 @@ from vitlab.train.checkpoint import (
     save_weights,
 )
 from vitlab.train.config import TrainConfig, config_from_dict, dump_yaml, load_yaml
-from vitlab.train.distributed import DistContext, init_distributed
+from vitlab.train.distributed import DistContext, init_distributed, shutdown_distributed
 from vitlab.train.ema import WeightEma
 from vitlab.train.schedule import WarmupCosine
 
@@ -265,8 +267,14 @@ def train(
     resume: bool = False,
     quiet: bool = False,
     ctx: DistContext | None = None,
+    auto_resume: bool = False,
 ) -> dict[str, Any]:
     """Train ``cfg`` into ``run_dir`` (or continue the run there when ``resume``); returns the summary.
+
+    ``auto_resume`` serves restarts (``torchrun --max-restarts`` runs the same command line again): continue
+    from the folder's last checkpoint when it has one (``cfg`` must equal the saved recipe), start over in it
+    when it is a run folder killed before its first checkpoint, return the saved summary when it has
+    finished, and otherwise start a new run.
 
     Raises:
         ConfigError, DataError, CheckpointError: bad recipe, data or run folder (nothing is left behind
@@ -274,19 +282,36 @@ def train(
         NonFiniteLossError: the loss became NaN/inf (``nonfinite: stop``); the last good checkpoint is kept.
     """
     run_dir = Path(run_dir)
-    prepare_run_dir(run_dir, resume)
+    start_over = False
+    if auto_resume and not resume:
+        if (run_dir / SUMMARY_FILE).is_file() and (run_dir / WEIGHTS_FILE).is_file():
+            if not quiet and int(os.environ.get("RANK", "0")) == 0:
+                print(f"vitlab: {run_dir} has already finished; nothing to do")
+            return json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
+        if (run_dir / CONFIG_FILE).is_file():
+            resume = latest_checkpoint(run_dir) is not None
+            start_over = not resume  # killed before its first checkpoint: begin again in the same folder
+            if resume and cfg is not None:
+                _check_same_recipe(cfg, run_dir)
+    if not start_over:
+        prepare_run_dir(run_dir, resume)
     if resume:
         cfg = config_from_dict(load_yaml(run_dir / CONFIG_FILE), str(run_dir / CONFIG_FILE))
     if cfg is None:
         raise ConfigError("no config given; pass a TrainConfig (or resume=True with a run folder)")
+    owns_ctx = ctx is None
     ctx = ctx or init_distributed(cfg.device)
+    ctx.barrier()  # every rank has looked at the run folder before rank 0 writes into it
     created = False
     try:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         if not resume and ctx.is_main:
             created = not run_dir.exists()
-        return _train(cfg, run_dir, resume, quiet, ctx)
+        summary = _train(cfg, run_dir, resume, quiet, ctx)
+        if owns_ctx:
+            shutdown_distributed()
+        return summary
     except BaseException:  # bad input, a full disk, an interrupt: never leave a half-made run folder behind
         if created and ctx.is_main and run_dir.is_dir() and _no_checkpoint(run_dir):
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -298,6 +323,19 @@ def _no_checkpoint(run_dir: Path) -> bool:
         return latest_checkpoint(run_dir) is None
     except VitlabError:  # a damaged pointer in a folder this call created: nothing worth keeping
         return True
+
+
+def _check_same_recipe(cfg: TrainConfig, run_dir: Path) -> None:
+    """Refuse to continue a run folder with a recipe other than the one it was started with."""
+    saved = config_from_dict(load_yaml(run_dir / CONFIG_FILE), str(run_dir / CONFIG_FILE)).to_dict()
+    given = cfg.to_dict()
+    changed = sorted(key for key in given if given[key] != saved.get(key))
+    if changed:
+        shown = ", ".join(f"{key}: {saved.get(key)!r} -> {given[key]!r}" for key in changed)
+        raise ConfigError(
+            f"--auto-resume found a checkpoint in {run_dir} made with another recipe ({shown}); "
+            "pass the same --config/--set or choose another --out"
+        )
 
 
 def _train(cfg: TrainConfig, run_dir: Path, resume: bool, quiet: bool, ctx: DistContext) -> dict[str, Any]:
@@ -405,10 +443,11 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, quiet: bool, ctx: Dist
     tensorboard = _TensorBoard(run_dir / "tb" if ctx.is_main else None)
     bad_step = torch.full((), -1, dtype=torch.long, device=device)
     local_batch = cfg.batch_size // world
+    die_at_step = _test_die_at_step(ctx)
     epoch_seconds: list[float] = []
 
     def checkpoint(next_epoch: int, next_batch: int) -> None:
-        _raise_if_nonfinite(bad_step, run_dir)
+        _raise_if_nonfinite(bad_step, run_dir, ctx)
         state_rank = {"rng": _rng_snapshot(aug_generator), "sums": sums.detach().cpu().clone()}
         ranks = _gather_objects(ctx, state_rank)
         if ctx.is_main:
@@ -489,8 +528,10 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, quiet: bool, ctx: Dist
                 ema.update(model)
             step += 1
             bar.update(1)
+            if die_at_step == step:
+                os.kill(os.getpid(), signal.SIGKILL)  # test-only: see _test_die_at_step
             if step % cfg.log_every == 0:
-                _raise_if_nonfinite(bad_step, run_dir)
+                _raise_if_nonfinite(bad_step, run_dir, ctx)
                 if ctx.is_main and not quiet:
                     loss_sum, correct, seen = sums.tolist()
                     bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
@@ -498,7 +539,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, quiet: bool, ctx: Dist
                 checkpoint(epoch, batch + 1)
         bar.close()
         batch_start = 0
-        _raise_if_nonfinite(bad_step, run_dir)
+        _raise_if_nonfinite(bad_step, run_dir, ctx)
         totals = ctx.all_reduce_sum(sums.clone()).tolist()
         sums.zero_()
         if device.type == "cuda":
@@ -570,6 +611,19 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, quiet: bool, ctx: Dist
     return summary
 
 
+def _test_die_at_step(ctx: DistContext) -> int | None:
+    """Test-only fault injection: the step after which this process kills itself with SIGKILL, or ``None``.
+
+    ``VITLAB_TEST_DIE_AT_STEP=N`` and ``VITLAB_TEST_DIE_RANK=R`` (default 0) make rank R die right after
+    optimizer step N, on the first attempt only (``TORCHELASTIC_RESTART_COUNT`` unset or 0), so that a run
+    under ``torchrun --max-restarts`` with ``--auto-resume`` can be shown to recover. Not for users.
+    """
+    raw = os.environ.get("VITLAB_TEST_DIE_AT_STEP")
+    if not raw or int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
+        return None
+    return int(raw) if ctx.rank == int(os.environ.get("VITLAB_TEST_DIE_RANK", "0")) else None
+
+
 class _nullcontext:
     def __enter__(self) -> None:
         return None
@@ -588,8 +642,10 @@ def _gather_objects(ctx: DistContext, value: Any) -> list[Any]:
     return gathered
 
 
-def _raise_if_nonfinite(bad_step: Tensor, run_dir: Path) -> None:
-    step = int(bad_step)
+def _raise_if_nonfinite(bad_step: Tensor, run_dir: Path, ctx: DistContext) -> None:
+    # Every rank reaches this at the same step; agreeing on the first bad step makes them all stop together
+    # (a rank that stopped alone would leave the others waiting in their next collective).
+    step = int(ctx.all_reduce_max(bad_step.clone()))
     if step >= 0:
         last = latest_checkpoint(run_dir) if run_dir.exists() else None
         kept = f"the last good checkpoint is {last}" if last is not None else "no checkpoint had been written yet"
