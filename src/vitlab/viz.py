@@ -349,3 +349,74 @@ def plot_penultimate_projection(panels: list[dict], out: str | os.PathLike[str],
     axes.flat[0].legend(fontsize=7, markerscale=2, title="class (★ = template)", title_fontsize=7)
     fig.tight_layout()
     return save_figure(fig, out)
+
+
+# ------------------------------------------------------------------------ reproduce (vitlab reproduce)
+
+
+def plot_seed_comparison(
+    variants: list[str],
+    values: list[list[float]],
+    intervals: list[tuple[float, float, float]],
+    label: str,
+    out: str | os.PathLike[str],
+    title: str = "",
+) -> Path:
+    """One metric of a recipe's variants: each seed as a dot, the mean with its 95% interval as a bar.
+
+    Args:
+        variants: the variant names (x axis).
+        values: per variant, the metric of each seed.
+        intervals: per variant, (mean, low, high); low/high NaN (one seed) draws the mean only.
+        label: y-axis label (metric and unit).
+        out: PNG path.
+    """
+    import math
+
+    fig, ax = plt.subplots(figsize=(1.2 + 1.3 * len(variants), 3.2))
+    for i, (vals, (mean, low, high)) in enumerate(zip(values, intervals)):
+        jitter = [i + 0.12 * (j - (len(vals) - 1) / 2) / max(len(vals), 1) for j in range(len(vals))]
+        ax.scatter(jitter, vals, s=14, color="0.55", zorder=2, label="seed" if i == 0 else None)
+        if not (math.isnan(low) or math.isnan(high)):
+            ax.errorbar([i + 0.25], [mean], yerr=[[mean - low], [high - mean]], fmt="o", color="C0", capsize=4,
+                        zorder=3, label="mean, 95% interval" if i == 0 else None)
+        else:
+            ax.plot([i + 0.25], [mean], "o", color="C0", zorder=3, label="mean" if i == 0 else None)
+    ax.set_xticks(range(len(variants)))
+    ax.set_xticklabels(variants, rotation=15)
+    ax.set_ylabel(label)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    return save_figure(fig, out)
+
+
+def plot_penultimate_projection(panels: list[dict], out: str | os.PathLike[str], ncols: int = 2) -> Path:
+    """Müller et al. 2019 Fig. 1: activations projected onto the plane through three class templates.
+
+    Args:
+        panels: each ``{"title": str, "coords": (N, 2) array, "labels": (N,) ints in 0..2, "names": 3 class
+            names, "templates": (3, 2) array of the templates' own coordinates}``.
+        out: PNG path.
+        ncols: panels per row.
+    """
+    import numpy as np
+
+    nrows = (len(panels) + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.4 * nrows), squeeze=False)
+    for ax, panel in zip(axes.flat, panels):
+        coords, labels = np.asarray(panel["coords"]), np.asarray(panel["labels"])
+        for k in range(3):
+            pts = coords[labels == k]
+            ax.scatter(pts[:, 0], pts[:, 1], s=6, alpha=0.6, color=f"C{k}", label=str(panel["names"][k]))
+        tmpl = np.asarray(panel["templates"])
+        ax.scatter(tmpl[:, 0], tmpl[:, 1], marker="*", s=120, c=[f"C{k}" for k in range(3)], edgecolors="k", zorder=3)
+        ax.set_title(panel["title"], fontsize=9)
+        ax.set_aspect("equal", adjustable="datalim")
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7, markerscale=2, title="class (★ = template)", title_fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, out)

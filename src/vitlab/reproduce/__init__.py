@@ -105,6 +105,7 @@ def reproduce(
     out = Path(out_dir)
     jobs = default_jobs() if jobs is None or jobs < 1 else jobs
     start = time.perf_counter()
+    load_before = machine_info().get("load_average")
     specs = plan(recipes, out, seeds, quick)
     results = run_all(specs, jobs=jobs, progress=progress)
     wall = time.perf_counter() - start
@@ -115,7 +116,7 @@ def reproduce(
         "command": command,
         "quick": quick,
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-        "machine": machine_info(),
+        "machine": {**machine_info(), "load_before": load_before},
         "wall_seconds": wall,
         "jobs": jobs,
     }

@@ -30,7 +30,8 @@ def template_plane_basis(templates: Tensor) -> Tensor:
         raise ConfigError(f"expected 3 templates of shape (3, D), got {tuple(templates.shape)}")
     directions = torch.stack([templates[1] - templates[0], templates[2] - templates[0]], dim=1)  # (D, 2)
     q, r = torch.linalg.qr(directions.double())
-    if float(r.diagonal().abs().min()) <= 1e-9 * float(directions.double().abs().max()):
+    tolerance = 100 * torch.finfo(templates.dtype).eps * float(directions.double().norm(dim=0).max())
+    if float(r.diagonal().abs().min()) <= tolerance:
         raise ConfigError("the three templates are collinear, there is no plane through them; pick other classes")
     return q.to(templates.dtype)
 

@@ -288,6 +288,14 @@ def recipe_blocks(res: RecipeResult, image_dir: Path, extra_images: list[tuple[s
     return blocks
 
 
+def _load_text(machine: dict[str, Any]) -> str:
+    before, after = machine.get("load_before"), machine.get("load_average")
+    if before is None or after is None:
+        return ""
+    return (f" 1-minute load average {before:.1f} at the start and {after:.1f} at the end "
+            "(above the core count, other jobs shared the machine and times are longer than on an idle one).")
+
+
 def build_report(
     summaries: list[RecipeResult],
     out_dir: Path,
@@ -303,9 +311,10 @@ def build_report(
         f"Command: `{header.get('command', 'vitlab reproduce')}` ({'quick' if header.get('quick') else 'full'} mode), "
         f"finished {header.get('date', '')}. Machine: {machine.get('processor', '?')}, {machine.get('cpu_count', '?')} CPU cores"
         f"{', GPU ' + gpu if gpu else ', no GPU'}; {machine.get('platform', '')}; Python {machine.get('python', '?')}, "
-        f"torch {machine.get('torch', '?')}. Wall time {header.get('wall_seconds', 0.0) / 60:.1f} min "
+        f"torch {machine.get('torch', '?')}. Wall time of this invocation {header.get('wall_seconds', 0.0) / 60:.1f} min "
         f"({header.get('jobs', 1)} parallel runs; compute summed over runs "
-        f"{sum(s.seconds for s in summaries) / 60:.1f} min).")))
+        f"{sum(s.seconds for s in summaries) / 60:.1f} min)."
+        + _load_text(machine))))
     if header.get("note"):
         blocks.append(Block("p", str(header["note"])))
     blocks.append(Block("h2", "Verdicts"))

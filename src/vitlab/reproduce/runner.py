@@ -13,6 +13,8 @@ in the middle continues from its last checkpoint (``train(resume=True)``); other
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import os
@@ -183,7 +185,8 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     start = time.perf_counter()
     error = None
     try:
-        metrics = EXECUTORS[spec.kind](spec)
+        with contextlib.redirect_stdout(io.StringIO()):  # the training loop's per-epoch lines; the runner reports
+            metrics = EXECUTORS[spec.kind](spec)
     except VitlabError as exc:  # e.g. a non-finite loss: record it, the report names it
         metrics, error = {}, f"{type(exc).__name__}: {exc}"
     device = metrics.pop("device", "cpu") if metrics else "cpu"
@@ -236,7 +239,7 @@ def run_all(
         else:
             todo.append(i)
     bar = tqdm(total=len(specs), initial=len(results), desc="reproduce", unit="run", disable=not progress)
-    say = log or (lambda line: tqdm.write(line) if progress else None)
+    say = log or (lambda line: tqdm.write(line) if progress else print(line, flush=True))
     if results and todo:
         say(f"{len(results)} finished runs reused, {len(todo)} to do")
 
@@ -274,6 +277,7 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -1,0 +1,105 @@
+"""vitlab.reproduce.runner: the run plan, one atomic result per run, resuming without redoing finished runs.
+
+A fake executor (a function of the config that counts its calls) stands in for training, so these tests
+take milliseconds; the real executors run in test_reproduce_end_to_end.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from vitlab.reproduce import runner
+from vitlab.reproduce.recipes import recipe_from_dict
+from vitlab.reproduce.runner import load_result, plan, run_all
+
+
+def _recipe(epochs: int = 5):
+    return recipe_from_dict({
+        "name": "fake",
+        "kind": "image",
+        "base": {"epochs": epochs, "lr": 0.01},
+        "quick": {"epochs": 1},
+        "variants": {"a": {}, "b": {"lr": 0.02}},
+        "metrics": ["test_acc1"],
+        "claims": [{"text": "b beats a", "metric": "test_acc1", "variant": "b", "against": "a", "expect": "higher"}],
+    })
+
+
+class FakeTraining:
+    """Counts calls; raises KeyboardInterrupt (a person pressing Ctrl-C) on call number ``stop_at``."""
+
+    def __init__(self, stop_at: int | None = None) -> None:
+        self.calls: list[tuple[str, int]] = []
+        self.stop_at = stop_at
+
+    def __call__(self, spec: runner.RunSpec) -> dict[str, float]:
+        self.calls.append((spec.variant, spec.seed))
+        if self.stop_at is not None and len(self.calls) == self.stop_at:
+            raise KeyboardInterrupt
+        return {"test_acc1": 100.0 * spec.config["lr"] + spec.seed, "device": "cpu"}
+
+
+def test_plan_is_seed_major_with_merged_configs(tmp_path: Path) -> None:
+    specs = plan([_recipe()], tmp_path, seeds=2)
+    assert [(s.variant, s.seed) for s in specs] == [("a", 0), ("b", 0), ("a", 1), ("b", 1)]
+    assert specs[1].config == {"epochs": 5, "lr": 0.02, "seed": 0}
+    assert specs[3].result_path == str(tmp_path / "runs" / "fake" / "b" / "seed1.json")
+    quick = plan([_recipe()], tmp_path, seeds=1, quick=True)
+    assert quick[0].config == {"epochs": 1, "lr": 0.01, "seed": 0}
+
+
+def test_killed_run_resumes_without_redoing_finished_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    specs = plan([_recipe()], tmp_path, seeds=3)
+    first = FakeTraining(stop_at=3)  # killed while doing the third run
+    monkeypatch.setitem(runner.EXECUTORS, "image", first)
+    with pytest.raises(KeyboardInterrupt):
+        run_all(specs, jobs=1, progress=False)
+    assert first.calls == [("a", 0), ("b", 0), ("a", 1)]
+    written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.json"))
+    assert written == ["runs/fake/a/seed0.json", "runs/fake/b/seed0.json"]
+
+    second = FakeTraining()
+    monkeypatch.setitem(runner.EXECUTORS, "image", second)
+    results = run_all(specs, jobs=1, progress=False)
+    assert second.calls == [("a", 1), ("b", 1), ("a", 2), ("b", 2)]  # the two finished runs were not redone
+    assert [(r["variant"], r["seed"]) for r in results] == [(s.variant, s.seed) for s in specs]
+    assert results[1]["metrics"] == {"test_acc1": 2.0}
+
+    third = FakeTraining()
+    monkeypatch.setitem(runner.EXECUTORS, "image", third)
+    run_all(specs, jobs=1, progress=False)
+    assert third.calls == []
+
+
+def test_a_changed_config_redoes_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeTraining()
+    monkeypatch.setitem(runner.EXECUTORS, "image", fake)
+    run_all(plan([_recipe(epochs=5)], tmp_path, seeds=1), progress=False)
+    run_all(plan([_recipe(epochs=5)], tmp_path, seeds=1, quick=True), progress=False)  # --quick: other config
+    assert len(fake.calls) == 4
+    assert load_result(plan([_recipe(epochs=5)], tmp_path, seeds=1)[0]) is None  # overwritten by the quick run
+
+
+def test_damaged_result_file_is_redone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeTraining()
+    monkeypatch.setitem(runner.EXECUTORS, "image", fake)
+    specs = plan([_recipe()], tmp_path, seeds=1)
+    run_all(specs, progress=False)
+    Path(specs[0].result_path).write_text("{not json")
+    run_all(specs, progress=False)
+    assert fake.calls == [("a", 0), ("b", 0), ("a", 0)]
+    assert json.loads(Path(specs[0].result_path).read_text())["metrics"] == {"test_acc1": 1.0}
+
+
+def test_a_run_that_fails_with_a_vitlab_error_is_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vitlab.train.loop import NonFiniteLossError
+
+    def diverges(spec: runner.RunSpec) -> dict[str, float]:
+        raise NonFiniteLossError("loss became nan at step 3")
+
+    monkeypatch.setitem(runner.EXECUTORS, "image", diverges)
+    result = runner.run_one(plan([_recipe()], tmp_path, seeds=1)[0])
+    assert result["metrics"] == {} and "nan at step 3" in result["error"]
