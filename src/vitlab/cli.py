@@ -187,21 +187,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     """Rerun the papers' comparisons (configs/reproduce) and write report.md / report.html."""
-    from vitlab.reproduce import reproduce
-
-    if args.seeds is not None and args.seeds < 1:
-        raise ValueError(f"--seeds must be >= 1, got {args.seeds}; e.g. --seeds 3")
-    out = args.out or ("runs/reproduce-quick" if args.quick else "runs/reproduce")
-    parts = ["vitlab reproduce", *args.names, *(["--seeds", str(args.seeds)] if args.seeds else []),
-             *(["--quick"] if args.quick else []), "--out", out]
-    md, page = reproduce(args.names or None, out, args.seeds, args.quick, args.jobs, args.recipes,
-                         progress=not args.no_progress, command=" ".join(parts))
-    print(f"wrote {md} and {page}")
-    return 0
-
-
-def cmd_reproduce(args: argparse.Namespace) -> int:
-    """Rerun the papers' comparisons (configs/reproduce) and write report.md / report.html."""
     from vitlab.errors import ConfigError
     from vitlab.reproduce import reproduce
 
@@ -272,16 +257,6 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("name", choices=sorted(DEMOS), help="which demo")
     demo.add_argument("--out", default="demo", help="output folder for its plots (default: ./demo)")
     demo.set_defaults(func=cmd_demo)
-
-    repro = sub.add_parser("reproduce", help="rerun the papers' comparisons with several seeds and write a report")
-    repro.add_argument("names", nargs="*", help="recipes to run (default: all of configs/reproduce)")
-    repro.add_argument("--seeds", type=int, default=None, help="seeds per recipe (default: 3)")
-    repro.add_argument("--quick", action="store_true", help="tiny budgets: the whole run in a few minutes")
-    repro.add_argument("--out", default=None, help="output folder (default: runs/reproduce or runs/reproduce-quick)")
-    repro.add_argument("--jobs", type=int, default=None, help="parallel runs (default: one per CPU core; 1 on a GPU)")
-    repro.add_argument("--recipes", default=None, metavar="DIR", help="folder of recipe YAMLs (default: configs/reproduce)")
-    repro.add_argument("--no-progress", action="store_true", help="no progress bar")
-    repro.set_defaults(func=cmd_reproduce)
 
     repro = sub.add_parser("reproduce", help="rerun the papers' comparisons with several seeds and write a report")
     repro.add_argument("names", nargs="*", help="recipes to run (default: all of configs/reproduce)")
