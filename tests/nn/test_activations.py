@@ -51,11 +51,22 @@ def _mish_derivative_paper(x: torch.Tensor) -> torch.Tensor:
     return e * omega / delta**2
 
 
+@pytest.fixture(params=["chunked-cpu", "fused-kernels"])
+def cpu_path(request):
+    """Run a test on both CPU implementations of MishFunction: the chunked exp-only path (taken with one
+    intra-op thread) and PyTorch's fused kernels (taken with several)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1 if request.param == "chunked-cpu" else max(2, before))
+    yield request.param
+    torch.set_num_threads(before)
+
+
+
 # ------------------------------------------------------------------------------------------ Mish values
 
 
 @pytest.mark.parametrize("path", MISH_PATHS.values(), ids=MISH_PATHS.keys())
-def test_mish_forward_equals_f_mish_and_the_paper_formula_in_float64(path):
+def test_mish_forward_equals_f_mish_and_the_paper_formula_in_float64(path, cpu_path):
     x = _grid()
     y = path(x)
     torch.testing.assert_close(y, F.mish(x), rtol=1e-12, atol=1e-12)
@@ -63,7 +74,7 @@ def test_mish_forward_equals_f_mish_and_the_paper_formula_in_float64(path):
 
 
 @pytest.mark.parametrize("path", MISH_PATHS.values(), ids=MISH_PATHS.keys())
-def test_mish_gradient_equals_the_paper_derivative_and_f_mish_autograd(path):
+def test_mish_gradient_equals_the_paper_derivative_and_f_mish_autograd(path, cpu_path):
     x = torch.linspace(-20, 20, 801, dtype=torch.float64, requires_grad=True)
     (grad,) = torch.autograd.grad(path(x).sum(), x)
     (reference,) = torch.autograd.grad(F.mish(x).sum(), x)
@@ -77,7 +88,7 @@ def test_mish_derivative_formula_equals_paper_eq2():
     torch.testing.assert_close(mish_derivative(x), _mish_derivative_paper(x), rtol=1e-12, atol=1e-12)
 
 
-def test_fused_and_explicit_backward_paths_agree():
+def test_fused_and_explicit_backward_paths_agree(cpu_path):
     """Backward without create_graph uses the fused kernel, with it the explicit formula: same numbers."""
     for function in (MishFunction, SwishFunction):
         x = torch.randn(1000, dtype=torch.float64, requires_grad=True, generator=torch.Generator().manual_seed(0))
@@ -88,7 +99,7 @@ def test_fused_and_explicit_backward_paths_agree():
         torch.testing.assert_close(fused, explicit.detach(), rtol=1e-12, atol=1e-12)
 
 
-def test_mish_function_passes_gradcheck_and_gradgradcheck():
+def test_mish_function_passes_gradcheck_and_gradgradcheck(cpu_path):
     """Reference: central finite differences in float64, incl. the saturated regions and x = 0."""
     x = torch.cat([torch.linspace(-25, 25, 41, dtype=torch.float64), torch.tensor([0.0, -1.19, 19.9, 20.1])])
     x.requires_grad_(True)
@@ -96,7 +107,7 @@ def test_mish_function_passes_gradcheck_and_gradgradcheck():
     assert torch.autograd.gradgradcheck(MishFunction.apply, (x,))
 
 
-def test_mish_minimum_matches_the_root_of_the_closed_form_derivative():
+def test_mish_minimum_matches_the_root_of_the_closed_form_derivative(cpu_path):
     """Reference: the paper's minimum, mish(x*) ≈ −0.30884 at x* ≈ −1.1924, where x* is the root of eq. 2's
     numerator ω(x) = 4(x+1) + 4e^{2x} + e^{3x} + e^x(4x+6) (e^x/δ² > 0), found by bisection in float64."""
 
@@ -184,7 +195,7 @@ def test_naive_composition_saves_more_than_the_function():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("path", {**MISH_PATHS, **SWISH_PATHS}.values(), ids={**MISH_PATHS, **SWISH_PATHS}.keys())
-def test_finite_at_plus_minus_100_in_every_precision(path, dtype):
+def test_finite_at_plus_minus_100_in_every_precision(path, dtype, cpu_path):
     x = torch.tensor([-100.0, -30.0, -1.0, 0.0, 1.0, 30.0, 100.0], dtype=dtype, requires_grad=True)
     y = path(x)
     (grad,) = torch.autograd.grad(y.sum(), x)
@@ -197,7 +208,7 @@ def test_finite_at_plus_minus_100_in_every_precision(path, dtype):
 
 @pytest.mark.parametrize("function, reference", [(MishFunction, F.mish), (SwishFunction, F.silu)])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_low_precision_is_computed_in_float32_and_rounded_once(function, reference, dtype):
+def test_low_precision_is_computed_in_float32_and_rounded_once(function, reference, dtype, cpu_path):
     """Upcasting means the result is the Function's float32 value rounded to the input dtype, exactly; and
     that is within one rounding of the built-in's float32 value."""
     x = (torch.randn(4096, generator=torch.Generator().manual_seed(0)) * 4).to(dtype).requires_grad_(True)
@@ -217,7 +228,7 @@ def test_low_precision_is_computed_in_float32_and_rounded_once(function, referen
 
 
 @pytest.mark.parametrize("function", [MishFunction, SwishFunction])
-def test_under_cpu_autocast_dtype_follows_the_input_and_gradients_match_float32(function):
+def test_under_cpu_autocast_dtype_follows_the_input_and_gradients_match_float32(function, cpu_path):
     torch.manual_seed(0)
     linear = torch.nn.Linear(16, 16)
     x = torch.randn(8, 16, requires_grad=True)
@@ -330,7 +341,7 @@ def test_cli_plot_activations_writes_a_png(tmp_path, capsys):
     assert str(out) in capsys.readouterr().out
 
 
-def test_cpu_path_spans_chunks_and_non_contiguous_inputs():
+def test_cpu_path_spans_chunks_and_non_contiguous_inputs(cpu_path):
     """More elements than one CPU chunk, and a transposed (non-contiguous) input: still F.mish, 1e-12."""
     from vitlab.nn import activations
 

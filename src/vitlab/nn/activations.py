@@ -34,9 +34,9 @@ bfloat16 are upcast to float32 inside the Functions and the results cast back to
 internal math runs with autocast disabled, so under ``torch.autocast`` the output dtype equals the
 input dtype and forward and backward are computed the same way on every device.
 
-Speed (measured by ``python -m benchmarks.bench_activations``; see docs/mish.md): on CPU, MishFunction
-evaluates the exp-only form of the formulas (paper eq. 2, below) chunk by chunk, because PyTorch's CPU
-mish kernels are not vectorised; on other devices it calls PyTorch's fused ``aten.mish`` /
+Speed (measured by ``python -m benchmarks.bench_activations``; see docs/mish.md): on a single-threaded
+CPU, MishFunction evaluates the exp-only form of the formulas (eq. 2 above) chunk by chunk, because
+PyTorch's CPU mish kernels are not vectorised; otherwise (several threads, other devices) it calls PyTorch's fused ``aten.mish`` /
 ``aten.mish_backward`` kernels, which compute the tanh/σ formulas above from the saved input.
 SwishFunction calls ``aten.silu`` / ``aten.silu_backward`` (vectorised everywhere). When a graph of the
 backward itself is requested (``create_graph=True``, e.g. for ``gradgradcheck``), backward evaluates the
@@ -125,7 +125,13 @@ def _chunked(kernel: Callable[..., None], *tensors: torch.Tensor) -> torch.Tenso
 
 
 def _use_cpu_kernels(x: torch.Tensor) -> bool:
-    return x.device.type == "cpu" and not torch.compiler.is_compiling()
+    """Whether the chunked exp-only CPU path is the faster one: CPU, single-threaded, eager.
+
+    Measured (benchmarks/bench_activations.py): with 1 intra-op thread it runs fwd+bwd ~1.5-1.8x faster than
+    ``F.mish``; with several threads each of its many small ops opens a parallel region, and on a loaded
+    machine that was up to 17x slower than the fused kernels' two regions, so there the fused kernels win.
+    """
+    return not torch.compiler.is_compiling() and x.device.type == "cpu" and torch.get_num_threads() == 1
 
 
 class MishFunction(torch.autograd.Function):
@@ -187,9 +193,9 @@ class SwishFunction(torch.autograd.Function):
 def mish(x: torch.Tensor, memory_efficient: bool = False) -> torch.Tensor:
     """Mish of ``x`` (any shape) by the fastest measured path (see :class:`Mish`).
 
-    :class:`MishFunction` on CPU or if ``memory_efficient``; ``F.mish`` (PyTorch's fused kernel) on other devices.
+    :class:`MishFunction` if ``memory_efficient`` or on a single-threaded CPU; ``F.mish`` (fused kernels) otherwise.
     """
-    return MishFunction.apply(x) if memory_efficient or x.device.type == "cpu" else F.mish(x)
+    return MishFunction.apply(x) if memory_efficient or _use_cpu_kernels(x) else F.mish(x)
 
 
 def swish(x: torch.Tensor, memory_efficient: bool = False) -> torch.Tensor:
@@ -200,13 +206,14 @@ def swish(x: torch.Tensor, memory_efficient: bool = False) -> torch.Tensor:
 class Mish(nn.Module):
     """Mish activation, x·tanh(softplus(x)) (Misra 2019, eq. 1).
 
-    Default path, decided by measurement (``python -m benchmarks.bench_activations``, docs/mish.md): on CPU
-    :class:`MishFunction`, whose exp-only, chunked evaluation ran fwd+bwd about 1.5-1.8x faster than
-    ``F.mish`` (PyTorch's CPU mish kernels evaluate log1p/tanh without vectorisation); on other devices
-    ``F.mish``, one fused kernel per pass (not measured here: no GPU in our benchmark runs). Both save
-    only the input and are finite at ±100 in float32, float16 and bfloat16 (tested).
-    ``memory_efficient=True`` selects :class:`MishFunction` on every device (input-only saving, float32
-    internals for half precision, double backward through the explicit formula).
+    Default path, decided by measurement (``python -m benchmarks.bench_activations``, docs/mish.md): on a CPU
+    with one intra-op thread, :class:`MishFunction`, whose exp-only, chunked evaluation ran fwd+bwd about
+    1.5-1.8x faster than ``F.mish`` (PyTorch's CPU mish kernels evaluate log1p/tanh without vectorisation);
+    otherwise ``F.mish``, one fused kernel per pass (with several threads on a loaded CPU the chunked path's
+    many small parallel regions were far slower; GPUs not measured here). Both save only the input and are
+    finite at ±100 in float32, float16 and bfloat16 (tested). ``memory_efficient=True`` selects
+    :class:`MishFunction` everywhere (input-only saving, float32 internals for half precision, double backward
+    through the explicit formula).
 
     Args:
         memory_efficient: always use :class:`MishFunction`.
