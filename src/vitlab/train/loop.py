@@ -105,8 +105,12 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW (Loshchilov & Hutter 2019) over :func:`parameter_groups`; fused kernels on CUDA, foreach on the CPU."""
-    fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    """AdamW (Loshchilov & Hutter 2019) over :func:`parameter_groups`; PyTorch's fused kernel on CUDA and the CPU.
+
+    The fused kernel makes one pass over each parameter's memory; on the CPU the ``foreach`` path falls back to
+    one kernel per operation and parameter, several times slower on ViT-Ti (benchmarks/bench_vit.py).
+    """
+    fast = {"fused": True} if device.type in ("cuda", "cpu") else {"foreach": True}
     return torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999), **fast)
 
 
