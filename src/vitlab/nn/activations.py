@@ -127,7 +127,7 @@ def _chunked(kernel: Callable[..., None], *tensors: torch.Tensor) -> torch.Tenso
 def _use_cpu_kernels(x: torch.Tensor) -> bool:
     """Whether the chunked exp-only CPU path is the faster one: CPU, single-threaded, eager.
 
-    Measured (benchmarks/bench_activations.py): with 1 intra-op thread it runs fwd+bwd ~1.5-1.8x faster than
+    Measured (benchmarks/bench_activations.py): with 1 intra-op thread it runs fwd+bwd ~1.3-1.8x faster than
     ``F.mish``; with several threads each of its many small ops opens a parallel region, and on a loaded
     machine that was up to 17x slower than the fused kernels' two regions, so there the fused kernels win.
     """
@@ -208,7 +208,7 @@ class Mish(nn.Module):
 
     Default path, decided by measurement (``python -m benchmarks.bench_activations``, docs/mish.md): on a CPU
     with one intra-op thread, :class:`MishFunction`, whose exp-only, chunked evaluation ran fwd+bwd about
-    1.5-1.8x faster than ``F.mish`` (PyTorch's CPU mish kernels evaluate log1p/tanh without vectorisation);
+    1.3-1.8x faster than ``F.mish`` (PyTorch's CPU mish kernels evaluate log1p/tanh without vectorisation);
     otherwise ``F.mish``, one fused kernel per pass (with several threads on a loaded CPU the chunked path's
     many small parallel regions were far slower; GPUs not measured here). Both save only the input and are
     finite at ±100 in float32, float16 and bfloat16 (tested). ``memory_efficient=True`` selects
