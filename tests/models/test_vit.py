@@ -200,3 +200,20 @@ def test_set_img_size_rebuilds_sincos():
 def test_bad_num_classes_raises():
     with pytest.raises(ConfigError, match="num_classes must be >= 0"):
         _small(num_classes=-1)
+
+
+@pytest.mark.parametrize("extra", [{}, {"layer_scale_init": 0.1, "qkv_bias": False}, {"global_pool": "avg"}])
+def test_forward_shortcut_equals_head_of_features_with_gradients_float64(extra):
+    # Reference: the unshortened composition forward_head(forward_features(x)); forward() runs the last block
+    # for the class token alone (class_token_block), which must give the same logits and parameter gradients.
+    torch.manual_seed(0)
+    model = vitlab.create_model("vit_tiny_patch4_32", depth=2, embed_dim=48, num_heads=3, **extra).double()
+    x = torch.randn(3, 3, 32, 32, dtype=torch.float64)
+    params = [p for p in model.parameters() if p.requires_grad]
+    fast = model(x)
+    reference = model.forward_head(model.forward_features(x))
+    torch.testing.assert_close(fast, reference, rtol=0, atol=1e-12)
+    grads_fast = torch.autograd.grad((fast * torch.arange(fast.numel()).view_as(fast)).sum(), params)
+    grads_ref = torch.autograd.grad((reference * torch.arange(reference.numel()).view_as(reference)).sum(), params)
+    for g_fast, g_ref in zip(grads_fast, grads_ref):
+        torch.testing.assert_close(g_fast, g_ref, rtol=0, atol=1e-10)
