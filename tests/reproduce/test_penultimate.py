@@ -67,3 +67,12 @@ def test_features_and_templates_of_a_vit_give_its_logits() -> None:
     assert features.shape == (5, 16) and templates.shape == (3, 16)
     logits = model(x)
     assert torch.allclose(features @ templates.T + model.head.bias[[3, 1, 4]], logits[:, [3, 1, 4]], atol=1e-5)
+
+
+def test_cluster_spread_ratio_by_hand() -> None:
+    from vitlab.reproduce import cluster_spread_ratio
+
+    # class 0 at (±1, 0) around (0, 0); class 1 at (10, ±1) around (10, 0): within 1, between 10
+    coords = torch.tensor([[-1.0, 0.0], [1.0, 0.0], [10.0, 1.0], [10.0, -1.0]])
+    labels = torch.tensor([0, 0, 1, 1])
+    assert cluster_spread_ratio(coords, labels) == pytest.approx(0.1)

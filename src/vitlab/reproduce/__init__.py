@@ -16,7 +16,7 @@ from typing import Any
 
 from vitlab.reproduce.recipes import Recipe, load_recipes
 from vitlab.reproduce.report import RecipeResult, summarize, write_report
-from vitlab.reproduce.runner import default_jobs, machine_info, plan, run_all
+from vitlab.reproduce.runner import default_jobs, load_result, machine_info, plan, run_all
 from vitlab.train.checkpoint import atomic_write_text
 
 __all__ = ["load_recipes", "penultimate_figure", "reproduce"]
@@ -46,13 +46,28 @@ def penultimate_figure(run_dirs: dict[str, Path], classes: list[int], out: Path)
             coords = project_onto_template_plane(features, templates)
             labels = torch.tensor([classes.index(int(k)) for k in data.labels[keep]])
             panels.append({
-                "title": f"{label}: {split}",
+                "title": f"{label}: {split} (spread ratio {cluster_spread_ratio(coords, labels):.2f})",
                 "coords": coords.numpy(),
                 "labels": labels.numpy(),
                 "names": names,
                 "templates": project_onto_template_plane(templates, templates).numpy(),
             })
     return plot_penultimate_projection(panels, out, ncols=2)
+
+
+def cluster_spread_ratio(coords: "torch.Tensor", labels: "torch.Tensor") -> float:
+    """Mean distance of points to their class centroid over the mean distance between class centroids.
+
+    Smaller means tighter, better separated clusters (the effect Müller et al. 2019 describe for smoothing).
+    coords: (N, 2); labels: (N,) in 0..K−1, every class present.
+    """
+    import torch
+
+    classes = sorted(int(k) for k in labels.unique())
+    centroids = torch.stack([coords[labels == k].mean(0) for k in classes])
+    within = torch.cat([(coords[labels == k] - centroids[i]).norm(dim=1) for i, k in enumerate(classes)]).mean()
+    between = torch.pdist(centroids).mean()
+    return float(within / between)
 
 
 def _extra_images(recipes: list[Recipe], results: list[dict[str, Any]], out: Path) -> dict[str, list[tuple[str, Path]]]:
@@ -68,7 +83,8 @@ def _extra_images(recipes: list[Recipe], results: list[dict[str, Any]], out: Pat
                 extras.setdefault(recipe.name, []).append((
                     f"Penultimate-layer activations (seed 0) of classes {classes} projected onto the plane through "
                     "their three templates (rows of the head's weight; Müller et al. 2019, Fig. 1); origin at the "
-                    "first template, axes in the plane's orthonormal basis.", path))
+                    "first template, axes in the plane's orthonormal basis. Spread ratio: mean distance to the class "
+                    "centroid over mean distance between centroids (smaller = tighter clusters).", path))
         if recipe.kind == "legendre" and ok:
             variant = next(iter(recipe.variants))
             src = out / "runs" / recipe.name / variant / "seed0" / "legendre_fit.png"
@@ -107,17 +123,25 @@ def reproduce(
     start = time.perf_counter()
     load_before = machine_info().get("load_average")
     specs = plan(recipes, out, seeds, quick)
+    todo = sum(load_result(spec) is None for spec in specs)
     results = run_all(specs, jobs=jobs, progress=progress)
-    wall = time.perf_counter() - start
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "results.json", json.dumps(results, indent=1))
+    # How the runs ran (wall time over all invocations that did runs, load, jobs), kept in run_info.json so
+    # that a later call which only rewrites the report still states it.
+    info_path = out / "run_info.json"
+    previous = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
+    if todo or not previous:
+        info = {
+            "wall_seconds": previous.get("wall_seconds", 0.0) + time.perf_counter() - start,
+            "invocations": previous.get("invocations", 0) + 1,
+            "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+            "jobs": jobs,
+            "machine": {**machine_info(), "load_before": load_before},
+        }
+        atomic_write_text(info_path, json.dumps(info, indent=1))
+    else:
+        info = previous
     summaries: list[RecipeResult] = [summarize(r, results) for r in recipes]
-    header = {
-        "command": command,
-        "quick": quick,
-        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-        "machine": {**machine_info(), "load_before": load_before},
-        "wall_seconds": wall,
-        "jobs": jobs,
-    }
+    header = {"command": command, "quick": quick, **info}
     return write_report(summaries, out, header, _extra_images(recipes, results, out))

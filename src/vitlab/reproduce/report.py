@@ -292,8 +292,10 @@ def _load_text(machine: dict[str, Any]) -> str:
     before, after = machine.get("load_before"), machine.get("load_average")
     if before is None or after is None:
         return ""
-    return (f" 1-minute load average {before:.1f} at the start and {after:.1f} at the end "
-            "(above the core count, other jobs shared the machine and times are longer than on an idle one).")
+    text = f" 1-minute load average {before:.1f} at the start and {after:.1f} at the end"
+    if max(before, after) > (machine.get("cpu_count") or 1):
+        text += " (above the core count: other jobs shared the machine, so times are longer than on an idle one)"
+    return text + "."
 
 
 def build_report(
@@ -311,8 +313,8 @@ def build_report(
         f"Command: `{header.get('command', 'vitlab reproduce')}` ({'quick' if header.get('quick') else 'full'} mode), "
         f"finished {header.get('date', '')}. Machine: {machine.get('processor', '?')}, {machine.get('cpu_count', '?')} CPU cores"
         f"{', GPU ' + gpu if gpu else ', no GPU'}; {machine.get('platform', '')}; Python {machine.get('python', '?')}, "
-        f"torch {machine.get('torch', '?')}. Wall time of this invocation {header.get('wall_seconds', 0.0) / 60:.1f} min "
-        f"({header.get('jobs', 1)} parallel runs; compute summed over runs "
+        f"torch {machine.get('torch', '?')}. Wall time {header.get('wall_seconds', 0.0) / 60:.1f} min over "
+        f"{header.get('invocations', 1)} invocation(s) that ran runs ({header.get('jobs', 1)} parallel runs; compute summed over runs "
         f"{sum(s.seconds for s in summaries) / 60:.1f} min)."
         + _load_text(machine))))
     if header.get("note"):
@@ -337,6 +339,8 @@ def build_report(
          "**not resolved by the interval**: it contains 0 (more seeds or a larger budget would be needed to tell)."],
         ["\"About equal\" claims: **held** when the whole interval lies within ± the margin stated in the claim; "
          "**went the other way** when it lies entirely outside; otherwise not resolved."],
+        ["Temperature scaling divides the logits by T fitted on the validation split: T < 1 means the model was "
+         "under-confident (scaling sharpens it), T > 1 over-confident."],
         ["The paper's numbers are on its own data, models and budgets (named per section): compare directions, not values."],
     ]))
     for s in summaries:
