@@ -53,7 +53,9 @@ class TrainConfig:
     Run:
         seed, device (``auto`` picks CUDA when present), eval_every (epochs), checkpoint_every (epochs),
         checkpoint_steps (also every N optimizer steps; 0 = off), log_every (steps between progress
-        updates; each costs one host sync), threads (0 = PyTorch's default).
+        updates; each costs one host sync), threads (CPU intra-op threads; 0 = PyTorch's default; the
+        default 1 suits the tiny digits ViT, whose epoch took 0.35 s with one thread and 1.1 s with two on
+        a 2-core machine shared with one other job).
     """
 
     dataset: str = "digits"
@@ -93,7 +95,7 @@ class TrainConfig:
     checkpoint_every: int = 1
     checkpoint_steps: int = 0
     log_every: int = 20
-    threads: int = 0
+    threads: int = 1
 
     def __post_init__(self) -> None:
         self.validate()
