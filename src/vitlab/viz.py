@@ -22,6 +22,9 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 120) -> Pa
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    from vitlab.train.checkpoint import FILE_MODE
+
+    os.fchmod(fd, FILE_MODE)  # mkstemp's 0600 would make the plot unreadable to others
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
@@ -106,6 +109,54 @@ def plot_seq2seq_curves(rows: list[dict], path: str | os.PathLike[str], title: s
     ax.set_title(title)
     fig.legend(loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2, frameon=False)
     return save_figure(fig, path)
+
+
+# ------------------------------------------------------------------------------------ training runs
+def plot_learning_curves(history: list[dict], out: str | os.PathLike[str]) -> Path:
+    """Loss and accuracy per epoch (train and validation) from a run's metrics rows, as a PNG."""
+    epochs = [row["epoch"] for row in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax_loss.plot(epochs, [row["train_loss"] for row in history], label="train (augmented, smoothed)")
+    val_rows = [row for row in history if "val_loss" in row]
+    if val_rows:
+        ax_loss.plot([r["epoch"] for r in val_rows], [r["val_loss"] for r in val_rows], label="validation NLL")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("loss")
+    ax_loss.legend()
+    ax_loss.grid(alpha=0.3)
+    ax_acc.plot(epochs, [row["train_acc"] for row in history], label="train")
+    if val_rows:
+        ax_acc.plot([r["epoch"] for r in val_rows], [r["val_acc1"] for r in val_rows], label="validation top-1")
+    ax_acc.set_xlabel("epoch")
+    ax_acc.set_ylabel("accuracy")
+    ax_acc.legend()
+    ax_acc.grid(alpha=0.3)
+    fig.suptitle("learning curves")
+    return save_figure(fig, out)
+
+
+def plot_confusion_matrix(confusion, classes: list[str], out: str | os.PathLike[str]) -> Path:
+    """Confusion matrix (rows: true class, columns: predicted), counts written in the cells, as a PNG."""
+    counts = confusion.cpu().numpy()
+    k = counts.shape[0]
+    size = max(4.0, 0.45 * k + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(counts, cmap="Blues")
+    if k <= 30:
+        peak = counts.max() if counts.size else 0
+        for i in range(k):
+            for j in range(k):
+                if counts[i, j]:
+                    color = "white" if counts[i, j] > peak / 2 else "black"
+                    ax.text(j, i, str(int(counts[i, j])), ha="center", va="center", fontsize=8, color=color)
+        ax.set_xticks(range(k), classes, rotation=90 if max(map(len, classes)) > 2 else 0)
+        ax.set_yticks(range(k), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    total = counts.sum()
+    accuracy = counts.trace() / total if total else 0.0
+    ax.set_title(f"confusion matrix (accuracy {accuracy:.4f}, n={int(total)})")
+    return save_figure(fig, out)
 
 
 # ------------------------------------------------------------------ mixing, calibration, positional encoding
