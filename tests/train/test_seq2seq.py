@@ -110,3 +110,20 @@ def test_training_leaves_the_global_rng_alone(tmp_path):
     torch.manual_seed(0)
     train_seq2seq(dict(TINY, num_train=64, num_test=8, steps=2), tmp_path / "rng", quiet=True)
     assert torch.equal(torch.rand(2), expected)
+
+
+def test_cosine_decay_keeps_the_warmup_of_equation_3_then_falls_to_zero_at_the_last_step():
+    cfg = Seq2SeqConfig.from_dict({"d_model": 64, "warmup": 100, "steps": 500, "lr_factor": 2, "lr_decay": "cosine"})
+    paper = Seq2SeqConfig.from_dict({"d_model": 64, "warmup": 100, "steps": 500, "lr_factor": 2})
+    for step in (1, 50, 100):  # identical warm-up, reference: eq. 3 written out
+        assert seq2seq.seq2seq_lr(step, cfg) == pytest.approx(2 * 64**-0.5 * min(step**-0.5, step * 100**-1.5))
+        assert seq2seq.seq2seq_lr(step, cfg) == pytest.approx(seq2seq.seq2seq_lr(step, paper))
+    peak = 2 * 64**-0.5 * 100**-0.5
+    for step in (200, 300, 450):  # reference: the half cosine of SGDR (eq. 5) with eta_min = 0
+        expected = peak * 0.5 * (1 + math.cos(math.pi * (step - 100) / 400))
+        assert seq2seq.seq2seq_lr(step, cfg) == pytest.approx(expected)
+    assert seq2seq.seq2seq_lr(300, cfg) == pytest.approx(peak / 2)
+    assert seq2seq.seq2seq_lr(500, cfg) == pytest.approx(0.0, abs=1e-12)
+    assert seq2seq.seq2seq_lr(300, paper) == pytest.approx(2 * 64**-0.5 * 300**-0.5)  # the default is unchanged
+    with pytest.raises(ConfigError, match="lr_decay: unknown learning-rate decay 'cosin'"):
+        Seq2SeqConfig.from_dict({"lr_decay": "cosin"})

@@ -1,7 +1,11 @@
 """Training the encoder-decoder Transformer on a sequence task (Vaswani et al. 2017, Sec. 5).
 
 * Optimizer (Sec. 5.3): Adam with β1 = 0.9, β2 = 0.98, ε = 1e-9.
-* Learning rate (eq. 3): lr = factor · d_model^−0.5 · min(step^−0.5, step · warmup^−1.5).
+* Learning rate (eq. 3): lr = factor · d_model^−0.5 · min(step^−0.5, step · warmup^−1.5)
+  (``lr_decay: inverse_sqrt``, the default). With ``lr_decay: cosine`` the warm-up and its peak
+  lr_peak = factor · d_model^−0.5 · warmup^−0.5 are the same, and after it the rate follows a half cosine to
+  zero at the last step (Loshchilov & Hutter 2017, eq. 5, one cycle, η_min = 0):
+  lr = lr_peak · ½ (1 + cos(π · (step − warmup) / (steps − warmup))).
 * Regularisation (Sec. 5.4): dropout P_drop and label smoothing ε_ls = 0.1, with padding positions
   ignored by the loss (:class:`vitlab.losses.LabelSmoothingCrossEntropy` with ``ignore_index=PAD``).
 * Metric: exact-match sequence accuracy of greedy (or beam) decoding on the task's fixed test split.
@@ -31,7 +35,9 @@ from vitlab.errors import CheckpointError, ConfigError, VitlabError, unknown_nam
 from vitlab.losses import LabelSmoothingCrossEntropy
 from vitlab.models.transformer import Transformer, beam_search, greedy_decode, transformer_lr
 
-__all__ = ["Seq2SeqConfig", "evaluate", "load_seq2seq", "train_seq2seq", "translate"]
+__all__ = ["LR_DECAYS", "Seq2SeqConfig", "evaluate", "load_seq2seq", "seq2seq_lr", "train_seq2seq", "translate"]
+
+LR_DECAYS = ("inverse_sqrt", "cosine")
 
 
 @dataclass
@@ -60,6 +66,7 @@ class Seq2SeqConfig:
     steps: int = 3000
     warmup: int = 400
     lr_factor: float = 1.0
+    lr_decay: str = "inverse_sqrt"
     label_smoothing: float = 0.1
     grad_clip: float = 0.0
     # evaluation
@@ -113,11 +120,22 @@ class Seq2SeqConfig:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}; the paper uses 0.1")
+        if self.lr_decay not in LR_DECAYS:
+            raise ConfigError("lr_decay: " + unknown_name_message("learning-rate decay", self.lr_decay, LR_DECAYS))
         if self.lr_factor <= 0:
             raise ConfigError(f"lr_factor must be > 0, got {self.lr_factor}; 1.0 is the paper's schedule")
         for name in ("grad_clip", "length_penalty", "threads"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"seq2seq config '{name}' must be >= 0, got {getattr(self, name)}")
+
+
+def seq2seq_lr(step: int, cfg: Seq2SeqConfig) -> float:
+    """Learning rate at ``step`` (counting from 1): eq. 3, or its warm-up then a cosine to zero at ``cfg.steps``."""
+    if cfg.lr_decay == "inverse_sqrt" or step <= cfg.warmup:
+        return transformer_lr(step, cfg.d_model, cfg.warmup, cfg.lr_factor)
+    peak = transformer_lr(cfg.warmup, cfg.d_model, cfg.warmup, cfg.lr_factor)
+    progress = min((step - cfg.warmup) / max(cfg.steps - cfg.warmup, 1), 1.0)
+    return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def build_model(cfg: Seq2SeqConfig, vocab_size: int, max_len: int) -> Transformer:
@@ -186,7 +204,7 @@ def _fit(cfg: Seq2SeqConfig, task: SequenceTask, quiet: bool) -> tuple[Transform
     model = build_model(cfg, len(task.vocab), max_len=max(task.max_src_len, task.max_tgt_len) + 2)
     optimizer = torch.optim.Adam(model.parameters(), lr=1.0, betas=(0.9, 0.98), eps=1e-9)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda i: transformer_lr(i + 1, cfg.d_model, cfg.warmup, cfg.lr_factor)
+        optimizer, lambda i: seq2seq_lr(i + 1, cfg)
     )
     criterion = LabelSmoothingCrossEntropy(cfg.label_smoothing, ignore_index=Vocab.PAD)
     shuffle = torch.Generator().manual_seed(cfg.seed + 1)
