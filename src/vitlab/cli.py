@@ -58,7 +58,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = config_from_dict(raw, str(args.config) if args.config else "config")
     if args.auto_resume and not args.out:
         raise ValueError("--auto-resume needs --out DIR: the folder to continue after a restart")
-    run_dir = Path(args.out) if args.out else _default_run_dir(raw)
+    run_dir = Path(args.out) if args.out else _default_run_dir(cfg.to_dict())
     from vitlab.train.loop import train
 
     train(cfg, run_dir, quiet=args.quiet, auto_resume=args.auto_resume)

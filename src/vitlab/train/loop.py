@@ -664,11 +664,9 @@ def _write_plots(run_dir: Path, history: list[dict[str, Any]], test: Evaluation,
 
     viz.plot_learning_curves(history, run_dir / "curves.png")
     viz.plot_confusion_matrix(test.confusion(), classes, run_dir / "confusion.png")
-    if hasattr(viz, "plot_reliability_diagram"):
-        viz.plot_reliability_diagram(
-            test.logits.softmax(1), test.labels, run_dir / "reliability.png",
-            title=f"test reliability (temperature-scaled T={temperature:.2f} gives lower ECE)",
-        )
+    # Reliability diagram of the test split before (left) and after (right) temperature scaling with the
+    # temperature fitted on the validation split.
+    viz.plot_temperature_scaling(test.logits, test.labels, temperature, run_dir / "reliability.png")
 
 
 def format_summary(summary: dict[str, Any]) -> str:
