@@ -4,8 +4,8 @@ The harness starts ``python -m vitlab train`` as a subprocess, kills it with SIG
 by a seeded RNG, and resumes it each time with ``vitlab train --resume``. Four of the points are inside
 the writing of a checkpoint (the test-only hook ``VITLAB_TEST_CHECKPOINT_PAUSE`` of
 :mod:`vitlab.train.checkpoint` stops the process at a named stage: a file half-written, a file complete
-but not yet renamed, the folder in place but the pointer not yet updated, ...); one is a random moment
-between optimizer steps after a checkpoint. After every kill, every checkpoint the run folder names must
+but not yet renamed, the folder in place but the pointer not yet updated, ...); one is right after a random
+optimizer step following a checkpoint (the loop's test-only hook ``VITLAB_TEST_DIE_AT_STEP``). After every kill, every checkpoint the run folder names must
 load and verify, and no temporary file may be taken for a checkpoint.
 
 Reference: an uninterrupted run of the same recipe (same seed) in this process. The resumed run must end
@@ -105,13 +105,6 @@ def _wait_for(proc: subprocess.Popen, ready, log: Path, what: str) -> None:  # n
         time.sleep(0.01)
 
 
-def _pointer_names(run: Path, step: int) -> bool:
-    try:
-        return (run / "checkpoints" / "latest").read_text().strip() == f"step_{step:08d}"
-    except OSError:
-        return False
-
-
 def _kill(proc: subprocess.Popen) -> None:
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
@@ -159,15 +152,23 @@ def test_kill_9_at_five_random_points_then_resume_gives_bit_identical_weights(tm
     resumed_from: list[int] = []
     for i, (step, stage) in enumerate(plan):
         args = _overrides() + ["--out", str(run)] if i == 0 else ["--resume", str(run)]
-        if stage == "between":  # a random moment among the optimizer steps after the checkpoint of `step`
-            proc = _start(args, {}, log)
-            _wait_for(proc, lambda: _pointer_names(run, step), log, f"checkpoint {step}")
-            time.sleep(rng.uniform(0.0, 0.3))
+        if stage == "between":
+            # SIGKILL right after a random optimizer step following the checkpoint of `step`. The loop's
+            # test-only hook VITLAB_TEST_DIE_AT_STEP sends it, so the point does not depend on how fast the
+            # machine is (polling and sleeping let a fast run race past the next planned checkpoint).
+            die_at = step + rng.randint(1, RECIPE["checkpoint_steps"] - 1)
+            proc = _start(args, {"VITLAB_TEST_DIE_AT_STEP": str(die_at)}, log)
+            try:
+                proc.wait(timeout=TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                pytest.fail(f"timed out waiting for the kill after step {die_at}")
+            assert proc.returncode == -signal.SIGKILL, log.read_text()[-2000:]
         else:  # stopped by the hook inside the checkpoint write of `step` at `stage`
             marker.write_text("")
             proc = _start(args, {TEST_PAUSE_ENV: f"{step}:{stage}:{marker}"}, log)
             _wait_for(proc, lambda: stage in marker.read_text().split(), log, f"checkpoint {step} stage {stage}")
-        _kill(proc)
+            _kill(proc)
         latest = _assert_run_folder_consistent(run)
         if stage == "between":
             assert latest >= step  # the next checkpoint may have been written before the kill

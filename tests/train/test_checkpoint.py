@@ -106,3 +106,25 @@ def test_crash_while_writing_leaves_the_old_file_whole(tmp_path, monkeypatch) ->
         atomic_write_text(target, "new and longer")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]  # no temporary file left behind
+
+
+def test_old_checkpoints_are_hidden_before_their_files_are_deleted(tmp_path, monkeypatch) -> None:
+    """A kill while deleting an old checkpoint must never leave a visible step_* folder missing files."""
+    import shutil
+
+    import vitlab.train.checkpoint as checkpoint
+
+    removed: list[str] = []
+    real_rmtree = shutil.rmtree
+
+    def recording_rmtree(path, *args, **kwargs):
+        removed.append(os.path.basename(str(path)))
+        return real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint.shutil, "rmtree", recording_rmtree)
+    save_checkpoint(tmp_path, 1, _weights(), {"step": 1})
+    save_checkpoint(tmp_path, 2, _weights(), {"step": 2})  # retires step 1
+    save_checkpoint(tmp_path, 2, _weights(), {"step": 2})  # the same step again (after a resume)
+    assert removed and all(name.startswith(".") for name in removed), removed
+    visible = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert visible == ["latest", "step_00000002"]

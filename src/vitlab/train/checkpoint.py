@@ -247,8 +247,8 @@ def save_checkpoint(run_dir: str | os.PathLike[str], step: int, weights: Mapping
         manifest = {"step": step, "files": {f: sha256_file(staging / f) for f in (WEIGHTS, STATE)}}
         atomic_write_text(staging / MANIFEST, json.dumps(manifest, indent=2))
         _test_pause(MANIFEST)
-        if final.exists():
-            shutil.rmtree(final)
+        if final.exists():  # the same step saved again after a resume: retire the old folder first
+            _discard(final)
         os.replace(staging, final)
         _fsync_dir(root)
         _test_pause("renamed")
@@ -262,10 +262,25 @@ def save_checkpoint(run_dir: str | os.PathLike[str], step: int, weights: Mapping
     folders = sorted(p for p in root.glob("step_*") if p.is_dir())
     for old in folders[:-keep] if keep > 0 else []:
         if old.name != name:
-            shutil.rmtree(old, ignore_errors=True)
+            _discard(old)
     for stale in root.glob(".step_*"):  # staging folders of a run killed mid-write
         shutil.rmtree(stale, ignore_errors=True)
     return final
+
+
+def _discard(folder: Path) -> None:
+    """Delete a checkpoint folder so that no partly deleted ``step_*`` folder can ever be seen.
+
+    The folder is first renamed (atomically) to a hidden ``.step_*`` name, which no reader looks at and the
+    next :func:`save_checkpoint` sweeps away; only then are its files removed. A kill in the middle leaves
+    a hidden folder, never a visible ``step_*`` folder with some of its files missing.
+    """
+    hidden = folder.parent / f".{folder.name}.discarded-{os.getpid()}"
+    try:
+        os.replace(folder, hidden)
+    except OSError:
+        return
+    shutil.rmtree(hidden, ignore_errors=True)
 
 
 def latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
