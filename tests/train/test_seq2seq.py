@@ -79,7 +79,7 @@ def test_unknown_key_and_bad_values_fail_before_the_run_folder_exists(tmp_path):
         train_seq2seq({"d_modle": 64}, run_dir, quiet=True)
     with pytest.raises(ConfigError, match="dataset: unknown sequence task 'revrse'"):
         train_seq2seq({"dataset": "revrse"}, run_dir, quiet=True)
-    with pytest.raises(ConfigError, match="'steps' must be int"):
+    with pytest.raises(ConfigError, match=r"seq2seq config: steps must be int, got 'many' \(str\)"):
         train_seq2seq({"steps": "many"}, run_dir, quiet=True)
     with pytest.raises(ConfigError, match="divisible by num_heads"):
         train_seq2seq({"d_model": 30, "num_heads": 4}, run_dir, quiet=True)

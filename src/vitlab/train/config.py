@@ -184,27 +184,41 @@ def _type_name(annotation: Any) -> str:
     return str(annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")
 
 
-def config_from_dict(data: dict[str, Any], source: str = "config") -> TrainConfig:
-    """Build a :class:`TrainConfig` from a dict, checking every key and type.
+def dataclass_from_dict(cls: type, data: dict[str, Any], source: str = "config", kind: str = "config key") -> Any:
+    """Build the dataclass ``cls`` from a dict, checking every key and the type of every value.
+
+    Types come from the fields' annotations (int, float, bool, str, dict, optional); an int is widened to
+    float, and a float written as YAML 1.1 reads it without a dot ("3e-4") is accepted. Range checks are
+    the dataclass's own (``__post_init__``).
 
     Raises:
-        ConfigError: an unknown key (naming the nearest valid one), a value of the wrong type, or a
-            value out of range.
+        ConfigError: ``data`` is not a mapping, a key is unknown (naming the nearest valid one, as a
+            ``kind``), or a value has the wrong type.
     """
     if not isinstance(data, dict):
         raise ConfigError(f"{source} must be a mapping of keys to values, got {type(data).__name__}")
-    hints = typing.get_type_hints(TrainConfig)
+    hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
     for key, value in data.items():
         if key not in hints:
-            raise ConfigError(f"{source}: " + unknown_name_message("config key", str(key), hints))
+            raise ConfigError(f"{source}: " + unknown_name_message(kind, str(key), hints))
         ok, converted = _type_ok(value, hints[key])
         if not ok:
             raise ConfigError(
                 f"{source}: {key} must be {_type_name(hints[key])}, got {value!r} ({type(value).__name__})"
             )
         values[key] = converted
-    return TrainConfig(**values)
+    return cls(**values)
+
+
+def config_from_dict(data: dict[str, Any], source: str = "config") -> TrainConfig:
+    """Build a :class:`TrainConfig` from a dict, checking every key and type (:func:`dataclass_from_dict`).
+
+    Raises:
+        ConfigError: an unknown key (naming the nearest valid one), a value of the wrong type, or a
+            value out of range.
+    """
+    return dataclass_from_dict(TrainConfig, data, source)
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import difflib
 import io
 import math
 import time
@@ -34,6 +33,7 @@ from vitlab.data.sequence import TASKS, SequenceSplit, SequenceTask, Vocab, iter
 from vitlab.errors import CheckpointError, ConfigError, VitlabError, unknown_name_message
 from vitlab.losses import LabelSmoothingCrossEntropy
 from vitlab.models.transformer import Transformer, beam_search, greedy_decode, transformer_lr
+from vitlab.train.config import dataclass_from_dict
 
 __all__ = ["LR_DECAYS", "Seq2SeqConfig", "evaluate", "load_seq2seq", "seq2seq_lr", "train_seq2seq", "translate"]
 
@@ -78,26 +78,7 @@ class Seq2SeqConfig:
     @classmethod
     def from_dict(cls, config: dict[str, Any]) -> Seq2SeqConfig:
         """Validate ``config``: unknown keys and bad values raise :class:`ConfigError`."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        for key in config:
-            if key not in names:
-                near = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
-                hint = f"; did you mean '{near[0]}'?" if near else f"; valid keys: {', '.join(names)}"
-                raise ConfigError(f"unknown seq2seq config key '{key}'{hint}")
-        types = {f.name: f.type for f in dataclasses.fields(cls)}
-        values: dict[str, Any] = {}
-        for key, value in config.items():
-            kind = types[key]
-            ok = {
-                "int": isinstance(value, int) and not isinstance(value, bool),
-                "float": isinstance(value, (int, float)) and not isinstance(value, bool),
-                "bool": isinstance(value, bool),
-                "str": isinstance(value, str),
-            }[kind]
-            if not ok:
-                raise ConfigError(f"seq2seq config '{key}' must be {kind}, got {value!r}")
-            values[key] = float(value) if kind == "float" else value
-        cfg = cls(**values)
+        cfg = dataclass_from_dict(cls, config, "seq2seq config", "seq2seq config key")
         cfg.check()
         return cfg
 
