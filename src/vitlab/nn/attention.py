@@ -40,6 +40,13 @@ def attention_weights(q: Tensor, k: Tensor, attn_mask: Tensor | None = None) -> 
     return scores.softmax(dim=-1)
 
 
+def head_width(dim: int, num_heads: int) -> int:
+    """D / h, the width of one head; raises ``ValueError`` when ``num_heads`` does not divide ``dim``."""
+    if dim % num_heads != 0:
+        raise ValueError(f"embed dim {dim} is not divisible by num_heads {num_heads}; choose num_heads dividing {dim}")
+    return dim // num_heads
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with a fused qkv projection.
 
@@ -60,12 +67,8 @@ class Attention(nn.Module):
         proj_drop: float = 0.0,
     ) -> None:
         super().__init__()
-        if dim % num_heads != 0:
-            raise ValueError(
-                f"embed dim {dim} is not divisible by num_heads {num_heads}; choose num_heads dividing {dim}"
-            )
         self.num_heads = num_heads
-        self.head_dim = dim // num_heads
+        self.head_dim = head_width(dim, num_heads)
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.attn_drop = attn_drop
         self.proj = nn.Linear(dim, dim)
@@ -195,12 +198,8 @@ class MultiHeadAttention(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, attn_drop: float = 0.0, bias: bool = True) -> None:
         super().__init__()
-        if dim % num_heads != 0:
-            raise ValueError(
-                f"embed dim {dim} is not divisible by num_heads {num_heads}; choose num_heads dividing {dim}"
-            )
         self.num_heads = num_heads
-        self.head_dim = dim // num_heads
+        self.head_dim = head_width(dim, num_heads)
         self.attn_drop = attn_drop
         self.q_proj = nn.Linear(dim, dim, bias=bias)
         self.k_proj = nn.Linear(dim, dim, bias=bias)
