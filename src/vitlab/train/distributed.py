@@ -71,6 +71,14 @@ class DistContext:
         dist.broadcast_object_list(holder, src=0)
         return holder[0]
 
+    def all_gather_object(self, value: object) -> list[object]:
+        """Every rank's ``value``, in rank order (``[value]`` in one process)."""
+        if not self.distributed:
+            return [value]
+        gathered: list[object] = [None] * self.world_size
+        dist.all_gather_object(gathered, value)
+        return gathered
+
     def shard_range(self, n: int) -> tuple[int, int]:
         """This rank's contiguous share ``[start, end)`` of ``n`` samples; the shares tile ``[0, n)``."""
         return self.rank * n // self.world_size, (self.rank + 1) * n // self.world_size

@@ -23,6 +23,7 @@ steps, at the end of an epoch and before a checkpoint; ``nonfinite: skip`` needs
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import io
@@ -391,7 +392,9 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, quiet: bool, ctx: Dist
     eval_model = copy.deepcopy(model) if ema is not None else model
 
     epoch, batch_start, step, history = 0, 0, 0, []
-    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss·n, correct, n over the epoch so far
+    # loss·n and correct over the epoch so far, on the device; the sample count is known on the host:
+    # (batches done in the epoch) × local_batch on each rank, steps_per_epoch × batch_size in all.
+    sums = torch.zeros(2, dtype=torch.float64, device=device)
     elapsed_before = 0.0
     skipped = 0
     if resume:
@@ -447,13 +450,14 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, quiet: bool, ctx: Dist
     tensorboard = _TensorBoard(run_dir / "tb" if ctx.is_main else None)
     bad_step = torch.full((), -1, dtype=torch.long, device=device)
     local_batch = cfg.batch_size // world
+    final_val: Evaluation | None = None
     die_at_step = _test_die_at_step(ctx)
     epoch_seconds: list[float] = []
 
     def checkpoint(next_epoch: int, next_batch: int) -> None:
         _raise_if_nonfinite(bad_step, run_dir, ctx)
         state_rank = {"rng": _rng_snapshot(aug_generator), "sums": sums.detach().cpu().clone()}
-        ranks = _gather_objects(ctx, state_rank)
+        ranks = ctx.all_gather_object(state_rank)
         if ctx.is_main:
             state = {
                 "optimizer": optimizer.state_dict(),
@@ -494,7 +498,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, quiet: bool, ctx: Dist
                 if mixer is not None:
                     images, targets = mixer(images, labels)
                 sync_now = micro_step == cfg.accum_steps - 1 or not ctx.distributed
-                context = train_model.no_sync() if not sync_now else _nullcontext()
+                context = train_model.no_sync() if not sync_now else contextlib.nullcontext()
                 with context:
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
                         logits = train_model(images)
@@ -503,8 +507,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, quiet: bool, ctx: Dist
                 detached = loss.detach()
                 step_loss += detached / cfg.accum_steps
                 sums += torch.stack(
-                    [detached.double() * part.numel(), (logits.detach().argmax(1) == labels).sum().double(),
-                     torch.tensor(float(part.numel()), dtype=torch.float64, device=device)]
+                    [detached.double() * part.numel(), (logits.detach().argmax(1) == labels).sum().double()]
                 )
             grad_norm = (
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=True)
@@ -537,8 +540,8 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, quiet: bool, ctx: Dist
             if step % cfg.log_every == 0:
                 _raise_if_nonfinite(bad_step, run_dir, ctx)
                 if ctx.is_main and not quiet:
-                    loss_sum, correct, seen = sums.tolist()
-                    bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+                    loss_sum, _ = sums.tolist()
+                    bar.set_postfix(loss=f"{loss_sum / ((batch + 1) * local_batch):.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
             if cfg.checkpoint_steps and step % cfg.checkpoint_steps == 0 and batch + 1 < steps_per_epoch:
                 checkpoint(epoch, batch + 1)
         bar.close()
@@ -553,14 +556,15 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, quiet: bool, ctx: Dist
             "epoch": epoch + 1,
             "step": step,
             "lr": scheduler.get_last_lr()[0],
-            "train_loss": totals[0] / max(totals[2], 1),
-            "train_acc": totals[1] / max(totals[2], 1),
+            "train_loss": totals[0] / (steps_per_epoch * cfg.batch_size),
+            "train_acc": totals[1] / (steps_per_epoch * cfg.batch_size),
         }
         last = epoch + 1 == cfg.epochs
         if (epoch + 1) % cfg.eval_every == 0 or last:
             if ema is not None:
                 eval_model.load_state_dict(ema.state_dict())
             result = evaluate(eval_model, val_set, transform, ctx, amp=cfg.amp)
+            final_val = result if last else None
             row.update(val_loss=result.loss, val_acc1=result.acc1, val_acc5=result.acc5, val_ece=result.ece)
         row["epoch_seconds"] = epoch_seconds[-1]
         row["images_per_s"] = steps_per_epoch * cfg.batch_size / max(epoch_seconds[-1], 1e-9)
@@ -582,7 +586,9 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, quiet: bool, ctx: Dist
     if ema is not None:
         eval_model.load_state_dict(ema.state_dict())
     final_weights = eval_model.state_dict()
-    val = evaluate(eval_model, val_set, transform, ctx, amp=cfg.amp)
+    # The last epoch has just scored these weights on the validation split, unless this call resumed a run
+    # whose epochs were all done.
+    val = final_val if final_val is not None else evaluate(eval_model, val_set, transform, ctx, amp=cfg.amp)
     test = evaluate(eval_model, test_set, transform, ctx, amp=cfg.amp)
     temperature = fit_temperature(val.logits, val.labels)
     ece_scaled = float(expected_calibration_error((test.logits / temperature).softmax(1), test.labels))
@@ -626,24 +632,6 @@ def _test_die_at_step(ctx: DistContext) -> int | None:
     if not raw or int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
         return None
     return int(raw) if ctx.rank == int(os.environ.get("VITLAB_TEST_DIE_RANK", "0")) else None
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-def _gather_objects(ctx: DistContext, value: Any) -> list[Any]:
-    if not ctx.distributed:
-        return [value]
-    import torch.distributed as dist
-
-    gathered: list[Any] = [None] * ctx.world_size
-    dist.all_gather_object(gathered, value)
-    return gathered
 
 
 def _raise_if_nonfinite(bad_step: Tensor, run_dir: Path, ctx: DistContext) -> None:
