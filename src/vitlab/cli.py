@@ -16,12 +16,12 @@ from collections.abc import Sequence
 DEFAULT_RUNS = "runs"
 
 
-def _default_run_dir(raw: dict) -> "Path":
+def _default_run_dir(*parts: str) -> "Path":
+    """``runs/<part>-<part>-<YYYYmmdd-HHMMSS>``: a new folder name for each run."""
     import time
     from pathlib import Path
 
-    name = f"{raw.get('dataset', 'digits')}-{raw.get('model', 'vit')}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return Path(DEFAULT_RUNS) / name
+    return Path(DEFAULT_RUNS) / "-".join([*parts, time.strftime("%Y%m%d-%H%M%S")])
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -47,9 +47,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.auto_resume:
             raise ValueError("--auto-resume is for image training runs; drop it for task: seq2seq")
         config = {k: v for k, v in raw.items() if k != "task"}
-        run_dir = Path(args.out) if args.out else Path(DEFAULT_RUNS) / f"seq2seq-{config.get('task_name', config.get('name', 'run'))}"
-        if run_dir.exists() and any(run_dir.iterdir()):
-            raise ValueError(f"run folder {run_dir} already exists; choose another --out")
+        run_dir = Path(args.out) if args.out else _default_run_dir("seq2seq", str(config.get("dataset", "reverse")))
         train_seq2seq(config, run_dir, quiet=args.quiet)
         return 0
     if raw.get("task", "image") != "image":
@@ -58,7 +56,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = config_from_dict(raw, str(args.config) if args.config else "config")
     if args.auto_resume and not args.out:
         raise ValueError("--auto-resume needs --out DIR: the folder to continue after a restart")
-    run_dir = Path(args.out) if args.out else _default_run_dir(cfg.to_dict())
+    run_dir = Path(args.out) if args.out else _default_run_dir(cfg.dataset, cfg.model)
     from vitlab.train.loop import train
 
     train(cfg, run_dir, quiet=args.quiet, auto_resume=args.auto_resume)

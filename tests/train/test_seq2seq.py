@@ -127,3 +127,12 @@ def test_cosine_decay_keeps_the_warmup_of_equation_3_then_falls_to_zero_at_the_l
     assert seq2seq.seq2seq_lr(300, paper) == pytest.approx(2 * 64**-0.5 * 300**-0.5)  # the default is unchanged
     with pytest.raises(ConfigError, match="lr_decay: unknown learning-rate decay 'cosin'"):
         Seq2SeqConfig.from_dict({"lr_decay": "cosin"})
+
+
+def test_existing_run_folder_is_refused_and_left_as_it_was(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "notes.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match=r"run folder .*run already exists; choose another --out"):
+        train_seq2seq(dict(TINY), run_dir, quiet=True)
+    assert [p.name for p in run_dir.iterdir()] == ["notes.txt"]

@@ -240,7 +240,7 @@ def train_seq2seq(config: dict[str, Any], run_dir: Path, quiet: bool = False) ->
         {"test_accuracy", "final_loss", "steps", "train_time_s"}.
 
     Raises:
-        ConfigError: bad config (before anything is written).
+        ConfigError: bad config, or ``run_dir`` already holds files (before anything is written).
         VitlabError: the loss became non-finite (names the step).
     """
     from vitlab.train.checkpoint import atomic_write_text, save_weights
@@ -248,6 +248,8 @@ def train_seq2seq(config: dict[str, Any], run_dir: Path, quiet: bool = False) ->
 
     cfg = Seq2SeqConfig.from_dict(dict(config))
     run_dir = Path(run_dir)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise ConfigError(f"run folder {run_dir} already exists; choose another --out")
     task = make_task(cfg.dataset, cfg.num_train, cfg.num_test, cfg.min_len, cfg.max_len, cfg.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump({"task": "seq2seq", **dataclasses.asdict(cfg)}, sort_keys=False))
