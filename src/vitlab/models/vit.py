@@ -224,12 +224,20 @@ class VisionTransformer(nn.Module):
 
         Returns:
             L tensors of shape (B, heads, T, T), T = prefix + N tokens; row i is where token i attends.
+
+        The maps are those of the model in eval mode (no dropout, no drop path), whatever mode it is in:
+        two calls on the same input give the same maps. The mode is restored afterwards.
         """
-        tokens = self.embed(x)
-        maps = []
-        for block in self.blocks:
-            tokens, weights = block(tokens, need_weights=True)
-            maps.append(weights)
+        was_training = self.training
+        self.eval()
+        try:
+            tokens = self.embed(x)
+            maps = []
+            for block in self.blocks:
+                tokens, weights = block(tokens, need_weights=True)
+                maps.append(weights)
+        finally:
+            self.train(was_training)
         return maps
 
     @torch.no_grad()
