@@ -57,6 +57,8 @@ class VisionTransformer(nn.Module):
         attn_drop_rate: dropout on attention weights.
         drop_path_rate: stochastic depth, rising linearly from 0 in the first block to this in the last.
         layer_scale_init: LayerScale initial value, or ``None`` for none.
+        stem: ``"linear"`` (eq. 1's patch projection) or ``"conv"`` (a convolutional stem, Xiao et al. 2021,
+            as in the paper's hybrid; see :func:`vitlab.nn.blocks.conv_stem`).
     """
 
     def __init__(
@@ -79,6 +81,7 @@ class VisionTransformer(nn.Module):
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         layer_scale_init: float | None = None,
+        stem: str = "linear",
     ) -> None:
         super().__init__()
         if global_pool not in GLOBAL_POOLS:
@@ -99,7 +102,7 @@ class VisionTransformer(nn.Module):
         self.sincos_convention = sincos_convention
         self.num_prefix_tokens = 1 if class_token else 0
 
-        self.patch_embed = PatchEmbed(_pair(img_size), patch_size, in_chans, embed_dim)
+        self.patch_embed = PatchEmbed(_pair(img_size), patch_size, in_chans, embed_dim, stem=stem)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
         num_positions = self.patch_embed.num_patches + self.num_prefix_tokens
         self.pos_embed: nn.Module | None = None
@@ -160,8 +163,8 @@ class VisionTransformer(nn.Module):
         (learned: bicubic, antialiased; sin-cos: rebuilt for the new grid)."""
         old_grid = self.patch_embed.grid_size
         old = self.patch_embed
-        new = PatchEmbed(_pair(img_size), old.patch_size, old.in_chans, self.embed_dim)
-        new.proj = old.proj
+        new = PatchEmbed(_pair(img_size), old.patch_size, old.in_chans, self.embed_dim, stem=old.stem_type)
+        new.stem, new.proj = old.stem, old.proj
         self.patch_embed = new
         if isinstance(self.pos_embed, LearnedPositionEmbedding):
             resampled = resample_pos_embed(self.pos_embed.weight.data, new.grid_size, old_grid, self.num_prefix_tokens)

@@ -18,6 +18,30 @@ from vitlab.nn.activations import get_activation
 from vitlab.nn.attention import Attention
 
 
+def conv_stem(in_chans: int, patch_size: int, width: int) -> tuple[nn.Sequential, int]:
+    """The convolutional stem of Xiao et al. 2021 ("Early convolutions help transformers see better"): log2(P)
+    3×3 convolutions of stride 2, each followed by BatchNorm and ReLU, the channels doubling up to ``width``.
+
+    It replaces the single P×P "patchify" convolution, the paper's ViT_C; a 1×1 projection to D follows (the
+    ``proj`` of :class:`PatchEmbed`). The ViT paper's own hybrid (Sec. 3.1) likewise feeds a CNN feature map to
+    the Transformer with 1×1 patches.
+
+    Returns:
+        the stem, (B, C, H, W) -> (B, width, H/P, W/P), and its output channels.
+    """
+    steps = patch_size.bit_length() - 1
+    if patch_size < 2 or 1 << steps != patch_size:
+        raise ValueError(f"a convolutional stem needs a patch size that is a power of 2, got {patch_size}; "
+                         "use 2, 4, 8 or 16, or stem='linear'")
+    layers: list[nn.Module] = []
+    channels = in_chans
+    for step in range(steps):
+        out = max(1, width >> (steps - 1 - step))
+        layers += [nn.Conv2d(channels, out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU()]
+        channels = out
+    return nn.Sequential(*layers), channels
+
+
 class PatchEmbed(nn.Module):
     """Split an image into P×P patches and project each to D channels.
 
@@ -26,10 +50,14 @@ class PatchEmbed(nn.Module):
         patch_size: P; must divide H and W.
         in_chans: C, input channels.
         embed_dim: D.
+        stem: ``"linear"`` (the ViT paper's eq. 1: one P×P convolution of stride P) or ``"conv"`` (the
+            convolutional stem of :func:`conv_stem`, then a 1×1 projection; same token grid).
     """
 
-    def __init__(self, img_size: tuple[int, int], patch_size: int, in_chans: int, embed_dim: int) -> None:
+    def __init__(self, img_size: tuple[int, int], patch_size: int, in_chans: int, embed_dim: int, stem: str = "linear") -> None:
         super().__init__()
+        if stem not in ("linear", "conv"):
+            raise ValueError(f"unknown stem '{stem}'; choose 'linear' or 'conv'")
         height, width = img_size
         if patch_size <= 0 or height % patch_size or width % patch_size:
             raise ValueError(
@@ -41,7 +69,13 @@ class PatchEmbed(nn.Module):
         self.in_chans = in_chans
         self.grid_size = (height // patch_size, width // patch_size)
         self.num_patches = self.grid_size[0] * self.grid_size[1]
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.stem_type = stem
+        if stem == "conv":
+            self.stem, channels = conv_stem(in_chans, patch_size, embed_dim)
+            self.proj = nn.Conv2d(channels, embed_dim, kernel_size=1)
+        else:
+            self.stem = nn.Identity()
+            self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (B, C, H, W) -> (B, N, D), N = (H/P)·(W/P), patches in row-major order."""
@@ -55,7 +89,7 @@ class PatchEmbed(nn.Module):
                 f"expected images of size {self.img_size[0]}x{self.img_size[1]}, got {height}x{width}; "
                 f"resize the input or build the model with img_size=({height}, {width})"
             )
-        return self.proj(x).flatten(2).transpose(1, 2)
+        return self.proj(self.stem(x)).flatten(2).transpose(1, 2)
 
 
 class Mlp(nn.Module):
