@@ -1,8 +1,8 @@
 """Train the shipped reverse recipe and report its test accuracy and wall time.
 
-    python -m benchmarks.bench_transformer_reverse [--config configs/transformer_reverse.yaml] [--out DIR]
+    python -m benchmarks.bench_transformer_reverse [--config transformer_reverse|FILE.yaml] [--out DIR]
 
-Trains ``configs/transformer_reverse.yaml`` (reverse, lengths 1..20) with
+Trains the shipped recipe ``transformer_reverse`` (reverse, lengths 1..20; ``src/vitlab/recipes/``) with
 :func:`vitlab.train.seq2seq.train_seq2seq` into a temporary folder (or ``--out``), then prints the exact-match
 sequence accuracy of greedy decoding on the fixed 1,000-sequence test split and the wall time of the whole
 run (data generation, training, evaluations, writing the run folder). Targets: accuracy ≥ 0.99 within 300 s
@@ -16,19 +16,18 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 from benchmarks.report import print_table
+from vitlab.recipes import load_recipe
 from vitlab.train.seq2seq import train_seq2seq
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="configs/transformer_reverse.yaml")
+    parser.add_argument("--config", default="transformer_reverse", help="shipped recipe name or YAML file")
     parser.add_argument("--out", default=None, help="run folder to keep (default: a temporary folder)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    config = yaml.safe_load(Path(args.config).read_text())
+    config = load_recipe(args.config)
     config.pop("task", None)
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(args.out) if args.out else Path(tmp) / "reverse"

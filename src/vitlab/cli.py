@@ -40,7 +40,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         train(None, Path(args.resume), resume=True, quiet=args.quiet)
         return 0
-    raw = resolve_config(args.config, args.set or [])
+    from vitlab.recipes import recipe_path
+
+    raw = resolve_config(recipe_path(args.config) if args.config else None, args.set or [])
     if raw.get("task", "image") == "seq2seq":
         from vitlab.train.seq2seq import train_seq2seq
 
@@ -184,7 +186,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    """Rerun the papers' comparisons (configs/reproduce) and write report.md / report.html."""
+    """Rerun the papers' comparisons (the shipped reproduce recipes) and write report.md / report.html."""
     from vitlab.errors import ConfigError
     from vitlab.reproduce import reproduce
 
@@ -199,6 +201,21 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_recipes(args: argparse.Namespace) -> int:
+    """Print the shipped recipes, one line each: name and the first comment line of its YAML."""
+    from vitlab.recipes import describe, list_recipes, recipe_dir
+    from vitlab.reproduce.recipes import load_recipes
+
+    print("training recipes (vitlab train --config NAME):")
+    for name in list_recipes():
+        print(f"  {name:30s} {describe(recipe_dir() / f'{name}.yaml')}")
+    print("reproduce recipes (vitlab reproduce NAME):")
+    for recipe in load_recipes():
+        about = describe(recipe.path) if recipe.path else recipe.title
+        print(f"  {recipe.name:30s} {about.split(', run by `vitlab reproduce')[0]}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
@@ -209,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     train = sub.add_parser("train", help="train a model (default: a ViT on the embedded digits)")
-    train.add_argument("--config", default=None, help="YAML recipe (see configs/); default: the built-in digits recipe")
+    train.add_argument("--config", default=None, metavar="NAME|FILE", help="shipped recipe name (`vitlab recipes`) or YAML file")
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     train.add_argument("--out", default=None, help="run folder (default: runs/<dataset>-<model>-<time>)")
     train.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
@@ -257,14 +274,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     repro = sub.add_parser("reproduce", help="rerun the papers' comparisons with several seeds and write a report")
-    repro.add_argument("names", nargs="*", help="recipes to run (default: all of configs/reproduce)")
+    repro.add_argument("names", nargs="*", help="recipes to run (default: all; see `vitlab recipes`)")
     repro.add_argument("--seeds", type=int, default=None, help="seeds per recipe (default: 3)")
     repro.add_argument("--quick", action="store_true", help="tiny budgets: the whole run in a few minutes")
     repro.add_argument("--out", default=None, help="output folder (default: runs/reproduce or runs/reproduce-quick)")
     repro.add_argument("--jobs", type=int, default=None, help="parallel runs (default: one per CPU core; 1 on a GPU)")
-    repro.add_argument("--recipes", default=None, metavar="DIR", help="folder of recipe YAMLs (default: configs/reproduce)")
+    repro.add_argument("--recipes", default=None, metavar="DIR", help="folder of recipe YAMLs (default: the shipped ones)")
     repro.add_argument("--no-progress", action="store_true", help="no progress bar")
     repro.set_defaults(func=cmd_reproduce)
+
+    recipes = sub.add_parser("recipes", help="list the shipped recipes (for train --config NAME and reproduce NAME)")
+    recipes.set_defaults(func=cmd_recipes)
 
     return parser
 

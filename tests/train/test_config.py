@@ -93,7 +93,6 @@ def test_every_key_is_documented_in_the_class_docstring() -> None:
 
 
 def test_shipped_default_recipe_equals_the_dataclass_defaults() -> None:
-    from pathlib import Path
+    from vitlab.recipes import recipe_path
 
-    recipe = Path(__file__).resolve().parents[2] / "configs" / "digits_vit.yaml"
-    assert config_from_dict(load_yaml(recipe)) == TrainConfig()
+    assert config_from_dict(load_yaml(recipe_path("digits_vit"))) == TrainConfig()

@@ -108,12 +108,12 @@ def reproduce(
     """Run the recipes (all, or ``names``) into ``out_dir`` and write the report; returns (report.md, report.html).
 
     Args:
-        names: recipe names (None: all of ``configs/reproduce``).
+        names: recipe names (None: all of the shipped ``vitlab/recipes/reproduce``).
         out_dir: output folder; finished runs already in it are reused.
         seeds: seeds per recipe (None: each recipe's default, 3).
         quick: apply each recipe's ``quick`` overrides (a few minutes in all on 2 CPU cores).
         jobs: parallel runs (None: one per CPU core on the CPU, one on a GPU).
-        recipe_dir: folder of recipe YAMLs (None: the checkout's ``configs/reproduce``).
+        recipe_dir: folder of recipe YAMLs (None: the shipped ``vitlab/recipes/reproduce``).
         progress: show a progress bar and one line per finished run.
         command: the command line, written into the report.
     """

@@ -1,4 +1,4 @@
-"""The reproduction recipes: one YAML per paper comparison, in ``configs/reproduce/``.
+"""The reproduction recipes: one YAML per paper comparison, shipped in ``vitlab/recipes/reproduce/``.
 
 A recipe names the paper, the comparison's variants (config overrides of one shared base), the metrics to
 tabulate, the paper's own numbers, and its claims, each a comparison between two variants on one metric::
@@ -127,8 +127,10 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def default_recipe_dir() -> Path:
-    """``configs/reproduce`` of the vitlab checkout this package is installed from (editable install)."""
-    return Path(__file__).resolve().parents[3] / "configs" / "reproduce"
+    """The shipped reproduction recipes, ``vitlab/recipes/reproduce`` (package data: no checkout needed)."""
+    from vitlab.recipes import reproduce_dir
+
+    return reproduce_dir()
 
 
 def _require(data: dict[str, Any], key: str, kind: type, where: str) -> Any:
@@ -226,7 +228,7 @@ def load_recipes(names: list[str] | None = None, recipe_dir: str | Path | None =
     folder = Path(recipe_dir) if recipe_dir is not None else default_recipe_dir()
     if not folder.is_dir():
         raise ConfigError(
-            f"recipe folder {folder} does not exist; pass --recipes DIR (the configs/reproduce folder of a vitlab checkout)"
+            f"recipe folder {folder} does not exist; pass --recipes DIR (a folder of reproduce recipe YAMLs)"
         )
     recipes = [load_recipe(p) for p in sorted(folder.glob("*.yaml"))]
     by_name = {r.name: r for r in recipes}
