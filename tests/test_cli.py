@@ -11,7 +11,7 @@ from PIL import Image
 
 from vitlab.cli import main
 
-TINY = ["--set", "model_args={depth: 1, embed_dim: 32, num_heads: 2}", "--set", "threads=1", "--set", "epochs=1"]
+TINY = ["--config", "digits_vit", "--set", "model_args={depth: 1, embed_dim: 32, num_heads: 2}", "--set", "threads=1", "--set", "epochs=1"]
 
 
 @pytest.fixture(scope="module")

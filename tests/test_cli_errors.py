@@ -34,7 +34,7 @@ import torch
 from vitlab.cli import main
 from vitlab.errors import ConfigError, DataError, VitlabError
 
-TINY = ["--set", "model_args.depth=1", "--set", "model_args.embed_dim=32", "--set", "model_args.num_heads=2",
+TINY = ["--config", "digits_vit", "--set", "model_args.depth=1", "--set", "model_args.embed_dim=32", "--set", "model_args.num_heads=2",
         "--set", "epochs=1", "--set", "threads=1"]
 
 

@@ -56,7 +56,7 @@ TIMEOUT = 90.0  # seconds to wait for one crash point (the machine is shared)
 
 
 def _overrides() -> list[str]:
-    args = []
+    args = ["--config", "digits_vit"]  # the embedded digits: STEPS_PER_EPOCH below is theirs
     for key, value in RECIPE.items():
         if isinstance(value, dict):
             args += [arg for k, v in value.items() for arg in ("--set", f"{key}.{k}={v}")]

@@ -25,7 +25,7 @@ def _default_run_dir(*parts: str) -> "Path":
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train the recipe (default: the embedded digits) into a run folder, or continue one with --resume."""
+    """Train the recipe (default: a ViT on the embedded 28×28 MNIST set) into a run folder, or continue one with --resume."""
     import os
     from pathlib import Path
 
@@ -42,7 +42,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     from vitlab.recipes import recipe_path
 
-    raw = resolve_config(recipe_path(args.config) if args.config else None, args.set or [])
+    from vitlab.recipes import DEFAULT_RECIPE
+
+    raw = resolve_config(recipe_path(args.config or DEFAULT_RECIPE), args.set or [])
     if raw.get("task", "image") == "seq2seq":
         from vitlab.train.seq2seq import train_seq2seq
 
@@ -225,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    train = sub.add_parser("train", help="train a model (default: a ViT on the embedded digits)")
+    train = sub.add_parser("train", help="train a model (default: a ViT on the embedded 28x28 MNIST set)")
     train.add_argument("--config", default=None, metavar="NAME|FILE", help="shipped recipe name (`vitlab recipes`) or YAML file")
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     train.add_argument("--out", default=None, help="run folder (default: runs/<dataset>-<model>-<time>)")

@@ -66,3 +66,42 @@ def test_drop_path_drops_whole_samples_and_keeps_the_mean():
 def test_layer_scale_multiplies_channels():
     scale = LayerScale(3, init_value=0.1)
     torch.testing.assert_close(scale(torch.ones(2, 3)), torch.full((2, 3), 0.1))
+
+
+def test_conv_stem_is_stride_two_convs_then_a_one_by_one_projection():
+    # Reference: the same computation written with F.conv2d / F.batch_norm (eval mode), Xiao et al. 2021's ViT_C stem.
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    embed = PatchEmbed((28, 28), 4, 1, 32, stem="conv").double().eval()
+    convs = [m for m in embed.stem if isinstance(m, torch.nn.Conv2d)]
+    norms = [m for m in embed.stem if isinstance(m, torch.nn.BatchNorm2d)]
+    assert [c.out_channels for c in convs] == [16, 32] and all(c.stride == (2, 2) for c in convs)
+    for bn in norms:
+        bn.running_mean.uniform_(-0.3, 0.3)
+        bn.running_var.uniform_(0.5, 1.5)
+    x = torch.randn(2, 1, 28, 28, dtype=torch.float64)
+    h = x
+    for conv, bn in zip(convs, norms):
+        h = F.relu(F.batch_norm(F.conv2d(h, conv.weight, stride=2, padding=1), bn.running_mean, bn.running_var,
+                                bn.weight, bn.bias, training=False, eps=bn.eps))
+    expected = F.conv2d(h, embed.proj.weight, embed.proj.bias).flatten(2).transpose(1, 2)
+    tokens = embed(x)
+    assert tokens.shape == (2, 49, 32) and embed.grid_size == (7, 7)
+    torch.testing.assert_close(tokens, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("patch", [1, 3, 6])
+def test_conv_stem_needs_a_power_of_two_patch(patch):
+    with pytest.raises(ValueError, match="power of 2"):
+        PatchEmbed((12, 12), patch, 3, 16, stem="conv")
+
+
+def test_conv_stem_vit_resamples_to_a_new_image_size_and_trains():
+    from vitlab.models import create_model
+
+    model = create_model("vit_tiny_patch4_32", img_size=28, in_chans=1, embed_dim=32, depth=1, num_heads=2, stem="conv")
+    model.set_img_size(32)
+    out = model(torch.randn(2, 1, 32, 32))
+    out.sum().backward()
+    assert out.shape == (2, 10) and model.patch_embed.stem[0].weight.grad is not None

@@ -16,6 +16,7 @@ from typing import Any
 from vitlab.errors import ConfigError, unknown_name_message
 
 _SUFFIXES = (".yaml", ".yml")
+DEFAULT_RECIPE = "mnist5k_vit"  # what `vitlab train` runs with no --config
 
 
 def recipe_dir() -> Path:
