@@ -80,3 +80,62 @@ def test_train_into_existing_run_folder_is_refused_and_leaves_it_alone(trained_r
     assert main(["train", "--out", str(trained_run), "--quiet", *TINY]) == 2
     assert "already exists" in capsys.readouterr().err
     assert sorted(p.name for p in trained_run.iterdir()) == before
+
+
+MNIST_TINY = ["--set", "model_args={depth: 1, embed_dim: 32, num_heads: 2, global_pool: avg}", "--set", "threads=1",
+              "--set", "epochs=1", "--set", "batch_size=128"]
+
+
+@pytest.fixture(scope="module")
+def mnist_run(tmp_path_factory):
+    """A tiny ViT trained for one epoch by the default recipe (the embedded 28×28 MNIST set)."""
+    run = tmp_path_factory.mktemp("cli-mnist") / "run"
+    assert main(["train", "--out", str(run), "--quiet", *MNIST_TINY]) == 0
+    return run
+
+
+def _mnist_pngs(tmp_path, count: int) -> list:
+    from vitlab.data.mnist5k import load_mnist5k_dataset
+
+    test = load_mnist5k_dataset()["test"]
+    paths = []
+    for i in range(count):
+        path = tmp_path / f"mnist{i}.png"
+        Image.fromarray(test.images[i, 0].numpy(), mode="L").save(path)
+        paths.append(path)
+    return paths
+
+
+def test_default_recipe_predicts_28x28_grayscale_pngs_and_explains_them(mnist_run, tmp_path, capsys) -> None:
+    from vitlab.train.loop import load_run, run_transform
+
+    paths = _mnist_pngs(tmp_path, 3)
+    out = tmp_path / "explain.png"
+    capsys.readouterr()
+    assert main(["predict", str(mnist_run), *map(str, paths), "--topk", "1", "--explain", str(out)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1] == f"attention rollout: {out}" and len(lines) == 4
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    model, cfg, info = load_run(mnist_run)
+    assert cfg.dataset == "mnist5k" and tuple(info["image_shape"]) == (1, 28, 28)
+    from vitlab.data.folder import read_image
+
+    for line, path in zip(lines, paths):  # reference: the model applied to the decoded pixels directly
+        with torch.no_grad():
+            probs = model(run_transform(cfg, info)(read_image(path, 1).unsqueeze(0), None, train=False)).softmax(1)[0]
+        assert line == f"{path}: {int(probs.argmax())} {float(probs.max()):.3f}"
+
+
+def test_explain_refuses_a_cnn_run_and_a_non_png_name_in_one_line(mnist_run, tmp_path, capsys) -> None:
+    paths = _mnist_pngs(tmp_path, 1)
+    capsys.readouterr()
+    assert main(["predict", str(mnist_run), str(paths[0]), "--explain", str(tmp_path / "x.jpg")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "*.png" in err and not (tmp_path / "x.jpg").exists()
+    cnn = tmp_path / "cnn"
+    assert main(["train", "--out", str(cnn), "--quiet", "--config", "mnist5k_resnet", "--set", "epochs=1",
+                 "--set", "threads=1", "--set", "model_args={widths: [4, 8, 8]}"]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(cnn), str(paths[0]), "--explain", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "holds a resnet8" in err and not (tmp_path / "x.png").exists()

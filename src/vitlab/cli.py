@@ -102,7 +102,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    """Print the top-k classes and probabilities for each image file."""
+    """Print the top-k classes and probabilities for each image file (and, with --explain, the attention rollout)."""
+    from pathlib import Path
+
     import torch
 
     from vitlab.data.folder import read_image
@@ -115,6 +117,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     transform = run_transform(cfg, info)
     classes = info["classes"]
     k = min(args.topk, len(classes))
+    if args.explain:
+        from vitlab.models.vit import VisionTransformer
+
+        if not isinstance(model, VisionTransformer):
+            raise ValueError(f"--explain draws a ViT's attention rollout, but {args.run_dir} holds a {cfg.model}; "
+                             "drop --explain or use a ViT run")
+        if not str(args.explain).lower().endswith(".png"):
+            raise ValueError(f"--explain writes a PNG; name the file *.png, got {args.explain}")
+    inputs, titles = [], []
     for path in args.images:
         image = read_image(path, channels)  # (C, H, W) uint8
         if tuple(image.shape[1:]) != (height, width):
@@ -126,6 +137,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
         values, indices = probs.topk(k)
         shown = ", ".join(f"{classes[i]} {p:.3f}" for p, i in zip(values.tolist(), indices.tolist()))
         print(f"{path}: {shown}")
+        inputs.append(transform(image.unsqueeze(0), None, train=False))
+        titles.append(f"{Path(path).name}: {classes[int(indices[0])]} ({float(values[0]):.2f})")
+    if args.explain:
+        from vitlab.viz import plot_attention_rollout
+
+        batch = torch.cat(inputs)
+        plot_attention_rollout(batch, model.attention_rollout(batch), args.explain, titles)
+        print(f"attention rollout: {args.explain}")
     return 0
 
 
@@ -252,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("run_dir", help="a run folder written by `vitlab train`")
     predict.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...) of the model's size")
     predict.add_argument("--topk", type=int, default=3, help="how many classes to print (default 3)")
+    predict.add_argument("--explain", metavar="OUT.png", default=None,
+                         help="ViT runs: draw each image with its attention rollout (Abnar & Zuidema 2020) into OUT.png")
     predict.set_defaults(func=cmd_predict)
 
     trans = sub.add_parser("translate", help="decode a sequence with a trained seq2seq run")
