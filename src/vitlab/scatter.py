@@ -29,9 +29,14 @@ Conventions shared by every function here:
   ones are added; the result is expanded (a view, no copy) to ``src.shape``. So ``src`` (B, N, D)
   with ``index`` (B, N) and ``dim=1`` scatters whole D-vectors. ``dim`` may be negative.
 * **Output shape**: ``src.shape`` with the size along ``dim`` replaced by ``dim_size``.
-* **Empty segments** (output positions no element is sent to) are filled with **0** for every
-  reduction (also for ``mul``, where pytorch_scatter gives 1), get a zero gradient, and for
-  :func:`scatter_max` / :func:`scatter_min` the arg index ``src.size(dim)``.
+* **Empty segments** (output positions no element is sent to) hold the value pytorch_scatter
+  gives them: **1** (the empty product) for ``mul``, **0** for every other reduction; they get a
+  zero gradient, and :func:`scatter_max` / :func:`scatter_min` (and the segment max/min) give
+  them the arg index ``src.size(dim)``.
+* **dtypes**: every reduction accepts float16, bfloat16, float32, float64 and the integer dtypes;
+  an integer ``mean`` is the floor-divided mean in the input dtype
+  (``floor(sum / count)``, as ``scatter_mean`` and ``torch.scatter_reduce(mean)`` do). The softmax
+  family needs floating point. ``out=`` is not supported: every function returns a new tensor.
 * **dim_size**: when ``None`` it is ``index.max() + 1``, computed with **one host
   synchronisation**; vitlab's own callers always pass it.
 * **Index range**: with ``check=True`` an index outside ``[0, dim_size)`` raises
@@ -68,10 +73,22 @@ __all__ = [
     "scatter_mul",
     "scatter_softmax",
     "scatter_sum",
+    "gather_coo",
+    "gather_csr",
+    "segment_coo",
     "segment_csr",
+    "segment_max_coo",
+    "segment_max_csr",
+    "segment_mean_coo",
+    "segment_mean_csr",
+    "segment_min_coo",
+    "segment_min_csr",
+    "segment_sum_coo",
+    "segment_sum_csr",
 ]
 
 REDUCTIONS = ("sum", "mean", "max", "min", "mul")
+_ALIASES = {"add": "sum"}  # pytorch_scatter accepts "add" for "sum"
 
 _INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 
@@ -88,6 +105,14 @@ def _check_src(src: Tensor, what: str = "src", need_float: bool = False) -> None
         raise DataError(f"{what} must be a real-valued tensor, got {src.dtype}; convert with .float()")
     if need_float and not src.is_floating_point():
         raise DataError(f"{what} must be floating point for this reduction, got {src.dtype}; convert with .float()")
+
+
+def _reduction(reduce: str) -> str:
+    """The canonical name of ``reduce`` (one of :data:`REDUCTIONS`), or a DataError naming it."""
+    name = _ALIASES.get(reduce, reduce) if isinstance(reduce, str) else reduce
+    if name not in REDUCTIONS:
+        raise DataError(unknown_name_message("reduction", str(reduce), REDUCTIONS))
+    return name
 
 
 def _check_index(index: Tensor, what: str = "index") -> None:
@@ -154,12 +179,10 @@ def _first_bad(index: Tensor, dim_size: int) -> int:
     return int(index[bad].flatten()[0])
 
 
-def _range_error(index: Tensor, dim_size: int) -> DataError:
+def _range_error(index: Tensor, dim_size: int, fix: str = "") -> DataError:
     bad = _first_bad(index, dim_size)
-    return DataError(
-        f"index contains {bad}, outside [0, {dim_size}); pass dim_size larger than index.max() "
-        "(or leave it None) and use non-negative indices"
-    )
+    fix = fix or "pass dim_size larger than index.max() (or leave it None) and use non-negative indices"
+    return DataError(f"index contains {bad}, outside [0, {dim_size}); {fix}")
 
 
 def _resolve_dim_size(index: Tensor, dim_size: int | None, check: bool) -> int:
@@ -177,11 +200,11 @@ def _resolve_dim_size(index: Tensor, dim_size: int | None, check: bool) -> int:
     if index.numel() == 0:
         return 0
     if index.is_cpu:
-        return int(index.max()) + 1  # the one documented host sync
+        return max(int(index.max()) + 1, 0)  # the one documented host sync (negatives: the kernel's range error)
     lo, hi = torch.aminmax(index)  # one sync for both the size and the negative-index check
     if check and int(lo) < 0:
         raise _range_error(index, int(hi) + 1)
-    return int(hi) + 1
+    return max(int(hi) + 1, 0)
 
 
 def _out_shape(src: Tensor, dim: int, dim_size: int) -> list[int]:
@@ -268,35 +291,54 @@ def scatter_sum(src: Tensor, index: Tensor, dim: int = -1, dim_size: int | None 
     return _run(lambda: out.scatter_add(dim, index_b, src), index, dim_size)
 
 
+def _divide_mean(total: Tensor, count: Tensor) -> Tensor:
+    """``total / count`` in ``total``'s dtype; ``count`` is an int64 count already clamped to >= 1.
+
+    Integers: ``floor(total / count)`` (pytorch_scatter's ``scatter_mean`` and
+    ``torch.scatter_reduce(mean)``). float16 / bfloat16: divided in float32 and rounded once, which
+    equals a division in the low-precision dtype whenever the count is exact there (<= 2048 /
+    <= 256) and stays correct beyond.
+    """
+    if not total.is_floating_point():
+        return torch.div(total, count, rounding_mode="floor").to(total.dtype)
+    if total.dtype in (torch.float16, torch.bfloat16):
+        return (total.float() / count).to(total.dtype)
+    return total / count.to(total.dtype)
+
+
 def scatter_mean(src: Tensor, index: Tensor, dim: int = -1, dim_size: int | None = None, check: bool = True) -> Tensor:
     """Segment mean: ``out[p] = sum_{e: index(e) = p} src[e] / max(1, |{e: index(e) = p}|)``.
 
     With the 3-D formulas of :func:`scatter_sum` for the numerator and ``count`` the number of
     elements sent to each position (computed on the un-broadcast index, so a 1-D index costs one
     small scatter). Empty segments give ``0 / 1 = 0``. Gradient: ``grad_out[index(e)] / count``.
+    Integer ``src`` gives the floor-divided mean ``floor(sum / count)`` in its own dtype
+    (pytorch_scatter's rule), e.g. the mean of ``[-3, 0]`` is ``-2``.
 
     Args:
-        src: (s_0, ..., s_{d-1}) floating-point tensor.
+        src: (s_0, ..., s_{d-1}) tensor (floating point or integer).
         index, dim, dim_size, check: as in :func:`scatter_sum`.
 
     Returns:
-        ``src.shape`` with ``dim_size`` along ``dim``.
+        ``src.shape`` with ``dim_size`` along ``dim``, ``src.dtype``.
     """
-    view, index_b, dim, dim_size = _prepare(src, index, dim, dim_size, check, need_float=True)
+    view, index_b, dim, dim_size = _prepare(src, index, dim, dim_size, check)
     total = src.new_zeros(_out_shape(src, dim, dim_size))
     total = _run(lambda: total.scatter_add(dim, index_b, src), index, dim_size)
-    return total / _count(view, src, dim, dim_size, src.dtype).clamp_min(1)
+    return _divide_mean(total, _count(view, src, dim, dim_size, torch.long).clamp_min_(1))
 
 
 def scatter_mul(src: Tensor, index: Tensor, dim: int = -1, dim_size: int | None = None, check: bool = True) -> Tensor:
-    """Segment product (``Tensor.scatter_reduce(reduce='prod', include_self=False)``)::
+    """Segment product (``Tensor.scatter_reduce(reduce='prod', include_self=False)`` into ones)::
 
         out[index[i][j][k]][j][k] *= src[i][j][k]   # dim == 0   (and likewise for dim 1, 2)
 
-    over the elements of each segment only; an empty segment gives **0** (not the empty product
-    1). Gradient ``d out[p] / d src[e] = prod_{e' != e in p} src[e']``: PyTorch's backward
-    handles zeros exactly (one zero in a segment: only that element gets a non-zero gradient; two
-    or more: all zero), which the tests check with ``gradcheck`` on inputs containing zeros.
+    starting from ``out = 1``, so an empty segment gives **1**, the empty product (as in
+    pytorch_scatter: ``src=[1, 3, 2, 4, 5, 6]``, ``index=[0, 1, 0, 1, 1, 3]`` gives
+    ``[2, 60, 1, 6]``). Gradient ``d out[p] / d src[e] = prod_{e' != e in p} src[e']``: PyTorch's
+    backward handles zeros exactly (one zero in a segment: only that element gets a non-zero
+    gradient; two or more: all zero), which the tests check with ``gradcheck`` on inputs containing
+    zeros. Integer products wrap around on overflow, like ``torch.prod``.
 
     Args:
         src: (s_0, ..., s_{d-1}) tensor.
@@ -306,7 +348,7 @@ def scatter_mul(src: Tensor, index: Tensor, dim: int = -1, dim_size: int | None 
         ``src.shape`` with ``dim_size`` along ``dim``.
     """
     _, index_b, dim, dim_size = _prepare(src, index, dim, dim_size, check)
-    out = src.new_zeros(_out_shape(src, dim, dim_size))
+    out = src.new_ones(_out_shape(src, dim, dim_size))
     return _run(lambda: out.scatter_reduce(dim, index_b, src, "prod", include_self=False), index, dim_size)
 
 
@@ -433,16 +475,17 @@ def scatter(
         src = [[1, 2, 3, 4]], index = [0, 2, 0, 2]  ->  out = [[4, 0, 6]]   (dim_size=3)
 
     Args:
-        src: (s_0, ..., s_{d-1}) tensor (floating point for ``mean``).
+        src: (s_0, ..., s_{d-1}) tensor, floating point or integer.
         index: integer tensor broadcastable to ``src`` (see :func:`broadcast_index`).
         dim: dimension to scatter along (negative allowed).
         dim_size: output size along ``dim`` (``None``: ``index.max() + 1``, one host sync).
-        reduce: the reduction ``R``.
+        reduce: the reduction ``R`` (``'add'`` is accepted as pytorch_scatter's alias of ``'sum'``).
         check: raise :class:`DataError` for indices outside ``[0, dim_size)``.
 
     Returns:
-        ``src.shape`` with ``dim_size`` along ``dim``; empty segments hold 0.
+        ``src.shape`` with ``dim_size`` along ``dim``; empty segments hold 1 for ``mul``, else 0.
     """
+    reduce = _reduction(reduce)
     if reduce == "sum":
         return scatter_sum(src, index, dim, dim_size, check)
     if reduce == "mean":
@@ -453,7 +496,7 @@ def scatter(
         which = "amax" if reduce == "max" else "amin"
         values, _ = _scatter_extreme(src, index, dim, dim_size, check, which, need_arg=_needs_grad(src))
         return values
-    raise DataError(unknown_name_message("reduction", str(reduce), REDUCTIONS))
+    raise AssertionError(reduce)  # unreachable: _reduction validated it
 
 
 # --------------------------------------------------------------------------------------------
@@ -461,12 +504,20 @@ def scatter(
 # --------------------------------------------------------------------------------------------
 
 
-def _segment_max_shift(src: Tensor, index_b: Tensor, dim: int, dim_size: int, index: Tensor) -> Tensor:
-    """Per-segment maximum of ``src`` (no gradient), with non-finite maxima replaced by 0."""
+def _segment_max_shift(
+    src: Tensor, index_b: Tensor, dim: int, dim_size: int, index: Tensor, keep_inf: bool = False
+) -> Tensor:
+    """Per-segment maximum of ``src`` (no gradient), the shift that stabilises exp.
+
+    Empty and all ``-inf`` segments (maximum ``-inf``) are shifted by 0 instead, so nothing
+    computes ``-inf - (-inf)``. A segment whose maximum is ``+inf`` keeps the ``+inf`` shift when
+    ``keep_inf`` (softmax: ``inf - inf = NaN`` over the segment, exactly as ``torch.softmax`` gives
+    ``[nan, nan]`` for ``[inf, 1]``); otherwise it is shifted by 0 too (logsumexp: ``log(inf) = inf``,
+    as ``torch.logsumexp``).
+    """
     seg_max = _reduce_from_identity(src.detach(), index_b, dim, dim_size, "amax", index)
-    # Empty segments hold -inf here; those, all -inf segments and segments holding +inf would give
-    # inf - inf = NaN, so they are shifted by 0 instead.
-    return torch.where(torch.isfinite(seg_max), seg_max, torch.zeros_like(seg_max))
+    bad = seg_max == float("-inf") if keep_inf else ~torch.isfinite(seg_max)
+    return torch.where(bad, torch.zeros_like(seg_max), seg_max)
 
 
 class _SegmentSoftmax(torch.autograd.Function):
@@ -477,7 +528,7 @@ class _SegmentSoftmax(torch.autograd.Function):
         ctx, src: Tensor, index_b: Tensor, dim: int, dim_size: int, log: bool, index: Tensor
     ) -> Tensor:
         shape = _out_shape(src, dim, dim_size)
-        seg_max = _segment_max_shift(src, index_b, dim, dim_size, index)
+        seg_max = _segment_max_shift(src, index_b, dim, dim_size, index, keep_inf=True)
         y = _gather(seg_max, dim, index_b)  # the one N-sized buffer, reused in place below
         torch.sub(src, y, out=y)  # shifted = src - m
         if log:
@@ -571,10 +622,114 @@ def scatter_logsumexp(
 
 
 # --------------------------------------------------------------------------------------------
-# sorted segments (CSR)
+# sorted segments: CSR (offsets ``indptr``) and COO (a sorted index)
 # --------------------------------------------------------------------------------------------
 
 _SEGMENT_REDUCE = {"sum": "sum", "mean": "mean", "max": "max", "min": "min", "mul": "prod"}
+
+
+def _leading_index(src: Tensor, index: Tensor, what: str, last: int | None = None) -> tuple[Tensor, int]:
+    """``index`` (..., m) as int64 expanded to ``(*src.shape[:dim], last)``, with ``dim = index.dim() - 1``.
+
+    ``last=None`` keeps ``index``'s own last size.
+    """
+    _check_src(src)
+    _check_index(index, what)
+    if index.dim() == 0 or index.dim() > src.dim():
+        raise DataError(
+            f"{what} has {index.dim()} dims and src has {src.dim()}; {what} needs 1 to src.dim() dims "
+            f"(the segments run along {what}.dim() - 1)"
+        )
+    dim = index.dim() - 1
+    try:
+        return index.long().expand(*src.shape[:dim], index.shape[-1] if last is None else last), dim
+    except RuntimeError:
+        raise DataError(
+            f"{what} of shape {tuple(index.shape)} does not broadcast to src {tuple(src.shape)}: its leading dims "
+            f"must match (or be 1 against) src's first {dim} dims"
+        ) from None
+
+
+def _csr_offsets(src: Tensor, indptr: Tensor, check: bool, bounded: bool) -> tuple[Tensor, int, int]:
+    """Validated offsets expanded to ``(*src.shape[:dim], S + 1)``, with ``dim`` and ``S``.
+
+    ``bounded``: offsets may not exceed ``src.size(dim)`` (a reduction; not so for gather).
+    """
+    if isinstance(indptr, Tensor) and (indptr.dim() == 0 or indptr.shape[-1] == 0):
+        raise DataError(f"indptr must have shape (..., S + 1) with S >= 0, got {tuple(indptr.shape)}; e.g. [0, n]")
+    offsets, dim = _leading_index(src, indptr, "indptr")
+    limit = src.shape[dim] if bounded else None
+    num_segments = offsets.shape[-1] - 1
+    if check and offsets.numel():
+        bad = (offsets[..., 0] < 0).any()
+        if limit is not None:
+            bad = bad | (offsets[..., -1] > limit).any()
+        if num_segments:
+            bad = bad | (offsets.diff(dim=-1) < 0).any()
+        if bool(bad):
+            shown = indptr.flatten()[:12].tolist()
+            span = f"[0, {limit}] (src.size({dim}))" if limit is not None else ">= 0"
+            raise DataError(
+                f"indptr must be non-decreasing offsets in {span}, got "
+                f"{shown}{' ...' if indptr.numel() > 12 else ''}; build it as cat([0], counts.cumsum(0))"
+            )
+    return offsets, dim, num_segments
+
+
+def _segment_ids(offsets: Tensor, n: int) -> Tensor:
+    """(..., n) int64: the segment ``s`` with ``offsets[s] <= e < offsets[s + 1]`` of each position ``e``.
+
+    ``S`` (one past the last segment) marks positions before ``offsets[0]`` or from ``offsets[S]`` on.
+    Counting the offsets ``<= e`` with one scatter-add and one cumsum costs O(n + S), no search.
+    """
+    num_segments = offsets.shape[-1] - 1
+    hist = torch.zeros(*offsets.shape[:-1], n + 1, dtype=torch.long, device=offsets.device)
+    ones = torch.ones((), dtype=torch.long, device=offsets.device).expand(offsets.shape)
+    hist.scatter_add_(-1, offsets.clamp(0, n), ones)
+    seg = hist.cumsum(-1)[..., :n] - 1  # (number of offsets <= e) - 1, in [-1, S]
+    return seg.masked_fill_(seg < 0, num_segments)
+
+
+def _empty_result(src: Tensor, shape: list[int], reduce: str) -> Tensor:
+    """A result with no element reduced: the empty-segment value, still attached to ``src``'s graph."""
+    fill = src.new_ones(shape) if reduce == "mul" else src.new_zeros(shape)
+    return fill + src.reshape(-1)[:0].sum()
+
+
+def _segment_csr(
+    src: Tensor, indptr: Tensor, reduce: str, check: bool, need_arg: bool
+) -> tuple[Tensor, Tensor | None]:
+    reduce = _reduction(reduce)
+    offsets, dim, num_segments = _csr_offsets(src, indptr, check, bounded=True)
+    n = src.shape[dim]
+    extreme = reduce in ("max", "min")
+    if need_arg or not src.is_floating_point() or (extreme and _needs_grad(src)):
+        # Integers (torch.segment_reduce has no integer kernels), arg indices and max/min gradients:
+        # the same reduction as a scatter over the segment ids, with a dummy segment S for the
+        # positions outside every segment, dropped afterwards.
+        seg = _segment_ids(offsets, n)
+        if extreme:
+            which = "amax" if reduce == "max" else "amin"
+            values, arg = _scatter_extreme(src, seg, dim, num_segments + 1, False, which, need_arg=True)
+            assert arg is not None
+            return values.narrow(dim, 0, num_segments), arg.narrow(dim, 0, num_segments)
+        return scatter(src, seg, dim, num_segments + 1, reduce, check=False).narrow(dim, 0, num_segments), None
+    shape = _out_shape(src, dim, num_segments)
+    if src.numel() == 0 or num_segments == 0:
+        return _empty_result(src, shape, reduce), None
+    try:
+        out = torch.segment_reduce(src, _SEGMENT_REDUCE[reduce], offsets=offsets, axis=dim)
+    except RuntimeError:  # only reachable with check=False and bad offsets
+        raise DataError(
+            f"indptr must be non-decreasing offsets in [0, {n}] (src.size({dim})); "
+            "call with check=True to see the bad values"
+        ) from None
+    if reduce == "sum":
+        return out, None
+    lengths = offsets.diff(dim=-1)  # (..., S)
+    empty = (lengths == 0).view(*lengths.shape, *([1] * (src.dim() - dim - 1)))  # broadcasts to out
+    fill = torch.ones_like(out) if reduce == "mul" else torch.zeros_like(out)
+    return torch.where(empty, fill, out), None
 
 
 def segment_csr(src: Tensor, indptr: Tensor, reduce: str = "sum", check: bool = True) -> Tensor:
@@ -591,13 +746,15 @@ def segment_csr(src: Tensor, indptr: Tensor, reduce: str = "sum", check: bool = 
 
     The leading dimensions of ``indptr`` broadcast to ``src.shape[:dim]``. Elements before
     ``indptr[..., 0]`` or from ``indptr[..., -1]`` on belong to no segment and are ignored; empty
-    segments (``indptr[s] == indptr[s + 1]``) give 0. ``R`` is one of :data:`REDUCTIONS`.
+    segments (``indptr[s] == indptr[s + 1]``) give 1 for ``mul`` and 0 otherwise. ``R`` is one of
+    :data:`REDUCTIONS` (pytorch_scatter's ``segment_csr`` has no ``mul``; it is kept here).
+    Integer ``src`` works for every reduction (``mean``: floor division, as :func:`scatter_mean`).
 
-    Determinism: ``sum``/``mean``/``mul``, and ``max``/``min`` without gradient, use
-    ``torch.segment_reduce``, which reduces each segment in order, so results are bitwise
-    reproducible (no atomics); its backward is exact (``gradcheck``). ``max``/``min`` with
-    gradient go through :func:`scatter_max`/:func:`scatter_min` on the segment ids (exact
-    whatever the order), so the gradient reaches the arg element (lowest position on ties).
+    Determinism: floating-point ``sum``/``mean``/``mul``, and ``max``/``min`` without gradient,
+    use ``torch.segment_reduce``, which reduces each segment in order, so results are bitwise
+    reproducible (no atomics); its backward is exact (``gradcheck``). Integer inputs, and
+    ``max``/``min`` with gradient, go through :func:`scatter` on the segment ids (exact whatever
+    the order); the max/min gradient reaches the arg element (lowest position on ties).
 
     Args:
         src: (s_0, ..., s_{d-1}) tensor with ``d > indptr.dim() - 1``.
@@ -609,47 +766,242 @@ def segment_csr(src: Tensor, indptr: Tensor, reduce: str = "sum", check: bool = 
     Returns:
         ``src.shape`` with ``S`` along ``dim``.
     """
-    _check_src(src, need_float=reduce == "mean")
-    _check_index(indptr, "indptr")
-    if reduce not in REDUCTIONS:
-        raise DataError(unknown_name_message("reduction", str(reduce), REDUCTIONS))
-    if indptr.dim() == 0 or indptr.shape[-1] == 0:
-        raise DataError(f"indptr must have shape (..., S + 1) with S >= 0, got {tuple(indptr.shape)}; e.g. [0, n]")
-    dim = indptr.dim() - 1
-    if src.dim() <= dim:
-        raise DataError(
-            f"indptr has {indptr.dim()} dims, so src needs more than {dim}, got src {tuple(src.shape)}"
-        )
-    n = src.shape[dim]
-    num_segments = indptr.shape[-1] - 1
+    return _segment_csr(src, indptr, reduce, check, need_arg=False)[0]
+
+
+def segment_sum_csr(src: Tensor, indptr: Tensor, check: bool = True) -> Tensor:
+    """:func:`segment_csr` with ``reduce='sum'``: (..., n, ...) -> (..., S, ...)."""
+    return segment_csr(src, indptr, "sum", check)
+
+
+def segment_mean_csr(src: Tensor, indptr: Tensor, check: bool = True) -> Tensor:
+    """:func:`segment_csr` with ``reduce='mean'`` (integers: floor division): (..., n, ...) -> (..., S, ...)."""
+    return segment_csr(src, indptr, "mean", check)
+
+
+def segment_max_csr(src: Tensor, indptr: Tensor, check: bool = True) -> tuple[Tensor, Tensor]:
+    """Per-segment maximum and its arg index, the CSR counterpart of :func:`scatter_max`.
+
+    ``arg[..., s, ...]`` is the position along ``dim`` (in ``[indptr[s], indptr[s + 1])``) of the
+    first maximal element; an empty segment gives value 0 and arg ``src.size(dim)``.
+
+    Args:
+        src, indptr, check: as in :func:`segment_csr`.
+
+    Returns:
+        ``(values, arg)``, both ``src.shape`` with ``S`` along ``dim``; ``arg`` is int64.
+    """
+    values, arg = _segment_csr(src, indptr, "max", check, need_arg=True)
+    assert arg is not None
+    return values, arg
+
+
+def segment_min_csr(src: Tensor, indptr: Tensor, check: bool = True) -> tuple[Tensor, Tensor]:
+    """Per-segment minimum and its arg index; :func:`segment_max_csr` with ``min``.
+
+    Returns:
+        ``(values, arg)``, both ``src.shape`` with ``S`` along ``dim``.
+    """
+    values, arg = _segment_csr(src, indptr, "min", check, need_arg=True)
+    assert arg is not None
+    return values, arg
+
+
+def _coo_offsets(src: Tensor, index: Tensor, dim_size: int | None, check: bool) -> Tensor:
+    """The CSR offsets ``(..., dim_size + 1)`` of a sorted COO ``index`` (leading dims unexpanded)."""
+    _, dim = _leading_index(src, index, "index")  # validates the dims and the broadcast
+    # Expand along dim only: leading size-1 dims stay, so a shared index costs one row.
     try:
-        offsets = indptr.long().expand(*src.shape[:dim], indptr.shape[-1])
+        idx = index.long().expand(*index.shape[:-1], src.shape[dim])
     except RuntimeError:
         raise DataError(
-            f"indptr of shape {tuple(indptr.shape)} does not broadcast to src leading dims {tuple(src.shape[:dim])}"
+            f"index of shape {tuple(index.shape)} must have src.size({dim}) = {src.shape[dim]} entries "
+            "along its last dim (one per element)"
         ) from None
-    if check and offsets.numel():
-        bad = (offsets[..., 0] < 0).any() | (offsets[..., -1] > n).any()
-        if num_segments:
-            bad = bad | (offsets.diff(dim=-1) < 0).any()
-        if bool(bad):
-            shown = indptr.flatten()[:12].tolist()
+    if dim_size is not None:
+        dim_size = int(dim_size)
+        if dim_size < 0:
+            raise DataError(f"dim_size must be >= 0, got {dim_size}")
+    if idx.numel() == 0:
+        dim_size = dim_size or 0
+    elif check or dim_size is None:
+        # One read-back for the size, the range and the order.
+        lo, hi = torch.aminmax(idx)
+        unsorted = (idx.diff(dim=-1) < 0).any() if idx.shape[-1] > 1 else torch.zeros((), dtype=torch.bool)
+        lo_v, hi_v, unsorted_v = torch.stack([lo, hi, unsorted.to(lo.device, torch.long)]).tolist()
+        if dim_size is None:
+            dim_size = max(hi_v + 1, 0)
+        if check and unsorted_v:
             raise DataError(
-                f"indptr must be non-decreasing offsets in [0, {n}] (src.size({dim})), got "
-                f"{shown}{' ...' if indptr.numel() > 12 else ''}; build it as cat([0], counts.cumsum(0))"
+                f"index must be sorted (non-decreasing) along dim {dim} for segment_coo, got "
+                f"{index.flatten()[:12].tolist()}{' ...' if index.numel() > 12 else ''}; "
+                "sort it first (index, perm = index.sort(); src = src[perm]) or use scatter"
             )
-    lengths = offsets.diff(dim=-1)  # (..., S)
-    empty = (lengths == 0).view(*lengths.shape, *([1] * (src.dim() - dim - 1)))  # broadcasts to out
-    if reduce in ("max", "min") and _needs_grad(src):
-        positions = torch.arange(n, device=src.device).expand(*offsets.shape[:-1], n).contiguous()
-        seg = torch.searchsorted(offsets.contiguous(), positions, right=True) - 1  # (..., n) in [-1, S]
-        seg = torch.where(seg < 0, torch.full_like(seg, num_segments), seg)  # outside: dummy segment S
-        which = "amax" if reduce == "max" else "amin"
-        values, _ = _scatter_extreme(src, seg, dim, num_segments + 1, False, which, need_arg=True)
-        return values.narrow(dim, 0, num_segments)
-    if src.numel() == 0 or num_segments == 0:
-        return src.new_zeros(_out_shape(src, dim, num_segments)) + src.reshape(-1)[:0].sum()
-    out = torch.segment_reduce(src, _SEGMENT_REDUCE[reduce], offsets=offsets, axis=dim)
-    if reduce == "sum":
-        return out
-    return torch.where(empty, torch.zeros_like(out), out)
+        if check and (lo_v < 0 or hi_v >= dim_size):
+            raise _range_error(idx, dim_size)
+    boundaries = torch.arange(dim_size + 1, device=idx.device).expand(*idx.shape[:-1], dim_size + 1)
+    return torch.searchsorted(idx.contiguous(), boundaries.contiguous())  # offsets[s] = #{e: idx[e] < s}
+
+
+def segment_coo(
+    src: Tensor, index: Tensor, dim_size: int | None = None, reduce: str = "sum", check: bool = True
+) -> Tensor:
+    """Reduce segments given by a **sorted** index (coordinate form), along ``dim = index.dim() - 1``.
+
+    ``index`` has shape ``(x_0, ..., x_{m-1}, x_m)`` against ``src`` ``(x_0, ..., x_m, ...)``
+    (leading dims may be 1 and broadcast) and is non-decreasing along its last dim; for a 3-D
+    ``src`` and a 2-D ``index`` (``dim == 1``)::
+
+        out[i][index[i][j]][k] = R(src[i][j][k])
+
+    which is :func:`scatter` with the same index, computed instead as :func:`segment_csr` on the
+    offsets ``indptr[s] = #{j: index[j] < s}`` (one ``searchsorted`` of ``dim_size + 1`` values).
+    Empty segments give 1 for ``mul`` and 0 otherwise.
+
+    Args:
+        src: (x_0, ..., x_m, ...) tensor, floating point or integer.
+        index: (x_0, ..., x_m) integer tensor, sorted along its last dim.
+        dim_size: output size along ``dim`` (``None``: ``index.max() + 1``).
+        reduce: one of :data:`REDUCTIONS`.
+        check: raise :class:`DataError` for an unsorted index or an index outside
+            ``[0, dim_size)`` (one host read-back); with ``check=False`` such elements give
+            undefined segment results (out-of-range ones are dropped).
+
+    Returns:
+        ``src.shape`` with ``dim_size`` along ``dim``.
+    """
+    offsets = _coo_offsets(src, index, dim_size, check)
+    return _segment_csr(src, offsets, reduce, False, need_arg=False)[0]
+
+
+def segment_sum_coo(src: Tensor, index: Tensor, dim_size: int | None = None, check: bool = True) -> Tensor:
+    """:func:`segment_coo` with ``reduce='sum'``."""
+    return segment_coo(src, index, dim_size, "sum", check)
+
+
+def segment_mean_coo(src: Tensor, index: Tensor, dim_size: int | None = None, check: bool = True) -> Tensor:
+    """:func:`segment_coo` with ``reduce='mean'`` (integers: floor division)."""
+    return segment_coo(src, index, dim_size, "mean", check)
+
+
+def segment_max_coo(
+    src: Tensor, index: Tensor, dim_size: int | None = None, check: bool = True
+) -> tuple[Tensor, Tensor]:
+    """Per-segment maximum and arg index over a sorted index (see :func:`segment_max_csr`).
+
+    Returns:
+        ``(values, arg)``, ``src.shape`` with ``dim_size`` along ``dim``; empty: 0 and ``src.size(dim)``.
+    """
+    values, arg = _segment_csr(src, _coo_offsets(src, index, dim_size, check), "max", False, need_arg=True)
+    assert arg is not None
+    return values, arg
+
+
+def segment_min_coo(
+    src: Tensor, index: Tensor, dim_size: int | None = None, check: bool = True
+) -> tuple[Tensor, Tensor]:
+    """Per-segment minimum and arg index over a sorted index (see :func:`segment_max_csr`).
+
+    Returns:
+        ``(values, arg)``, ``src.shape`` with ``dim_size`` along ``dim``.
+    """
+    values, arg = _segment_csr(src, _coo_offsets(src, index, dim_size, check), "min", False, need_arg=True)
+    assert arg is not None
+    return values, arg
+
+
+# --------------------------------------------------------------------------------------------
+# gathering segment results back to the elements
+# --------------------------------------------------------------------------------------------
+
+
+def gather_csr(src: Tensor, indptr: Tensor, check: bool = True) -> Tensor:
+    """Broadcast one value per segment back to the segment's elements (the adjoint of ``segment_sum_csr``).
+
+    With ``dim = indptr.dim() - 1``, ``src.size(dim) == S`` (one row per segment) and
+    ``n = indptr[..., -1].max()`` (over ``indptr`` as given), for a 3-D ``src`` and 1-D ``indptr``::
+
+        out[e][j][k] = src[s][j][k]   for indptr[s] <= e < indptr[s + 1]
+
+    Positions before ``indptr[..., 0]`` or from a row's ``indptr[..., -1]`` on belong to no
+    segment and hold 0 (pytorch_scatter leaves them uninitialised). Reading ``n`` costs one host
+    synchronisation. Gradient: ``segment_sum_csr`` of the output gradient (via ``gather``'s
+    backward), checked with ``gradcheck``.
+
+    Args:
+        src: (s_0, ..., S, ..., s_{d-1}) tensor, ``S`` at ``dim``.
+        indptr: (..., S + 1) non-decreasing non-negative integer offsets.
+        check: validate ``indptr``.
+
+    Returns:
+        ``src.shape`` with ``n`` along ``dim``.
+    """
+    offsets, dim, num_segments = _csr_offsets(src, indptr, check, bounded=False)
+    if src.shape[dim] != num_segments:
+        raise DataError(
+            f"gather_csr needs one src row per segment: src.size({dim}) = {src.shape[dim]} but indptr "
+            f"describes {num_segments} segments; pass the output of segment_csr with the same indptr"
+        )
+    given_last = indptr[..., -1]
+    if given_last.numel() == 0:  # indptr has no rows at all
+        return src.new_zeros(_out_shape(src, dim, 0)) + src.reshape(-1)[:0].sum()
+    top = given_last.max().long()
+    partial = (offsets[..., 0] != 0).any() | (offsets[..., -1] != top).any()
+    n, partial_v = torch.stack([top, partial.long()]).tolist()  # one read-back
+    if n < 0:
+        raise DataError(f"indptr must be non-negative offsets, got a last offset of {n}; build it as cat([0], counts.cumsum(0))")
+    shape = _out_shape(src, dim, n)
+    if n == 0 or src.numel() == 0:
+        return src.new_zeros(shape) + src.reshape(-1)[:0].sum()
+    seg = _segment_ids(offsets, n)  # (..., n) in [0, S]
+    idx = seg.clamp_max(num_segments - 1)
+    if idx.dim() == 1:
+        out = src.index_select(dim, idx)
+    else:
+        out = src.gather(dim, idx.view(*idx.shape, *([1] * (src.dim() - dim - 1))).expand(shape))
+    if partial_v:
+        covered = (seg < num_segments).view(*seg.shape, *([1] * (src.dim() - dim - 1)))
+        out = torch.where(covered, out, torch.zeros_like(out))
+    return out
+
+
+def gather_coo(src: Tensor, index: Tensor, check: bool = True) -> Tensor:
+    """Read each element's segment value: ``out[..., e, ...] = src[..., index[..., e], ...]``.
+
+    With ``dim = index.dim() - 1`` and the leading dims of ``index`` broadcasting to
+    ``src.shape[:dim]``; for a 3-D ``src`` and a 2-D ``index`` (``dim == 1``)::
+
+        out[i][e][k] = src[i][index[i][e]][k]
+
+    the inverse direction of :func:`segment_coo` (its gradient is ``segment_sum_coo`` of the
+    output gradient). pytorch_scatter requires ``index`` sorted here; the formula does not, so
+    vitlab accepts any order.
+
+    Args:
+        src: (s_0, ..., s_{d-1}) tensor.
+        index: (s_0, ..., s_{dim-1}, E) integer tensor with values in ``[0, src.size(dim))``.
+        check: raise :class:`DataError` for an index outside that range (free on CPU, one host
+            synchronisation elsewhere).
+
+    Returns:
+        ``src.shape`` with ``E`` along ``dim``.
+    """
+    idx, dim = _leading_index(src, index, "index")
+    n = src.shape[dim]
+    shape = _out_shape(src, dim, idx.shape[-1])
+    if idx.numel() and n == 0:
+        raise _range_error(idx, n, "gather_coo needs values in [0, src.size(dim))")
+    if check and not idx.is_cpu and idx.numel():
+        lo, hi = torch.aminmax(idx)
+        if int(lo) < 0 or int(hi) >= n:
+            raise _range_error(idx, n, "gather_coo needs values in [0, src.size(dim))")
+    if idx.dim() == 1:
+        kernel = lambda: src.index_select(dim, idx)  # noqa: E731
+    else:
+        kernel = lambda: src.gather(dim, idx.view(*idx.shape, *([1] * (src.dim() - dim - 1))).expand(shape))  # noqa: E731
+    try:
+        return kernel()
+    except (RuntimeError, IndexError) as err:
+        if "out of" in str(err):
+            raise _range_error(idx, n, "gather_coo needs values in [0, src.size(dim))") from None
+        raise
