@@ -155,7 +155,8 @@ def adapt_pretrained(
         ConvertError: the new image size is not a multiple of the patch size, or the channels cannot map.
     """
     model = _load_template(model_or_state)
-    report = report if report is not None else LoadReport(source="model", format="vitlab", config=dict(model.config))
+    report = report if report is not None else LoadReport(source="pretrained model", format="vitlab",
+                                                          config=dict(model.config))
     if not report.loaded:
         report.loaded = list(model.state_dict())
     cfg = dict(model.config)
@@ -164,8 +165,8 @@ def adapt_pretrained(
     new_patch = old_patch if patch_size is None else int(patch_size)
     new_img = _pair(cfg["img_size"] if img_size is None else img_size)
     if new_img[0] % new_patch or new_img[1] % new_patch:
-        raise ConvertError(f"image size {new_img[0]}x{new_img[1]} is not a multiple of the patch size {new_patch}; "
-                           "choose sizes that divide")
+        raise ConvertError(f"{report.source}: image size {new_img[0]}x{new_img[1]} is not a multiple of the patch "
+                           f"size {new_patch}; choose sizes that divide")
     cfg.update(img_size=new_img, patch_size=new_patch)
     if in_chans is not None:
         cfg["in_chans"] = int(in_chans)
@@ -185,7 +186,7 @@ def adapt_pretrained(
             changed = value
             if new_patch != old_patch:
                 changed = resize_patch_embed(changed, new_patch)
-            changed = adapt_in_chans(changed, new_model.patch_embed.in_chans)
+            changed = adapt_in_chans(changed, new_model.patch_embed.in_chans, f"{report.source}: patch embedding")
             if changed is not value:
                 resampled.append(name)
             value = changed

@@ -3,7 +3,9 @@
 A folder saved by ``save_pretrained`` (and served by the Hub) holds ``config.json`` and ``model.safetensors``
 (or ``pytorch_model.bin``). ``ViTForImageClassification`` names its weights ``vit.embeddings.*``,
 ``vit.encoder.layer.i.*``, ``vit.layernorm.*`` and ``classifier.*``; a bare ``ViTModel`` drops the ``vit.``
-prefix and may carry ``pooler.dense`` (Linear + tanh on the normalised class token). The attention has
+prefix and may carry ``pooler.dense`` (Linear + tanh on the normalised class token). transformers 5 names
+its modules ``layers.i.attention.{q,k,v,o}_proj`` and ``layers.i.mlp.fc{1,2}`` in memory (a ``state_dict()``
+saved by hand) but ``save_pretrained`` still writes the Hub names; both are read. The attention has
 separate ``query``/``key``/``value`` layers, which concatenate (in that order) into vitlab's fused ``qkv``
 rows [q; k; v]. The final LayerNorm acts on every token and the classifier reads the class token, so the
 layout is vitlab's ``global_pool="token"``, ``fc_norm=False``; the pooler becomes vitlab's pre-logits layer
@@ -52,6 +54,17 @@ _LAYER = {
     "layernorm_after": "norm2",
     "intermediate.dense": "mlp.fc1",
     "output.dense": "mlp.fc2",
+}
+
+
+# transformers >= 5 module names (``model.state_dict()``; ``save_pretrained`` still writes the Hub names above)
+_MODULE_NAMES = {
+    "attention.q_proj": "attention.attention.query",
+    "attention.k_proj": "attention.attention.key",
+    "attention.v_proj": "attention.attention.value",
+    "attention.o_proj": "attention.output.dense",
+    "mlp.fc1": "intermediate.dense",
+    "mlp.fc2": "output.dense",
 }
 
 
@@ -157,10 +170,12 @@ def convert_hf_state_dict(state_dict: dict[str, Tensor], source: str = "Hugging 
             converted["norm." + name.rsplit(".", 1)[1]] = value
         elif name.startswith("classifier."):
             converted["head." + name.rsplit(".", 1)[1]] = value
-        elif name.startswith("encoder.layer."):
-            index_text, rest = name[len("encoder.layer.") :].split(".", 1)
+        elif name.startswith(("encoder.layer.", "layers.")):
+            layer_prefix = "encoder.layer." if name.startswith("encoder.layer.") else "layers."
+            index_text, rest = name[len(layer_prefix) :].split(".", 1)
             index = int(index_text)
             part, leaf = rest.rsplit(".", 1)
+            part = _MODULE_NAMES.get(part, part) if layer_prefix == "layers." else part
             if part.startswith("attention.attention.") and part.split(".")[-1] in ("query", "key", "value"):
                 qkv.setdefault((index, leaf), {})[part.split(".")[-1]] = value
             elif part in _LAYER:

@@ -148,8 +148,8 @@ def load_pretrained(
     source = str(path)
     torch_dtype_check(state, source)
     if fmt == "huggingface":
-        converted, dropped = convert_hf_state_dict(state, source)
         kwargs, notes = hf_kwargs_from_config(config or {}, state, source), []
+        converted, dropped = convert_hf_state_dict(state, source)
     elif fmt == "torchvision":
         converted, dropped = convert_torchvision_state_dict(state, source), []
         kwargs, notes = torchvision_config_from_state_dict(state, source, num_heads)

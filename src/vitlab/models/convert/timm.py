@@ -216,8 +216,12 @@ def timm_config_from_state_dict(
     if global_pool is None:
         global_pool = hub_config.get("global_pool") or model_args.get("global_pool")
     if global_pool is None:
-        if not class_token or (names == "timm" and has_fc):
+        if not class_token:
             global_pool = "avg"
+        elif names == "timm" and has_fc:
+            global_pool = "avg"
+            notes.append("global_pool='avg' assumed (fc_norm weights: timm's default for average pooling); pass "
+                         "global_pool='token' if the source pooled the class token")
         else:
             global_pool = "token"
             notes.append("global_pool='token' assumed (the weights have a class token); pass global_pool='avg' "
