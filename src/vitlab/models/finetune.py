@@ -114,13 +114,13 @@ def adapt_in_chans(weight: Tensor, in_chans: int, source: str = "patch embedding
                        "multi-channel is supported")
 
 
-def _load_template(model: VisionTransformer | dict[str, Tensor]) -> VisionTransformer:
+def _load_template(model: VisionTransformer | dict[str, Tensor], num_heads: int | None = None) -> VisionTransformer:
     if isinstance(model, VisionTransformer):
         return model
     if isinstance(model, dict):
         from vitlab.models.convert.timm import timm_config_from_state_dict
 
-        kwargs, _ = timm_config_from_state_dict(model, "state dict", names="vitlab")
+        kwargs, _ = timm_config_from_state_dict(model, "state dict", names="vitlab", num_heads=num_heads)
         built = VisionTransformer(**kwargs)
         built.load_state_dict(model, strict=True)
         return built
@@ -139,7 +139,8 @@ def adapt_pretrained(
     """A copy of a pretrained ViT made ready to fine-tune on a new task; the input is not modified.
 
     Args:
-        model_or_state: a :class:`VisionTransformer`, or a state dict in vitlab's names (sizes read from it).
+        model_or_state: a :class:`VisionTransformer`, or a state dict in vitlab's names (sizes read from it;
+            pass ``num_heads`` for a width that is not a standard ViT width).
         num_classes: if given, the head (and any pre-logits layer) is replaced by a zero-initialised
             ``Linear(D, num_classes)`` (ViT App. B.1.1), even when the count is unchanged.
         img_size: new (H, W) or side; learned position embeddings are resampled bicubically to the new grid.
@@ -154,7 +155,7 @@ def adapt_pretrained(
     Raises:
         ConvertError: the new image size is not a multiple of the patch size, or the channels cannot map.
     """
-    model = _load_template(model_or_state)
+    model = _load_template(model_or_state, overrides.get("num_heads"))
     report = report if report is not None else LoadReport(source="pretrained model", format="vitlab",
                                                           config=dict(model.config))
     if not report.loaded:
