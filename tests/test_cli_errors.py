@@ -363,7 +363,7 @@ CASES = [
     Case("resume-without-checkpoint", _run_folder_without_checkpoint, r"cannot resume: .*half has no checkpoint yet"),
     Case("resume-with-set", lambda ws: ["train", "--resume", str(ws.root), "--set", "lr=1"], r"--resume continues a run with its saved config; drop --config/--set"),
     Case("resume-damaged-checkpoint", _damaged_checkpoint, r"state.pt failed its SHA-256 check \(truncated or changed\)"),
-    Case("resume-unsafe-checkpoint", _unsafe_state, r"state.pt is damaged or unsafe to load \(only tensors and plain data are allowed\)"),
+    Case("resume-unsafe-checkpoint", _unsafe_state, r"state.pt refused: it contains code or objects that weights_only loading does not allow; do not load it unless you trust its source$"),
     Case("disk-full", _disk_full, r"No space left on device: .*config.yaml; free disk space or choose another --out", True),
     Case("read-only-output-folder", _read_only_out, r"Permission denied: .*locked/run; choose a folder you can write to", True),
     # using a run

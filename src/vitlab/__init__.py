@@ -2,17 +2,22 @@
 
 from vitlab.errors import CheckpointError, ConfigError, DataError, VitlabError
 from vitlab.models import VisionTransformer, create_model, list_models, register_model
+from vitlab.models.convert import ConvertError, LoadReport, export_pretrained, load_pretrained
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CheckpointError",
     "ConfigError",
+    "ConvertError",
     "DataError",
+    "LoadReport",
     "VisionTransformer",
     "VitlabError",
     "__version__",
     "create_model",
+    "export_pretrained",
     "list_models",
+    "load_pretrained",
     "register_model",
 ]

@@ -1,6 +1,8 @@
 """Tests of vitlab.models.vit. The reference is timm's ``VisionTransformer`` (test-only dependency):
 with converted weights, both give the same logits. Other tests check ViT's equations directly."""
 
+import re
+
 import pytest
 import torch
 
@@ -217,3 +219,213 @@ def test_forward_shortcut_equals_head_of_features_with_gradients_float64(extra):
     grads_ref = torch.autograd.grad((reference * torch.arange(reference.numel()).view_as(reference)).sum(), params)
     for g_fast, g_ref in zip(grads_fast, grads_ref):
         torch.testing.assert_close(g_fast, g_ref, rtol=0, atol=1e-10)
+
+
+# ------------------------------------------------------------------ issue 14: layouts of real checkpoints
+GAP_CONFIGS = [
+    # timm's vit_base_patch16_gap_224 layout: final LayerNorm on every token, then the mean (fc_norm=False)
+    dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3, num_classes=5, class_token=False,
+         global_pool="avg", fc_norm=False),
+    # timm's default for avg: mean, then LayerNorm (fc_norm=True), here with a class token kept out of the mean
+    dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3, num_classes=5, global_pool="avg", fc_norm=True),
+    # class token pooled, norm after pooling (timm allows it; same logits as norm before)
+    dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3, num_classes=5, fc_norm=True),
+    # position embedding on the patches only (no_embed_class), LayerScale, no qkv bias, non-square input
+    dict(img_size=(16, 24), patch_size=4, embed_dim=32, depth=2, num_heads=2, num_classes=4, no_embed_class=True,
+         init_values=0.3, qkv_bias=False),
+]
+
+
+def _ours_cfg(cfg):
+    ours = {k: v for k, v in cfg.items() if k != "init_values"}
+    if "init_values" in cfg:
+        ours["layer_scale_init"] = cfg["init_values"]
+    return ours
+
+
+@pytest.mark.parametrize("cfg", GAP_CONFIGS, ids=["gap-fc_norm-False", "avg-fc_norm-True", "token-fc_norm-True",
+                                                  "no_embed_class-ls-nobias-nonsquare"])
+def test_norm_placements_and_layouts_match_timm_both_ways(cfg):
+    # Reference: timm's own forward with the same random weights (converted both directions).
+    from vitlab.models.convert import convert_timm_state_dict as to_ours
+    from vitlab.models.convert import convert_to_timm_state_dict as to_timm
+
+    torch.manual_seed(3)
+    reference = _randomised_timm(cfg)
+    ours = VisionTransformer(**_ours_cfg(cfg)).eval()
+    ours.load_state_dict(to_ours(reference.state_dict()), strict=True)
+    x = _images(cfg)
+    with torch.no_grad():
+        assert (reference(x) - ours(x)).abs().max().item() <= 1e-5
+    back = timm_vit.VisionTransformer(**cfg).eval()
+    back.load_state_dict(to_timm(ours.state_dict(), ours.global_pool, fc_norm=ours.fc_norm), strict=True)
+    with torch.no_grad():
+        assert (back(x) - ours(x)).abs().max().item() <= 1e-5
+
+
+def test_gap_layout_differs_from_fc_norm_layout():
+    """The two placements are different functions (LN of a mean is not the mean of LNs): the defect of
+    issue 14 was to load one as the other."""
+    torch.manual_seed(0)
+    a = _small(class_token=False, global_pool="avg", fc_norm=False)
+    b = _small(class_token=False, global_pool="avg", fc_norm=True)
+    b.load_state_dict(a.state_dict())
+    with torch.no_grad():
+        a.norm.weight.normal_()
+        b.norm.weight.copy_(a.norm.weight)
+        x = torch.randn(2, 3, 16, 16)
+        assert (a(x) - b(x)).abs().max().item() > 1e-3
+
+
+@pytest.mark.parametrize("eps", [1e-5, 1e-12])
+def test_norm_eps_is_a_model_setting_read_from_timm(eps):
+    # Reference: timm built with LayerNorm eps=eps; vit_from_timm must read it (issue 14: 1.6e-3 off before).
+    import functools
+
+    cfg = dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=4, num_classes=3)
+    torch.manual_seed(4)
+    reference = timm_vit.VisionTransformer(**cfg, norm_layer=functools.partial(torch.nn.LayerNorm, eps=eps)).eval()
+    with torch.no_grad():
+        for param in reference.parameters():
+            param.normal_(0.0, 0.2)
+        reference.patch_embed.proj.weight.mul_(1e-3)  # small activations make eps matter
+    ours = vit_from_timm(reference)
+    assert ours.norm_eps == eps and all(m.eps == eps for m in ours.modules() if isinstance(m, torch.nn.LayerNorm))
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert (reference(x) - ours(x)).abs().max().item() <= 1e-5
+
+
+def test_vit_from_timm_reads_gap_layout_exactly():
+    # Issue 14's defect: class_token=False, global_pool="avg", fc_norm=False converted with "all keys matched"
+    # yet logits 0.59 off. Reference: timm's forward.
+    cfg = dict(img_size=32, patch_size=4, embed_dim=192, depth=2, num_heads=3, num_classes=10, class_token=False,
+               global_pool="avg", fc_norm=False)
+    torch.manual_seed(5)
+    reference = _randomised_timm(cfg)
+    ours = vit_from_timm(reference)
+    assert ours.fc_norm is False
+    x = _images(cfg)
+    with torch.no_grad():
+        assert (reference(x) - ours(x)).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize(
+    "kwargs, feature",
+    [
+        (dict(reg_tokens=2), "register tokens"),
+        (dict(pre_norm=True), "pre-norm"),
+        (dict(qk_norm=True), "q/k normalisation"),
+        (dict(global_pool="map"), "attention pooling"),
+        (dict(global_pool="max", class_token=False), "global_pool='max'"),
+        (dict(final_norm=False), "exactly one final LayerNorm"),
+    ],
+)
+def test_vit_from_timm_refuses_unsupported_features_by_name(kwargs, feature):
+    from vitlab.models.convert import ConvertError
+
+    cfg = dict(img_size=16, patch_size=4, embed_dim=32, depth=1, num_heads=4, num_classes=3)
+    cfg.update(kwargs)
+    reference = timm_vit.VisionTransformer(**cfg)
+    with pytest.raises(ConvertError, match=re.escape(feature)):
+        vit_from_timm(reference)
+
+
+# ---------------------------------------------------------- class-token shortcut keeps module semantics
+def _tiny_token_model(**extra):
+    torch.manual_seed(0)
+    return vitlab.create_model("vit_tiny_patch4_32", depth=2, embed_dim=48, num_heads=3, **extra).eval()
+
+
+def test_forward_hooks_on_last_block_attention_and_qkv_fire():
+    # Reference: a hook registered on a module fires when the module runs (nn.Module contract). The full
+    # path runs blocks[-1], its attn and attn.qkv once each per forward.
+    model = _tiny_token_model()
+    last = model.blocks[-1]
+    seen: dict[str, tuple] = {}
+    for name, module in (("block", last), ("attn", last.attn), ("qkv", last.attn.qkv)):
+        module.register_forward_hook(lambda mod, inp, out, name=name: seen.__setitem__(name, tuple(out.shape)))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        logits = model(x)
+        reference = model.forward_head(model.forward_features(x))
+    assert seen == {"block": (2, 65, 48), "attn": (2, 65, 48), "qkv": (2, 65, 144)}
+    torch.testing.assert_close(logits, reference, rtol=0, atol=1e-6)
+
+
+class _LoRALinear(torch.nn.Linear):
+    """A LoRA-style adapter (Hu et al. 2021): W x + b + (α/r) B A x, as a subclass of nn.Linear."""
+
+    def __init__(self, base: torch.nn.Linear, rank: int = 4, alpha: float = 8.0) -> None:
+        super().__init__(base.in_features, base.out_features, bias=base.bias is not None)
+        self.load_state_dict(base.state_dict())
+        self.weight.requires_grad_(False)
+        self.lora_a = torch.nn.Parameter(torch.randn(rank, base.in_features) * 0.1)
+        self.lora_b = torch.nn.Parameter(torch.randn(base.out_features, rank) * 0.1)
+        self.scale = alpha / rank
+
+    def forward(self, x):
+        return super().forward(x) + self.scale * (x @ self.lora_a.T @ self.lora_b.T)
+
+
+def test_lora_wrapped_qkv_is_used_in_the_last_block_with_gradients():
+    # Reference: forward_head(forward_features(x)), which runs every block in full through its modules.
+    model = _tiny_token_model().double()
+    for block in model.blocks:
+        block.attn.qkv = _LoRALinear(block.attn.qkv).double()
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    logits = model(x)
+    reference = model.forward_head(model.forward_features(x))
+    torch.testing.assert_close(logits, reference, rtol=0, atol=1e-12)
+    last = model.blocks[-1].attn.qkv
+    grads = torch.autograd.grad(logits.square().sum(), [last.lora_a, last.lora_b])
+    grads_ref = torch.autograd.grad(reference.square().sum(), [last.lora_a, last.lora_b])
+    assert all(g.abs().sum() > 0 for g in grads)
+    for g, g_ref in zip(grads, grads_ref):
+        torch.testing.assert_close(g, g_ref, rtol=0, atol=1e-10)
+
+
+def test_dynamic_quantization_runs_and_matches_the_quantized_full_path():
+    # Reference: the quantized model's own full path forward_head(forward_features(x)).
+    model = _tiny_token_model()
+    quantized = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        logits = quantized(x)
+        reference = quantized.forward_head(quantized.forward_features(x))
+    torch.testing.assert_close(logits, reference, rtol=0, atol=1e-6)
+
+
+class _ShapeRecordingLayerNorm(torch.nn.LayerNorm):
+    """A LayerNorm that records the shapes it normalises (no hook: hooks turn the shortcut off)."""
+
+    def forward(self, x):
+        self.shapes.append(tuple(x.shape))
+        return super().forward(x)
+
+
+def _record_norm2(model):
+    old = model.blocks[-1].norm2
+    new = _ShapeRecordingLayerNorm(old.normalized_shape, eps=old.eps)
+    new.load_state_dict(old.state_dict())
+    new.shapes = []
+    model.blocks[-1].norm2 = new
+    return new
+
+
+def test_plain_model_keeps_the_shortcut_and_hooks_turn_it_off():
+    # Reference: the shapes reaching the last block's norm2. The shortcut runs norm2 and the MLP for the class
+    # token alone, (B, 1, D); the full block runs them on all (B, 65, D) tokens. A LoRA-wrapped qkv keeps the
+    # shortcut (qkv runs on all tokens either way); a hook anywhere in the block turns it off.
+    model = _tiny_token_model()
+    norm2 = _record_norm2(model)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        model(x)
+        model.blocks[-1].attn.qkv = _LoRALinear(model.blocks[-1].attn.qkv)
+        model(x)
+        handle = model.blocks[-1].mlp.fc1.register_forward_hook(lambda *args: None)
+        model(x)
+        handle.remove()
+        model(x)
+    assert norm2.shapes == [(2, 1, 48), (2, 1, 48), (2, 65, 48), (2, 1, 48)]

@@ -59,18 +59,38 @@ class _Evil:
         return (os.system, ("touch " + str(os.environ.get("VITLAB_PWNED", "/nonexistent/pwned")),))
 
 
-def test_pickle_that_would_run_code_is_refused_as_state(tmp_path, monkeypatch) -> None:
+REFUSAL = "refused: it contains code or objects that weights_only loading does not allow; do not load it unless you trust its source"
+
+
+@pytest.mark.parametrize("protocol", [None, 2, 4])
+def test_pickle_that_would_run_code_is_refused_in_one_line_without_warnings(tmp_path, monkeypatch, protocol) -> None:
+    # Reference: torch.load(weights_only=True) refuses these files (an UnpicklingError naming torch's advice);
+    # vitlab must say so in one line of its own words, and torch's UserWarning (pickle protocol 4) must not leak.
+    import warnings
+
     marker = tmp_path / "pwned"
     monkeypatch.setenv("VITLAB_PWNED", str(marker))
     evil = tmp_path / "state.pt"
-    torch.save({"payload": _Evil()}, evil)  # torch.save pickles the object, as an attacker would
-    with pytest.raises(CheckpointError, match="unsafe"):
-        load_state(evil)
-    plain = tmp_path / "plain.pkl"
-    plain.write_bytes(pickle.dumps(_Evil()))
-    with pytest.raises(CheckpointError):
-        load_state(plain)
+    if protocol is None:
+        torch.save({"payload": _Evil()}, evil)  # torch.save pickles the object, as an attacker would
+    else:
+        evil.write_bytes(pickle.dumps({"payload": _Evil()}, protocol=protocol))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning torch emits fails the test
+        with pytest.raises(CheckpointError) as info:
+            load_state(evil)
+    message = str(info.value)
+    assert message == f"checkpoint file {evil} {REFUSAL}"
+    assert "\n" not in message and "weights_only` set to `False" not in message
     assert not marker.exists()
+
+
+def test_truncated_state_file_is_named_as_damaged(tmp_path) -> None:
+    path = tmp_path / "state.pt"
+    torch.save({"step": 1, "w": torch.zeros(100)}, path)
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(CheckpointError, match=r"state.pt is damaged or not a PyTorch file \(RuntimeError\)"):
+        load_state(path)
 
 
 def test_checkpoint_folder_roundtrip_and_pointer(tmp_path) -> None:

@@ -6,25 +6,34 @@
     y = LN(z_L⁰)                                                                           (eq. 4)
 
 ``global_pool="token"`` classifies from the class token as in eq. 4; ``"avg"`` averages the patch tokens
-and normalises the average (the paper's appendix D.3 finds both work with the right learning rate).
+(the paper's appendix D.3 finds both work with the right learning rate). Where the final LayerNorm sits is
+``fc_norm``: ``False`` normalises every token, then pools (eq. 4; with ``"avg"`` this is timm's
+``vit_base_patch16_gap_224`` layout); ``True`` pools, then normalises the pooled vector (timm's default for
+``"avg"``). The two differ for the mean (LN of a mean is not the mean of LNs) and agree for the class token.
+Options found in published checkpoints: LayerScale (``layer_scale_init``, CaiT), position embeddings on the
+patches only (``no_embed_class``, the class token gets none), no qkv bias, a non-square input, the LayerNorm
+``norm_eps`` (timm and torchvision 1e-6, Hugging Face 1e-12) and a ``representation_size`` pre-logits layer
+(Linear + tanh before the head, the ViT paper's pre-training head; Hugging Face's ``ViTModel`` pooler).
 ``pos_embed`` is ``"learn"`` (eq. 1), ``"sincos"`` (fixed 2D sine-cosine, Beyer et al. 2022) or ``"none"``.
 
 The model API is uniform: ``forward_features(x)`` gives the tokens, ``forward_head(tokens)`` the logits,
-``forward(x)`` both. :func:`convert_timm_state_dict` and :func:`convert_to_timm_state_dict` map weights
-to and from timm's ``VisionTransformer`` (tests check equal logits).
+``forward(x)`` both. Weights of timm, Hugging Face and torchvision ViTs convert both ways in
+:mod:`vitlab.models.convert` (tests check equal logits against each library).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vitlab.errors import CheckpointError, ConfigError
+from vitlab.errors import ConfigError
 from vitlab.models.registry import register_model
-from vitlab.nn.blocks import Block, PatchEmbed
+from vitlab.nn.attention import Attention
+from vitlab.nn.blocks import Block, DropPath, LayerScale, Mlp, PatchEmbed
 from vitlab.nn.posenc import LearnedPositionEmbedding, resample_pos_embed, sincos_2d
 
 GLOBAL_POOLS = ("token", "avg")
@@ -58,7 +67,13 @@ class VisionTransformer(nn.Module):
         drop_path_rate: stochastic depth, rising linearly from 0 in the first block to this in the last.
         layer_scale_init: LayerScale initial value, or ``None`` for none.
         stem: ``"linear"`` (eq. 1's patch projection) or ``"conv"`` (a convolutional stem, Xiao et al. 2021,
-            as in the paper's hybrid; see :func:`vitlab.nn.blocks.conv_stem`).
+            as in the paper's hybrid; see :func:`vitlab.nn.blocks.conv_stem`). timm, Hugging Face and
+            torchvision have no such stem: conversions refuse it by name.
+        fc_norm: ``True``: the final LayerNorm acts on the pooled vector; ``False``: on every token before
+            pooling; ``None``: ``True`` for ``"avg"``, ``False`` for ``"token"`` (as timm).
+        no_embed_class: the position embedding covers the patches only (N rows); the class token gets none.
+        norm_eps: epsilon of every LayerNorm.
+        representation_size: if given, a pre-logits layer Linear(D, this) + tanh before the head.
     """
 
     def __init__(
@@ -81,9 +96,23 @@ class VisionTransformer(nn.Module):
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         layer_scale_init: float | None = None,
+        fc_norm: bool | None = None,
+        no_embed_class: bool = False,
+        norm_eps: float = 1e-6,
+        representation_size: int | None = None,
         stem: str = "linear",
     ) -> None:
         super().__init__()
+        # the arguments this model was built with (adapt_pretrained and exports rebuild from them)
+        self.config: dict[str, Any] = dict(
+            img_size=_pair(img_size), patch_size=patch_size, in_chans=in_chans, num_classes=num_classes,
+            embed_dim=embed_dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
+            class_token=class_token, global_pool=global_pool, pos_embed=pos_embed,
+            sincos_convention=sincos_convention, act=act, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
+            drop_path_rate=drop_path_rate, layer_scale_init=layer_scale_init,
+            fc_norm=(global_pool == "avg") if fc_norm is None else bool(fc_norm), no_embed_class=no_embed_class,
+            norm_eps=norm_eps, representation_size=representation_size, stem=stem,
+        )
         if global_pool not in GLOBAL_POOLS:
             raise ConfigError(f"unknown global_pool '{global_pool}'; choose one of {GLOBAL_POOLS}")
         if pos_embed not in POS_EMBEDS:
@@ -95,16 +124,23 @@ class VisionTransformer(nn.Module):
                 raise ConfigError(f"{name} must be a positive integer, got {value}")
         if num_classes < 0:
             raise ConfigError(f"num_classes must be >= 0, got {num_classes}")
+        if not norm_eps > 0:
+            raise ConfigError(f"norm_eps must be > 0, got {norm_eps}")
+        if representation_size is not None and int(representation_size) <= 0:
+            raise ConfigError(f"representation_size must be a positive integer or None, got {representation_size}")
         self.num_classes = num_classes
         self.embed_dim = embed_dim
         self.global_pool = global_pool
         self.pos_embed_type = pos_embed
         self.sincos_convention = sincos_convention
         self.num_prefix_tokens = 1 if class_token else 0
+        self.fc_norm = (global_pool == "avg") if fc_norm is None else bool(fc_norm)
+        self.no_embed_class = bool(no_embed_class)
+        self.norm_eps = float(norm_eps)
 
         self.patch_embed = PatchEmbed(_pair(img_size), patch_size, in_chans, embed_dim, stem=stem)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
-        num_positions = self.patch_embed.num_patches + self.num_prefix_tokens
+        num_positions = self.patch_embed.num_patches + self.pos_prefix_tokens
         self.pos_embed: nn.Module | None = None
         if pos_embed == "learn":
             self.pos_embed = LearnedPositionEmbedding(num_positions, embed_dim)
@@ -123,12 +159,18 @@ class VisionTransformer(nn.Module):
                 attn_drop=attn_drop_rate,
                 drop_path=drop_paths[i],
                 layer_scale_init=layer_scale_init,
+                norm_eps=norm_eps,
             )
             for i in range(depth)
         )
-        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
+        self.pre_logits: nn.Module = nn.Identity()
+        head_in = embed_dim
+        if representation_size is not None:
+            head_in = int(representation_size)
+            self.pre_logits = nn.Sequential(OrderedDict(fc=nn.Linear(embed_dim, head_in), act=nn.Tanh()))
         self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.head = nn.Linear(head_in, num_classes) if num_classes > 0 else nn.Identity()
         self.reset_parameters()
 
     # ----------------------------------------------------------------------------------------- set-up
@@ -155,6 +197,11 @@ class VisionTransformer(nn.Module):
         return names
 
     @property
+    def pos_prefix_tokens(self) -> int:
+        """Prefix tokens (class token) that have a row in the position embedding (0 with ``no_embed_class``)."""
+        return 0 if self.no_embed_class else self.num_prefix_tokens
+
+    @property
     def img_size(self) -> tuple[int, int]:
         return self.patch_embed.img_size
 
@@ -166,8 +213,9 @@ class VisionTransformer(nn.Module):
         new = PatchEmbed(_pair(img_size), old.patch_size, old.in_chans, self.embed_dim, stem=old.stem_type)
         new.stem, new.proj = old.stem, old.proj
         self.patch_embed = new
+        self.config["img_size"] = new.img_size
         if isinstance(self.pos_embed, LearnedPositionEmbedding):
-            resampled = resample_pos_embed(self.pos_embed.weight.data, new.grid_size, old_grid, self.num_prefix_tokens)
+            resampled = resample_pos_embed(self.pos_embed.weight.data, new.grid_size, old_grid, self.pos_prefix_tokens)
             self.pos_embed.weight = nn.Parameter(resampled)
         elif self.pos_embed_type == "sincos":
             self.sincos_embed = self._build_sincos().to(self.sincos_embed)
@@ -178,29 +226,33 @@ class VisionTransformer(nn.Module):
         tokens = self.patch_embed(x)
         if self.pos_embed_type == "sincos":
             tokens = tokens + self.sincos_embed.to(tokens.dtype)
+        learned = isinstance(self.pos_embed, LearnedPositionEmbedding)
+        if learned and self.no_embed_class:
+            tokens = self.pos_embed(tokens)
         if self.cls_token is not None:
             tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
-        if isinstance(self.pos_embed, LearnedPositionEmbedding):
+        if learned and not self.no_embed_class:
             tokens = self.pos_embed(tokens)
         return self.pos_drop(tokens)
 
     def forward_features(self, x: Tensor) -> Tensor:
-        """x: (B, C, H, W) -> tokens (B, prefix + N, D) after the last block (normalised if pooling
-        the class token, eq. 4)."""
+        """x: (B, C, H, W) -> tokens (B, prefix + N, D) after the last block (each token normalised unless
+        ``fc_norm``, eq. 4)."""
         tokens = self.embed(x)
         for block in self.blocks:
             tokens = block(tokens)
-        return self.norm(tokens) if self.global_pool == "token" else tokens
+        return tokens if self.fc_norm else self.norm(tokens)
 
     def pool(self, tokens: Tensor) -> Tensor:
-        """tokens (B, prefix + N, D) -> (B, D): the class token, or the normalised mean of the patches."""
-        if self.global_pool == "token":
-            return tokens[:, 0]
-        return self.norm(tokens[:, self.num_prefix_tokens :].mean(dim=1))
+        """tokens (B, prefix + N, D) -> (B, D): the class token or the mean of the patches, normalised
+        afterwards if ``fc_norm``."""
+        pooled = tokens[:, 0] if self.global_pool == "token" else tokens[:, self.num_prefix_tokens :].mean(dim=1)
+        return self.norm(pooled) if self.fc_norm else pooled
 
     def forward_head(self, tokens: Tensor, pre_logits: bool = False) -> Tensor:
-        """tokens (B, prefix + N, D) -> logits (B, K), or the pooled (B, D) features if ``pre_logits``."""
-        pooled = self.head_drop(self.pool(tokens))
+        """tokens (B, prefix + N, D) -> logits (B, K), or the pooled features (B, D or representation_size)
+        if ``pre_logits``."""
+        pooled = self.head_drop(self.pre_logits(self.pool(tokens)))
         return pooled if pre_logits else self.head(pooled)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -210,12 +262,13 @@ class VisionTransformer(nn.Module):
         block is run for that one query (:func:`class_token_block`): the same logits and gradients up to
         float rounding, for about a sixth of a block's cost (on ViT-Ti: ~7% of the model's FLOPs).
         """
-        if self.global_pool != "token" or len(self.blocks) == 0:
+        if self.global_pool != "token" or len(self.blocks) == 0 or _has_hooks(self.norm):
             return self.forward_head(self.forward_features(x))
         tokens = self.embed(x)
         for block in self.blocks[:-1]:
             tokens = block(tokens)
-        return self.forward_head(self.norm(class_token_block(self.blocks[-1], tokens)))
+        first = class_token_block(self.blocks[-1], tokens)
+        return self.forward_head(first if self.fc_norm else self.norm(first))
 
     # ---------------------------------------------------------------------------- attention analysis
     @torch.no_grad()
@@ -271,106 +324,94 @@ class VisionTransformer(nn.Module):
         return patches.reshape(x.shape[0], *self.patch_embed.grid_size)
 
 
-# ------------------------------------------------------------------------------------ timm weights
-_TIMM_SHARED_ROOTS = {"cls_token", "patch_embed", "blocks", "norm", "head"}
-_TIMM_UNSUPPORTED = (".q_norm.", ".k_norm.", ".mlp.norm.", ".attn.norm.", "patch_embed.norm.")
+# ------------------------------------------------------------------------ class-token shortcut
+_GLOBAL_HOOKS = (
+    "_global_forward_hooks",
+    "_global_forward_pre_hooks",
+    "_global_backward_hooks",
+    "_global_backward_pre_hooks",
+)
+_MODULE_HOOKS = (
+    "_forward_hooks",
+    "_forward_pre_hooks",
+    "_backward_hooks",
+    "_backward_pre_hooks",
+)
 
-def class_token_block(block: Block, tokens: Tensor) -> Tensor:
+
+def _has_hooks(module: nn.Module) -> bool:
+    """True if ``module`` or any submodule has forward/backward hooks, or global module hooks are set."""
+    import torch.nn.modules.module as module_module
+
+    if any(getattr(module_module, name, None) for name in _GLOBAL_HOOKS):
+        return True
+    return any(getattr(sub, name, None) for sub in module.modules() for name in _MODULE_HOOKS)
+
+
+def _can_shortcut(block: nn.Module) -> bool:
+    """Whether :func:`class_token_block` may compute ``block`` for the class token alone.
+
+    It may when the block is vitlab's :class:`Block` with its :class:`Attention`, no hooks are registered
+    anywhere in it (a hook must see the tensors of the full block), and every module that the shortcut
+    calls on the class-token row alone (``attn.proj``, ``norm2``, ``mlp.fc1``/``fc2``, LayerScale, dropout,
+    drop path) is a plain per-row module: an ``nn.Linear`` (or a subclass, e.g. a LoRA wrapper),
+    ``nn.LayerNorm``, ... A dynamically quantized Linear is not per-row (its activation scale is computed
+    from the whole input tensor), so a quantized block runs in full. ``norm1`` and ``attn.qkv`` are called
+    on every token, exactly as the full block calls them, so they may be anything.
+    """
+    if type(block) is not Block or type(block.attn) is not Attention or type(block.mlp) is not Mlp:
+        return False
+    if _has_hooks(block):
+        return False
+    mlp = block.mlp
+    linear_ok = all(isinstance(m, nn.Linear) for m in (block.attn.proj, mlp.fc1, mlp.fc2))
+    norm_ok = isinstance(block.norm2, nn.LayerNorm)
+    scale_ok = all(isinstance(m, (nn.Identity, LayerScale)) for m in (block.ls1, block.ls2))
+    drop_ok = all(isinstance(m, (nn.Dropout, DropPath, nn.Identity)) for m in (block.attn.proj_drop, mlp.drop,
+                                                                                block.drop_path1, block.drop_path2))
+    return linear_ok and norm_ok and scale_ok and drop_ok and isinstance(mlp.act, nn.Module)
+
+
+def class_token_block(block: nn.Module, tokens: Tensor) -> Tensor:
     """Output of ``block`` at the class token (position 0) alone: ``block(tokens)[:, :1]``, computed cheaply.
 
     Eqs. 2-3 at one position: the class token's query attends to the keys and values of all tokens, then the
-    projection, the MLP and both residuals act on that one row. Keys and values still need every token (2D²
-    per token) but the query, output projection and MLP (10D² per token) are computed for one token.
+    projection, the MLP and both residuals act on that one row. ``norm1`` and the qkv projection still run
+    on every token (3D² per token), but attention has one query and the output projection and MLP (9D² per
+    token) run for one token. Every step calls the block's own modules (so a LoRA-wrapped ``qkv`` or a
+    replaced activation is used); when the shortcut cannot keep the full block's semantics (hooks, quantized
+    or non-row-wise modules, a block that is not vitlab's :class:`Block`; see :func:`_can_shortcut`) the
+    full block runs and its first row is returned.
 
     Args:
-        block: a pre-norm :class:`~vitlab.nn.blocks.Block`.
+        block: a transformer block, normally a pre-norm :class:`~vitlab.nn.blocks.Block`.
         tokens: (B, N, D) input of the block.
 
     Returns:
         (B, 1, D).
     """
+    if not _can_shortcut(block):
+        return block(tokens)[:, :1]
     attn = block.attn
-    batch, count, dim = tokens.shape
-    heads, head_dim = attn.num_heads, attn.head_dim
-    normed = block.norm1(tokens)
-    weight, bias = attn.qkv.weight, attn.qkv.bias
-    q = F.linear(normed[:, :1], weight[:dim], None if bias is None else bias[:dim])
-    kv = F.linear(normed, weight[dim:], None if bias is None else bias[dim:]).view(batch, count, 2, heads, head_dim)
-    k, v = (t.transpose(1, 2) for t in kv.unbind(2))
-    q = q.view(batch, 1, heads, head_dim).transpose(1, 2)
+    batch, _, dim = tokens.shape
+    q, k, v = attn.split_heads(block.norm1(tokens))  # each (B, h, N, D/h); calls attn.qkv on all tokens
     dropout_p = attn.attn_drop if attn.training else 0.0
-    out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p).transpose(1, 2).reshape(batch, 1, dim)
+    out = F.scaled_dot_product_attention(q[:, :, :1], k, v, dropout_p=dropout_p)
+    out = out.transpose(1, 2).reshape(batch, 1, dim)
     x = tokens[:, :1] + block.drop_path1(block.ls1(attn.proj_drop(attn.proj(out))))
     return x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
 
 
-def convert_timm_state_dict(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Map a timm ``VisionTransformer`` state dict to vitlab's names.
-
-    timm → vitlab: ``pos_embed`` → ``pos_embed.weight``; ``fc_norm.*`` (timm's norm after average
-    pooling) → ``norm.*``; every other supported key keeps its name.
-
-    Raises:
-        CheckpointError: the state dict uses a timm feature vitlab's ViT does not have (register tokens,
-            attention pooling, q/k norm, ...).
-    """
-    converted: dict[str, Tensor] = {}
-    for key, value in state_dict.items():
-        if key == "pos_embed":
-            converted["pos_embed.weight"] = value
-        elif key.startswith("fc_norm."):
-            converted["norm." + key[len("fc_norm.") :]] = value
-        elif key.split(".")[0] in _TIMM_SHARED_ROOTS and not any(part in key for part in _TIMM_UNSUPPORTED):
-            converted[key] = value
-        else:
-            raise CheckpointError(f"timm key '{key}' has no counterpart in vitlab's VisionTransformer")
-    return converted
+_CONVERT_NAMES = ("convert_timm_state_dict", "convert_to_timm_state_dict", "vit_from_timm")
 
 
-def convert_to_timm_state_dict(state_dict: dict[str, Tensor], global_pool: str = "token") -> dict[str, Tensor]:
-    """Inverse of :func:`convert_timm_state_dict` for a model with the given ``global_pool``."""
-    converted: dict[str, Tensor] = {}
-    for key, value in state_dict.items():
-        if key == "pos_embed.weight":
-            converted["pos_embed"] = value
-        elif key.startswith("norm.") and global_pool == "avg":
-            converted["fc_norm." + key[len("norm.") :]] = value
-        else:
-            converted[key] = value
-    return converted
+def __getattr__(name: str) -> Any:
+    """The timm converters moved to :mod:`vitlab.models.convert`; the old names still resolve here."""
+    if name in _CONVERT_NAMES:
+        from vitlab.models import convert
 
-
-def vit_from_timm(timm_model: nn.Module) -> VisionTransformer:
-    """Build a vitlab ViT with the configuration and weights of a timm ``VisionTransformer``."""
-    patch = timm_model.patch_embed
-    blocks = timm_model.blocks
-    first = blocks[0]
-    embed_dim = timm_model.embed_dim
-    pool = timm_model.global_pool
-    if pool not in GLOBAL_POOLS:
-        raise ConfigError(f"timm model uses global_pool='{pool}'; vitlab supports {GLOBAL_POOLS}")
-    act = type(first.mlp.act).__name__.lower()
-    if first.mlp.act.__class__.__name__ == "GELU" and getattr(first.mlp.act, "approximate", "none") == "tanh":
-        act = "gelu_tanh"
-    layer_scale = getattr(first.ls1, "gamma", None)
-    model = VisionTransformer(
-        img_size=tuple(patch.img_size),
-        patch_size=patch.patch_size[0],
-        in_chans=patch.proj.in_channels,
-        num_classes=timm_model.num_classes,
-        embed_dim=embed_dim,
-        depth=len(blocks),
-        num_heads=first.attn.num_heads,
-        mlp_ratio=first.mlp.fc1.out_features / embed_dim,
-        qkv_bias=first.attn.qkv.bias is not None,
-        class_token=timm_model.cls_token is not None,
-        global_pool=pool,
-        pos_embed="learn" if timm_model.pos_embed is not None else "none",
-        act=act,
-        layer_scale_init=None if layer_scale is None else 1.0,
-    )
-    model.load_state_dict(convert_timm_state_dict(timm_model.state_dict()), strict=True)
-    return model
+        return getattr(convert, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ------------------------------------------------------------------------------------- named sizes

@@ -42,6 +42,7 @@ import torch
 from torch import Tensor
 
 from vitlab.errors import CheckpointError
+from vitlab.safeload import load_torch_file
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
@@ -204,19 +205,10 @@ def load_state(path: str | os.PathLike[str]) -> Any:
     """``torch.load(path, weights_only=True)``: tensors and plain containers only, never arbitrary code.
 
     Raises:
-        CheckpointError: the file is missing, damaged, or holds objects that would need code to load.
+        CheckpointError: the file is missing, damaged, or holds objects that would need code to load (one
+            line in vitlab's words, see :func:`vitlab.safeload.load_torch_file`).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint file {path} does not exist")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(
-            f"checkpoint file {path} is damaged or unsafe to load (only tensors and plain data are allowed): "
-            f"{first[:200]}"
-        ) from None
+    return load_torch_file(path, what="checkpoint file")
 
 
 def save_checkpoint(run_dir: str | os.PathLike[str], step: int, weights: Mapping[str, Tensor], state: dict, keep: int = 1) -> Path:

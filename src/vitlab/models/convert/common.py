@@ -1,0 +1,215 @@
+"""What every ViT converter shares: the error, the report, reading weight files, and checking a state dict.
+
+Reading never runs code from a file: ``.safetensors`` holds tensors only, and PyTorch pickles (``.pth``,
+``.pt``, ``.bin``) are read with ``torch.load(weights_only=True)`` (:func:`vitlab.safeload.load_torch_file`),
+which refuses a pickle that names code, in one line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from vitlab.errors import CheckpointError
+from vitlab.safeload import load_torch_file
+
+__all__ = ["ConvertError", "LoadReport", "read_state_dict", "check_keys", "infer_num_heads", "square_grid"]
+
+PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pkl")
+SAFETENSORS_SUFFIXES = (".safetensors",)
+_WRAPPER_KEYS = ("state_dict", "model", "model_state", "model_state_dict", "module", "net", "params")
+
+# Widths of the published ViT sizes -> their number of heads (ViT paper Table 1, DeiT, timm's medium and
+# giant). A state dict does not record the number of heads; these are the only widths read without one.
+STANDARD_HEADS = {192: 3, 384: 6, 512: 8, 768: 12, 1024: 16, 1280: 16, 1408: 16, 1664: 16}
+
+
+class ConvertError(CheckpointError):
+    """A pretrained checkpoint cannot be converted exactly (unknown format, unsupported feature, bad shape)."""
+
+
+@dataclass
+class LoadReport:
+    """What :func:`vitlab.load_pretrained` did with each tensor of the source checkpoint.
+
+    Attributes:
+        source: the file or folder read.
+        format: ``"timm"``, ``"huggingface"``, ``"torchvision"`` or ``"vitlab"``.
+        sha256: SHA-256 of the weights file (for the run folder's record of where weights came from).
+        config: the keyword arguments the :class:`~vitlab.models.vit.VisionTransformer` was built with.
+        loaded: vitlab parameter names copied unchanged from the checkpoint.
+        resampled: names whose tensor was resampled to a new shape (position or patch embedding, channels).
+        dropped: source tensor names not used (a replaced head, a pooler, a mask token).
+        new: vitlab parameter names newly initialised (e.g. the zero-initialised head).
+        notes: assumptions and decisions, one sentence each (e.g. the number of heads read from the width).
+    """
+
+    source: str
+    format: str
+    sha256: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+    loaded: list[str] = field(default_factory=list)
+    resampled: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    new: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict of every field (config values made JSON-friendly)."""
+        config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.config.items()}
+        return {
+            "source": self.source,
+            "format": self.format,
+            "sha256": self.sha256,
+            "config": config,
+            "loaded": list(self.loaded),
+            "resampled": list(self.resampled),
+            "dropped": list(self.dropped),
+            "new": list(self.new),
+            "notes": list(self.notes),
+        }
+
+    def summary(self) -> str:
+        """A few human-readable lines: counts per category, then the names that were not plainly loaded."""
+        lines = [
+            f"{self.source} ({self.format}): {len(self.loaded)} tensors loaded, {len(self.resampled)} resampled, "
+            f"{len(self.dropped)} dropped, {len(self.new)} newly initialised"
+        ]
+        for label, names in (("resampled", self.resampled), ("dropped", self.dropped), ("new", self.new)):
+            if names:
+                lines.append(f"  {label}: {', '.join(names)}")
+        lines.extend(f"  note: {note}" for note in self.notes)
+        return "\n".join(lines)
+
+
+def sha256_of(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _unwrap(obj: Any, path: Path) -> dict[str, Tensor]:
+    """The state dict inside a loaded pickle: the dict itself, or under a usual wrapper key
+    (``model`` for MAE/DeiT, ``state_dict`` for Lightning, ...); a ``module.`` prefix (DDP) is removed."""
+    for _ in range(3):
+        if isinstance(obj, dict) and obj and all(isinstance(v, Tensor) for v in obj.values()):
+            break
+        if isinstance(obj, dict):
+            inner = next((obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), dict)), None)
+            if inner is not None:
+                obj = inner
+                continue
+        raise ConvertError(f"{path}: holds no state dict of tensors (top level: {type(obj).__name__}); "
+                           "pass a file of model weights")
+    if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise ConvertError(f"{path}: holds no state dict of tensors; pass a file of model weights")
+    if all(str(k).startswith("module.") for k in obj):
+        obj = {k[len("module.") :]: v for k, v in obj.items()}
+    return {str(k): v for k, v in obj.items()}
+
+
+def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
+    """Read model weights from ``.safetensors`` or a PyTorch pickle (``.pth``, ``.pt``, ``.bin``, ``.ckpt``).
+
+    Raises:
+        ConvertError: missing, truncated or foreign file; a pickle that holds code is refused (one line,
+            nothing run); a file with no state dict in it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConvertError(f"{path} does not exist; check the path")
+    if path.suffix.lower() in SAFETENSORS_SUFFIXES:
+        from safetensors.torch import load
+
+        try:
+            return dict(load(path.read_bytes()))
+        except Exception as error:  # safetensors raises its own error types for bad headers
+            raise ConvertError(f"{path} is truncated or not a safetensors file ({type(error).__name__}); "
+                               "download it again") from None
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        try:
+            obj = load_torch_file(path, what="weights file")
+        except CheckpointError as error:
+            raise ConvertError(str(error)) from None
+        return _unwrap(obj, path)
+    raise ConvertError(f"{path}: unknown weights file type '{path.suffix}'; "
+                       f"use .safetensors or one of {', '.join(PICKLE_SUFFIXES)}")
+
+
+def check_keys(expected: dict[str, Tensor], got: dict[str, Tensor], source: str) -> None:
+    """Raise :class:`ConvertError` (one line) unless ``got`` has exactly the keys and shapes of ``expected``."""
+    missing = sorted(set(expected) - set(got))
+    extra = sorted(set(got) - set(expected))
+    if missing:
+        shown = ", ".join(missing[:4]) + (", ..." if len(missing) > 4 else "")
+        raise ConvertError(f"{source}: {len(missing)} tensors missing for this ViT ({shown}); "
+                           "the checkpoint is incomplete or not this architecture")
+    if extra:
+        shown = ", ".join(extra[:4]) + (", ..." if len(extra) > 4 else "")
+        raise ConvertError(f"{source}: {len(extra)} unexpected tensors ({shown}); "
+                           "the checkpoint has parts vitlab's ViT does not")
+    for name, tensor in expected.items():
+        if tuple(got[name].shape) != tuple(tensor.shape):
+            raise ConvertError(f"{source}: tensor {name} has shape {tuple(got[name].shape)}, the ViT built from "
+                               f"its sizes needs {tuple(tensor.shape)}; widths or depths are inconsistent")
+
+
+def infer_num_heads(dim: int, num_heads: int | None, source: str, notes: list[str]) -> int:
+    """The number of heads: ``num_heads`` if given, else the standard one for width ``dim``."""
+    if num_heads is not None:
+        if dim % int(num_heads):
+            raise ConvertError(f"{source}: num_heads={num_heads} does not divide the width {dim}")
+        return int(num_heads)
+    if dim not in STANDARD_HEADS:
+        raise ConvertError(f"{source}: the weights do not record the number of attention heads and width {dim} "
+                           "is not a standard ViT size; pass num_heads=")
+    notes.append(f"num_heads={STANDARD_HEADS[dim]} read from the width {dim} (the standard ViT size)")
+    return STANDARD_HEADS[dim]
+
+
+def square_grid(count: int, source: str) -> tuple[int, int]:
+    """(n, n) with n² = ``count`` patches; raises when ``count`` is not a square (pass img_size)."""
+    side = math.isqrt(count)
+    if side * side != count:
+        raise ConvertError(f"{source}: {count} position-embedding rows are not a square grid; "
+                           "pass img_size=(H, W) of the checkpoint")
+    return side, side
+
+
+def two_d_or_none(weight: Tensor | None, name: str, source: str) -> None:
+    """Refuse a tensor that should be 4-D conv weights (a non-ViT checkpoint under a ViT name)."""
+    if weight is not None and weight.dim() != 4:
+        raise ConvertError(f"{source}: {name} has shape {tuple(weight.shape)}, not a patch-embedding convolution "
+                           "(D, C, P, P); is this a ViT checkpoint?")
+
+
+def as_float_dict(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Detach every tensor (no copies for tensors already on the CPU)."""
+    return {k: v.detach() for k, v in state.items()}
+
+
+def patch_from_conv(weight: Tensor, source: str) -> tuple[int, int]:
+    """(C, P) from a patch-embedding convolution weight (D, C, P, P); refuses non-square patches."""
+    two_d_or_none(weight, "patch embedding", source)
+    if weight.shape[2] != weight.shape[3]:
+        raise ConvertError(f"{source}: non-square patches {weight.shape[2]}x{weight.shape[3]} are not supported "
+                           "by vitlab's ViT; resample the patch embedding to a square patch first")
+    return int(weight.shape[1]), int(weight.shape[2])
+
+
+def torch_dtype_check(state: dict[str, Tensor], source: str) -> None:
+    """Refuse integer or quantized tensors where float weights are expected."""
+    for name, tensor in state.items():
+        if not (tensor.is_floating_point() or tensor.is_complex()):
+            raise ConvertError(f"{source}: tensor {name} has dtype {tensor.dtype}; expected float weights "
+                               "(quantized or integer checkpoints are not supported)")
+

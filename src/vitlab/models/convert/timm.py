@@ -1,0 +1,396 @@
+"""timm ``VisionTransformer`` weights in and out of vitlab's ViT (no timm import at run time).
+
+timm's names are vitlab's names except ``pos_embed`` (vitlab: ``pos_embed.weight``) and the final norm:
+timm has two slots, ``norm`` (on every token) and ``fc_norm`` (after pooling), exactly one of them a
+LayerNorm; vitlab has one ``norm`` and a flag ``fc_norm`` saying where it acts. A state dict tells which
+slot holds the weights, so both average-pool layouts (timm's default ``fc_norm=True`` and the
+``vit_base_patch16_gap_224`` layout ``fc_norm=False``) convert exactly. What a state dict does not record
+(the number of heads for a non-standard width, LayerNorm eps, the MLP activation, and whether a model with a
+class token pooled it or averaged) is taken from arguments or a timm Hub ``config.json``, and the report
+says what was assumed. Features vitlab's ViT lacks (register tokens, a pre-norm, q/k norm, attention
+pooling, distillation tokens, ...) are refused by name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from vitlab.models.convert.common import (
+    ConvertError,
+    infer_num_heads,
+    patch_from_conv,
+    square_grid,
+)
+from vitlab.models.vit import VisionTransformer
+
+__all__ = [
+    "convert_timm_state_dict",
+    "convert_to_timm_state_dict",
+    "timm_config_from_state_dict",
+    "timm_kwargs",
+    "vit_from_timm",
+]
+
+# timm key fragments of features vitlab's ViT does not have, with the feature's name for the message
+_UNSUPPORTED = (
+    ("reg_token", "register tokens (reg_tokens)"),
+    ("norm_pre.", "a pre-norm after the embedding (pre_norm=True)"),
+    ("dist_token", "a distillation token (DeiT distilled)"),
+    ("head_dist.", "a distillation head (DeiT distilled)"),
+    ("attn_pool.", "attention pooling (global_pool='map')"),
+    (".q_norm.", "q/k normalisation (qk_norm=True)"),
+    (".k_norm.", "q/k normalisation (qk_norm=True)"),
+    (".attn.norm.", "a norm inside attention (scale_attn_norm=True)"),
+    (".mlp.norm.", "a norm inside the MLP (scale_mlp_norm=True)"),
+    ("patch_embed.norm.", "a norm after the patch embedding"),
+    ("patch_embed.backbone.", "a hybrid CNN stem"),
+)
+_SHARED_ROOTS = {"cls_token", "patch_embed", "blocks", "norm", "head", "pre_logits"}
+
+
+def _refuse_unsupported(keys: list[str], source: str) -> None:
+    for key in keys:
+        for fragment, feature in _UNSUPPORTED:
+            if fragment in key:
+                raise ConvertError(f"{source}: timm key '{key}' belongs to {feature}, which vitlab's ViT does not have")
+
+
+def convert_timm_state_dict(state_dict: dict[str, Tensor], source: str = "timm state dict") -> dict[str, Tensor]:
+    """Map a timm ``VisionTransformer`` state dict to vitlab's names.
+
+    ``pos_embed`` → ``pos_embed.weight``; ``fc_norm.*`` → ``norm.*`` (build the model with ``fc_norm=True``);
+    every other supported key keeps its name.
+
+    Raises:
+        ConvertError: a feature vitlab's ViT lacks, both ``norm`` and ``fc_norm`` weights, or an unknown key.
+    """
+    keys = list(state_dict)
+    _refuse_unsupported(keys, source)
+    if any(k.startswith("fc_norm.") for k in keys) and any(k.startswith("norm.") for k in keys):
+        raise ConvertError(f"{source}: has both norm.* and fc_norm.* weights (two final norms); vitlab's ViT has one")
+    converted: dict[str, Tensor] = {}
+    for key, value in state_dict.items():
+        if key == "pos_embed":
+            converted["pos_embed.weight"] = value
+        elif key.startswith("fc_norm."):
+            converted["norm." + key[len("fc_norm.") :]] = value
+        elif key.split(".")[0] in _SHARED_ROOTS:
+            converted[key] = value
+        else:
+            raise ConvertError(f"{source}: timm key '{key}' has no counterpart in vitlab's VisionTransformer")
+    return converted
+
+
+def convert_to_timm_state_dict(
+    state_dict: dict[str, Tensor], global_pool: str = "token", fc_norm: bool | None = None
+) -> dict[str, Tensor]:
+    """Inverse of :func:`convert_timm_state_dict`: vitlab names → timm names.
+
+    Args:
+        state_dict: a vitlab ViT state dict.
+        global_pool: the model's pooling (used for the default of ``fc_norm``).
+        fc_norm: where the final norm acts (the model's ``fc_norm``); ``None``: ``global_pool == "avg"``.
+    """
+    if any(key.startswith("patch_embed.stem.") for key in state_dict):
+        raise ConvertError("this vitlab ViT has a convolutional stem (stem='conv'), which timm's VisionTransformer "
+                           "cannot express; export a model built with stem='linear'")
+    after_pool = (global_pool == "avg") if fc_norm is None else fc_norm
+    converted: dict[str, Tensor] = {}
+    for key, value in state_dict.items():
+        if key == "pos_embed.weight":
+            converted["pos_embed"] = value
+        elif key.startswith("norm.") and after_pool:
+            converted["fc_norm." + key[len("norm.") :]] = value
+        else:
+            converted[key] = value
+    return converted
+
+
+def _depth(keys: list[str], prefix: str, source: str) -> int:
+    indices = {int(k[len(prefix) :].split(".")[0]) for k in keys if k.startswith(prefix)}
+    if not indices:
+        raise ConvertError(f"{source}: no transformer blocks ({prefix}N.*) found; is this a ViT checkpoint?")
+    if indices != set(range(len(indices))):
+        raise ConvertError(f"{source}: block indices {sorted(indices)} are not 0..{len(indices) - 1}; "
+                           "the checkpoint is incomplete")
+    return len(indices)
+
+
+def mlp_ratio_for(hidden: int, dim: int) -> float:
+    """A ratio r with int(dim · r) == hidden, as :class:`~vitlab.nn.blocks.Mlp` computes its width."""
+    ratio = hidden / dim
+    return ratio if int(dim * ratio) == hidden else (hidden + 0.5) / dim
+
+
+def timm_config_from_state_dict(
+    state_dict: dict[str, Tensor],
+    source: str = "timm state dict",
+    *,
+    names: str = "timm",
+    img_size: int | tuple[int, int] | None = None,
+    num_heads: int | None = None,
+    global_pool: str | None = None,
+    fc_norm: bool | None = None,
+    norm_eps: float | None = None,
+    act: str | None = None,
+    hub_config: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], list[str]]:
+    """Read the :class:`VisionTransformer` keyword arguments from a timm (or vitlab) state dict.
+
+    Sizes come from the tensors: width, channels and patch size from ``patch_embed.proj.weight`` (D, C, P, P),
+    depth from the block indices, MLP width from ``fc1``, classes from ``head``, the grid from ``pos_embed``
+    (square unless ``img_size`` is given), LayerScale / qkv bias / class token from the keys present.
+
+    Args:
+        state_dict: timm names (``names="timm"``) or vitlab names (``names="vitlab"``).
+        source: how messages name the checkpoint.
+        img_size: the checkpoint's (H, W), needed only for a non-square grid or no position embedding.
+        num_heads: needed when the width is not a standard ViT width (see ``STANDARD_HEADS``).
+        global_pool: ``"token"`` or ``"avg"``; default from ``hub_config``, else ``"avg"`` without a class
+            token or with ``fc_norm`` weights, else ``"token"`` (noted).
+        fc_norm: vitlab names only (its one ``norm`` does not say where it acted); timm names tell.
+        norm_eps: LayerNorm eps (default 1e-6, timm's; noted).
+        act: MLP activation (default ``"gelu"``, the erf form; noted).
+        hub_config: a timm Hub ``config.json`` (``architecture``, ``global_pool``, ``pretrained_cfg``,
+            ``model_args``) whose values take precedence over guesses.
+
+    Returns:
+        (keyword arguments, notes on what was assumed).
+    """
+    notes: list[str] = []
+    hub_config = hub_config or {}
+    model_args = dict(hub_config.get("model_args") or {})
+    keys = list(state_dict)
+    _refuse_unsupported(keys, source)
+    conv = state_dict.get("patch_embed.proj.weight")
+    if conv is None:
+        raise ConvertError(f"{source}: no patch_embed.proj.weight; this is not a timm/vitlab ViT checkpoint")
+    dim = int(conv.shape[0])
+    in_chans, patch = patch_from_conv(conv, source)
+    depth = _depth(keys, "blocks.", source)
+    fc1 = state_dict.get("blocks.0.mlp.fc1.weight")
+    if fc1 is None or fc1.dim() != 2:
+        raise ConvertError(f"{source}: no 2-D blocks.0.mlp.fc1.weight; this is not a timm/vitlab ViT checkpoint")
+    class_token = "cls_token" in state_dict
+    prefix = 1 if class_token else 0
+    pos = state_dict.get("pos_embed" if names == "timm" else "pos_embed.weight")
+    if img_size is None and hub_config.get("pretrained_cfg", {}).get("input_size"):
+        img_size = tuple(int(v) for v in hub_config["pretrained_cfg"]["input_size"][1:])
+    if img_size is None and model_args.get("img_size") is not None:
+        img_size = model_args["img_size"]
+    no_embed_class = bool(model_args.get("no_embed_class", False))
+    if pos is not None:
+        rows = int(pos.shape[-2])
+        if img_size is not None:
+            height, width = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+            if height % patch or width % patch:
+                raise ConvertError(f"{source}: image size {height}x{width} is not a multiple of the patch size {patch}")
+            count = (height // patch) * (width // patch)
+            if rows == count + prefix:
+                no_embed_class = False
+            elif rows == count and prefix:
+                no_embed_class = True
+            else:
+                raise ConvertError(f"{source}: pos_embed has {rows} rows, but a {height}x{width} image in {patch}x{patch} "
+                                   f"patches has {count} (+{prefix} class token); pass the checkpoint's img_size")
+            grid = (height // patch, width // patch)
+        else:
+            try:
+                grid, no_embed_class = square_grid(rows - prefix, source), False
+            except ConvertError:
+                if not prefix:
+                    raise
+                grid, no_embed_class = square_grid(rows, source), True
+        pos_embed = "learn"
+    else:
+        if img_size is None:
+            raise ConvertError(f"{source}: no position embedding, so the grid is unknown; pass img_size=(H, W)")
+        height, width = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        grid = (height // patch, width // patch)
+        pos_embed = "none"
+        notes.append("no position embedding in the weights: pos_embed='none'")
+    has_fc = any(k.startswith("fc_norm.") for k in keys)
+    has_norm = any(k.startswith("norm.") for k in keys)
+    if not has_fc and not has_norm:
+        raise ConvertError(f"{source}: no final norm (norm.* or fc_norm.*) found; vitlab's ViT needs one (final_norm=False "
+                           "models are not supported)")
+    if global_pool is None:
+        global_pool = hub_config.get("global_pool") or model_args.get("global_pool")
+    if global_pool is None:
+        if not class_token:
+            global_pool = "avg"
+        elif names == "timm" and has_fc:
+            global_pool = "avg"
+            notes.append("global_pool='avg' assumed (fc_norm weights: timm's default for average pooling); pass "
+                         "global_pool='token' if the source pooled the class token")
+        else:
+            global_pool = "token"
+            notes.append("global_pool='token' assumed (the weights have a class token); pass global_pool='avg' "
+                         "if the source model averaged the patch tokens")
+    if global_pool not in ("token", "avg"):
+        raise ConvertError(f"{source}: global_pool='{global_pool}' is not supported; vitlab pools 'token' or 'avg'")
+    if model_args.get("pool_include_prefix"):
+        raise ConvertError(f"{source}: pool_include_prefix=True (the class token in the average) is not supported")
+    if names == "timm":
+        fc_norm = has_fc
+    elif fc_norm is None:
+        fc_norm = global_pool == "avg"
+        if global_pool == "avg":
+            notes.append("fc_norm=True assumed (vitlab's default for average pooling); pass fc_norm=False if the "
+                         "source normalised every token before averaging")
+    eps = model_args.get("norm_eps") if norm_eps is None else norm_eps
+    if eps is None:
+        eps = 1e-6
+        notes.append("LayerNorm eps 1e-6 assumed (timm's default; a state dict does not record it)")
+    if act is None:
+        act = str(model_args.get("act_layer") or "gelu")
+        if "act_layer" not in model_args:
+            notes.append("MLP activation 'gelu' (erf) assumed (timm's default; a state dict does not record it)")
+    act = {"gelu_tanh": "gelu_tanh", "gelu": "gelu", "relu": "relu", "silu": "silu", "swish": "silu",
+           "mish": "mish"}.get(act, act)
+    if act not in ("gelu", "gelu_tanh", "relu", "silu", "mish"):
+        raise ConvertError(f"{source}: MLP activation '{act}' is not supported (gelu, gelu_tanh, relu, silu, mish)")
+    heads = infer_num_heads(dim, num_heads if num_heads is not None else model_args.get("num_heads"), source, notes)
+    head = state_dict.get("head.weight")
+    representation = state_dict.get("pre_logits.fc.weight")
+    kwargs: dict[str, Any] = dict(
+        img_size=(grid[0] * patch, grid[1] * patch),
+        patch_size=patch,
+        in_chans=in_chans,
+        num_classes=0 if head is None else int(head.shape[0]),
+        embed_dim=dim,
+        depth=depth,
+        num_heads=heads,
+        mlp_ratio=mlp_ratio_for(int(fc1.shape[0]), dim),
+        qkv_bias="blocks.0.attn.qkv.bias" in state_dict,
+        class_token=class_token,
+        global_pool=global_pool,
+        pos_embed=pos_embed,
+        act=act,
+        layer_scale_init=1.0 if "blocks.0.ls1.gamma" in state_dict else None,
+        fc_norm=fc_norm,
+        no_embed_class=no_embed_class,
+        norm_eps=float(eps),
+        representation_size=None if representation is None else int(representation.shape[0]),
+    )
+    return kwargs, notes
+
+
+def vit_from_timm(timm_model: nn.Module) -> VisionTransformer:
+    """Build a vitlab ViT with the configuration and weights of a timm ``VisionTransformer`` module.
+
+    Every setting is read from the modules (eps from the LayerNorms, the activation's type, where the final
+    norm sits, LayerScale, ...); a feature vitlab's ViT lacks is refused by name.
+
+    Raises:
+        ConvertError: the timm model uses a feature vitlab's ViT does not have.
+    """
+    source = f"timm {type(timm_model).__name__}"
+    if getattr(timm_model, "num_reg_tokens", 0):
+        raise ConvertError(f"{source}: register tokens (reg_tokens) are not supported by vitlab's ViT")
+    for name in ("norm_pre", "fc_norm", "norm"):
+        if not hasattr(timm_model, name):
+            raise ConvertError(f"{source}: has no '{name}' attribute; is this a timm VisionTransformer?")
+    if not isinstance(timm_model.norm_pre, nn.Identity):
+        raise ConvertError(f"{source}: a pre-norm after the embedding (pre_norm=True) is not supported")
+    if getattr(timm_model, "attn_pool", None) is not None:
+        raise ConvertError(f"{source}: attention pooling (global_pool='map') is not supported")
+    if getattr(timm_model, "pool_include_prefix", False):
+        raise ConvertError(f"{source}: pool_include_prefix=True is not supported")
+    pool = timm_model.global_pool
+    if pool not in ("token", "avg"):
+        raise ConvertError(f"{source}: global_pool='{pool}' is not supported; vitlab pools 'token' or 'avg'")
+    norms = [m for m in (timm_model.norm, timm_model.fc_norm) if isinstance(m, nn.LayerNorm)]
+    if len(norms) != 1 or any(not isinstance(m, (nn.LayerNorm, nn.Identity)) for m in (timm_model.norm, timm_model.fc_norm)):
+        raise ConvertError(f"{source}: needs exactly one final LayerNorm (norm or fc_norm); vitlab's ViT has one")
+    first = timm_model.blocks[0]
+    for part, what in ((first.attn.q_norm, "q/k normalisation"), (getattr(first.attn, "norm", nn.Identity()),
+                       "a norm inside attention"), (getattr(first.mlp, "norm", nn.Identity()), "a norm inside the MLP"),
+                       (getattr(timm_model.patch_embed, "norm", nn.Identity()), "a norm after the patch embedding")):
+        if not isinstance(part, nn.Identity):
+            raise ConvertError(f"{source}: {what} is not supported by vitlab's ViT")
+    if not isinstance(first.norm1, nn.LayerNorm) or first.attn.proj.bias is None:
+        raise ConvertError(f"{source}: blocks need LayerNorm and a biased attention projection")
+    act_module = first.mlp.act
+    if type(act_module) is nn.GELU:
+        act = "gelu_tanh" if act_module.approximate == "tanh" else "gelu"
+    else:
+        act = {nn.ReLU: "relu", nn.SiLU: "silu", nn.Mish: "mish"}.get(type(act_module), "")
+        if not act:
+            raise ConvertError(f"{source}: MLP activation {type(act_module).__name__} is not supported")
+    patch = timm_model.patch_embed
+    if patch.patch_size[0] != patch.patch_size[1]:
+        raise ConvertError(f"{source}: non-square patches {tuple(patch.patch_size)} are not supported")
+    layer_scale = getattr(first.ls1, "gamma", None)
+    embed_dim = timm_model.embed_dim
+    model = VisionTransformer(
+        img_size=tuple(patch.img_size),
+        patch_size=patch.patch_size[0],
+        in_chans=patch.proj.in_channels,
+        num_classes=timm_model.num_classes,
+        embed_dim=embed_dim,
+        depth=len(timm_model.blocks),
+        num_heads=first.attn.num_heads,
+        mlp_ratio=mlp_ratio_for(first.mlp.fc1.out_features, embed_dim),
+        qkv_bias=first.attn.qkv.bias is not None,
+        class_token=timm_model.cls_token is not None,
+        global_pool=pool,
+        pos_embed="learn" if timm_model.pos_embed is not None else "none",
+        act=act,
+        layer_scale_init=None if layer_scale is None else 1.0,
+        fc_norm=isinstance(timm_model.fc_norm, nn.LayerNorm),
+        no_embed_class=bool(getattr(timm_model, "no_embed_class", False)),
+        norm_eps=float(norms[0].eps),
+    )
+    for sub in timm_model.modules():
+        if isinstance(sub, nn.LayerNorm) and sub.eps != norms[0].eps:
+            raise ConvertError(f"{source}: LayerNorms with different eps ({sub.eps} vs {norms[0].eps}) are not supported")
+    converted = convert_timm_state_dict(timm_model.state_dict(), source)
+    from vitlab.models.convert.common import check_keys
+
+    check_keys(model.state_dict(), converted, source)
+    model.load_state_dict(converted, strict=True)
+    return model
+
+
+def timm_kwargs(model: VisionTransformer) -> dict[str, Any]:
+    """Keyword arguments for ``timm.models.vision_transformer.VisionTransformer`` that build ``model``'s layout.
+
+    Raises:
+        ConvertError: ``model`` uses something timm's ViT cannot express here (sin-cos position embedding,
+            a pre-logits layer).
+    """
+    import functools
+
+    if model.pos_embed_type == "sincos":
+        raise ConvertError("a sin-cos position embedding is not stored in the weights; timm export needs 'learn' or 'none'")
+    if not isinstance(model.pre_logits, nn.Identity):
+        raise ConvertError("timm's VisionTransformer has no pre-logits layer (representation_size); export to "
+                           "torchvision or Hugging Face instead")
+    first = model.blocks[0]
+    act_names = {"GELU": "gelu", "ReLU": "relu", "SiLU": "silu", "Swish": "silu", "Mish": "mish"}
+    act = act_names.get(type(first.mlp.act).__name__, "gelu")
+    if act == "gelu" and getattr(first.mlp.act, "approximate", "none") == "tanh":
+        act = "gelu_tanh"
+    ls = getattr(first.ls1, "gamma", None)
+    return dict(
+        img_size=model.img_size,
+        patch_size=model.patch_embed.patch_size,
+        in_chans=model.patch_embed.in_chans,
+        num_classes=model.num_classes,
+        global_pool=model.global_pool,
+        embed_dim=model.embed_dim,
+        depth=len(model.blocks),
+        num_heads=first.attn.num_heads,
+        mlp_ratio=first.mlp.fc1.out_features / model.embed_dim,
+        qkv_bias=first.attn.qkv.bias is not None,
+        init_values=None if ls is None else 1.0,
+        class_token=model.cls_token is not None,
+        pos_embed="learn" if model.pos_embed_type == "learn" else "none",
+        no_embed_class=model.no_embed_class,
+        fc_norm=model.fc_norm,
+        act_layer=act,
+        norm_layer=functools.partial(nn.LayerNorm, eps=model.norm_eps),
+    )

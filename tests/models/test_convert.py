@@ -1,0 +1,447 @@
+"""Tests of vitlab.models.convert: pretrained ViTs of timm, Hugging Face and torchvision, both directions.
+
+References: each library's own forward (test-only dependencies). A checkpoint written by the library is
+loaded with ``vitlab.load_pretrained`` and must give the same logits (max abs difference ≤ 1e-5); a vitlab
+model exported with ``export_pretrained`` must load back into the library with the same logits.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import warnings
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import vitlab
+from vitlab.models.convert import ConvertError, detect_format, export_pretrained, load_pretrained, timm_kwargs
+from vitlab.models.convert.torchvision import torchvision_kwargs
+
+timm_vit = pytest.importorskip("timm.models.vision_transformer")
+TOL = 1e-5
+
+
+def _randomise(model: torch.nn.Module, seed: int, std: float = 0.2) -> torch.nn.Module:
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # move every weight away from its init so that no term is trivially zero or one
+        for param in model.parameters():
+            param.copy_(torch.randn(param.shape, generator=generator) * std)
+    return model.eval()
+
+
+def _images(channels: int, size: tuple[int, int], batch: int = 3, seed: int = 0) -> torch.Tensor:
+    return torch.randn(batch, channels, *size, generator=torch.Generator().manual_seed(seed))
+
+
+def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a - b).abs().max().item()
+
+
+def _save(state: dict, path) -> None:
+    if str(path).endswith(".safetensors"):
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    else:
+        torch.save(state, path)
+
+
+# ------------------------------------------------------------------------------------------- timm
+TIMM_CASES = {
+    "token": (dict(img_size=16, patch_size=4, embed_dim=48, depth=2, num_heads=3, num_classes=5), {}),
+    "gap-fc_norm-False": (dict(img_size=16, patch_size=4, embed_dim=48, depth=2, num_heads=3, num_classes=5,
+                               class_token=False, global_pool="avg", fc_norm=False), {}),
+    "avg-fc_norm-True": (dict(img_size=16, patch_size=4, embed_dim=48, depth=2, num_heads=3, num_classes=5,
+                              global_pool="avg"), {}),
+    "layerscale-no_embed_class-nobias-nonsquare": (
+        dict(img_size=(16, 24), patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=4, init_values=0.5,
+             no_embed_class=True, qkv_bias=False), dict(source_img_size=(16, 24))),
+    "standard-width-192": (dict(img_size=8, patch_size=4, in_chans=1, embed_dim=192, depth=1, num_heads=3,
+                                num_classes=2), {}),
+}
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth", ".bin"])
+@pytest.mark.parametrize("case", list(TIMM_CASES))
+def test_timm_file_loads_with_timm_logits_and_exports_back(case, suffix, tmp_path):
+    cfg, load_args = TIMM_CASES[case]
+    reference = _randomise(timm_vit.VisionTransformer(**cfg), seed=1)
+    path = tmp_path / f"timm{suffix}"
+    _save(reference.state_dict(), path)
+    if cfg["embed_dim"] != 192:
+        load_args = {**load_args, "num_heads": cfg["num_heads"]}
+    model, report = load_pretrained(path, **load_args)
+    assert report.format == "timm" and not report.dropped and not report.new and not report.resampled
+    size = cfg["img_size"] if isinstance(cfg["img_size"], tuple) else (cfg["img_size"],) * 2
+    x = _images(cfg.get("in_chans", 3), size)
+    with torch.no_grad():
+        assert _max_diff(reference(x), model.eval()(x)) <= TOL
+    out = export_pretrained(model, tmp_path / f"back{suffix}", "timm")
+    back = timm_vit.VisionTransformer(**timm_kwargs(model)).eval()
+    back.load_state_dict(load_file(out) if suffix == ".safetensors" else torch.load(out, weights_only=True), strict=True)
+    with torch.no_grad():
+        assert _max_diff(back(x), reference(x)) <= TOL
+
+
+def test_timm_hub_folder_reads_pool_grid_and_heads_from_config_json(tmp_path):
+    # Reference: timm's forward. A timm Hub folder (config.json with "architecture") records global_pool, the
+    # input size and model_args, so the class-token + avg layout and a non-square grid load without arguments.
+    import json
+
+    cfg = dict(img_size=(8, 16), patch_size=4, embed_dim=40, depth=2, num_heads=5, num_classes=3,
+               global_pool="avg", fc_norm=False)
+    reference = _randomise(timm_vit.VisionTransformer(**cfg), seed=2)
+    folder = tmp_path / "hub"
+    folder.mkdir()
+    save_file(reference.state_dict(), str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps({
+        "architecture": "vit_custom", "num_classes": 3, "global_pool": "avg",
+        "pretrained_cfg": {"input_size": [3, 8, 16]}, "model_args": {"num_heads": 5}}))
+    model, report = load_pretrained(folder)
+    assert report.format == "timm" and model.global_pool == "avg" and model.fc_norm is False
+    x = _images(3, (8, 16))
+    with torch.no_grad():
+        assert _max_diff(reference(x), model.eval()(x)) <= TOL
+
+
+def test_report_notes_what_a_state_dict_does_not_record(tmp_path):
+    reference = _randomise(timm_vit.VisionTransformer(img_size=8, patch_size=4, embed_dim=384, depth=1,
+                                                      num_heads=6, num_classes=2), seed=3)
+    path = tmp_path / "w.safetensors"
+    save_file(reference.state_dict(), str(path))
+    _, report = load_pretrained(path)
+    joined = " ".join(report.notes)
+    assert "num_heads=6 read from the width 384" in joined
+    assert "global_pool='token' assumed" in joined and "eps 1e-6 assumed" in joined
+    assert report.sha256 == __import__("hashlib").sha256(path.read_bytes()).hexdigest()
+    assert report.to_dict()["config"]["embed_dim"] == 384 and "loaded" in report.summary()
+
+
+# ----------------------------------------------------------------------------------- Hugging Face
+transformers = pytest.importorskip("transformers")
+
+
+def _hf_config(**overrides):
+    cfg = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=16,
+               patch_size=4, num_channels=3, num_labels=5)
+    cfg.update(overrides)
+    return transformers.ViTConfig(**cfg)
+
+
+HF_CASES = {
+    "default-eps-1e-12": {},
+    "nonsquare-nobias-gelu_new-eps-1e-6": dict(image_size=[8, 16], qkv_bias=False, hidden_act="gelu_new",
+                                               layer_norm_eps=1e-6),
+    "grayscale-patch2": dict(num_channels=1, patch_size=2, image_size=8, intermediate_size=48),
+}
+
+
+@pytest.mark.parametrize("weights", ["safetensors", "bin"])
+@pytest.mark.parametrize("case", list(HF_CASES))
+def test_huggingface_classifier_folder_loads_with_its_logits_and_exports_back(case, weights, tmp_path):
+    config = _hf_config(**HF_CASES[case])
+    reference = _randomise(transformers.ViTForImageClassification(config), seed=4)
+    folder = tmp_path / "hf"
+    reference.save_pretrained(folder)
+    if weights == "bin":  # a Hub folder with pytorch_model.bin instead of model.safetensors
+        state = load_file(str(folder / "model.safetensors"))
+        (folder / "model.safetensors").unlink()
+        torch.save(state, folder / "pytorch_model.bin")
+    model, report = load_pretrained(folder)
+    assert report.format == "huggingface" and model.norm_eps == config.layer_norm_eps
+    size = config.image_size if isinstance(config.image_size, list) else [config.image_size] * 2
+    x = _images(config.num_channels, tuple(size))
+    with torch.no_grad():
+        expected = reference(pixel_values=x).logits
+        assert _max_diff(expected, model.eval()(x)) <= TOL
+    out = export_pretrained(model, tmp_path / "export", "huggingface")
+    back = transformers.ViTForImageClassification.from_pretrained(out).eval()
+    with torch.no_grad():
+        assert _max_diff(back(pixel_values=x).logits, expected) <= TOL
+
+
+def test_huggingface_vitmodel_pooler_becomes_pre_logits(tmp_path):
+    # Reference: ViTModel's last_hidden_state (vitlab forward_features) and pooler_output (vitlab forward with
+    # num_classes=0: the pooler is the pre-logits layer Linear + tanh on the normalised class token).
+    config = _hf_config()
+    reference = _randomise(transformers.ViTModel(config), seed=5)
+    reference.save_pretrained(tmp_path / "hf")
+    model, report = load_pretrained(tmp_path / "hf")
+    assert model.num_classes == 0 and "pre_logits.fc.weight" in report.loaded
+    x = _images(3, (16, 16))
+    with torch.no_grad():
+        out = reference(pixel_values=x)
+        assert _max_diff(out.last_hidden_state, model.forward_features(x)) <= TOL
+        assert _max_diff(out.pooler_output, model(x)) <= TOL
+    back = transformers.ViTModel.from_pretrained(export_pretrained(model, tmp_path / "export", "huggingface")).eval()
+    with torch.no_grad():
+        assert _max_diff(back(pixel_values=x).pooler_output, out.pooler_output) <= TOL
+
+
+def test_huggingface_in_memory_names_of_transformers_5_load_too(tmp_path):
+    # transformers 5 names modules layers.i.attention.q_proj ...; a state_dict() saved by hand uses them.
+    config = _hf_config()
+    reference = _randomise(transformers.ViTForImageClassification(config), seed=6)
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    (folder / "config.json").write_text(config.to_json_string())
+    torch.save(reference.state_dict(), folder / "pytorch_model.bin")
+    model, _ = load_pretrained(folder)
+    x = _images(3, (16, 16))
+    with torch.no_grad():
+        assert _max_diff(reference(pixel_values=x).logits, model.eval()(x)) <= TOL
+
+
+def test_huggingface_export_refuses_layouts_it_cannot_express(tmp_path):
+    model = vitlab.create_model("vit_tiny_patch4_32", depth=1, global_pool="avg")
+    with pytest.raises(ConvertError, match="average pooling"):
+        export_pretrained(model, tmp_path / "out", "huggingface")
+    assert list(tmp_path.iterdir()) == []
+
+
+# -------------------------------------------------------------------------------------- torchvision
+tv_vit = pytest.importorskip("torchvision.models.vision_transformer")
+
+TV_CASES = {
+    "plain": dict(image_size=16, patch_size=4, num_layers=2, num_heads=4, hidden_dim=32, mlp_dim=64, num_classes=5),
+    "pre_logits": dict(image_size=24, patch_size=8, num_layers=1, num_heads=2, hidden_dim=16, mlp_dim=40,
+                       num_classes=3, representation_size=12),
+}
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+@pytest.mark.parametrize("case", list(TV_CASES))
+def test_torchvision_file_loads_with_its_logits_and_exports_back(case, suffix, tmp_path):
+    cfg = TV_CASES[case]
+    reference = _randomise(tv_vit.VisionTransformer(**cfg), seed=7)
+    path = tmp_path / f"tv{suffix}"
+    _save(reference.state_dict(), path)
+    assert detect_format(path) == "torchvision"
+    model, report = load_pretrained(path, num_heads=cfg["num_heads"])
+    x = _images(3, (cfg["image_size"],) * 2)
+    with torch.no_grad():
+        expected = reference(x)
+        assert _max_diff(expected, model.eval()(x)) <= TOL
+    out = export_pretrained(model, tmp_path / f"back{suffix}", "torchvision")
+    back = tv_vit.VisionTransformer(**torchvision_kwargs(model)).eval()
+    back.load_state_dict(load_file(out) if suffix == ".safetensors" else torch.load(out, weights_only=True), strict=True)
+    with torch.no_grad():
+        assert _max_diff(back(x), expected) <= TOL
+
+
+def test_torchvision_old_mlp_names_and_standard_width(tmp_path):
+    # Checkpoints before torchvision 0.13 name the MLP linear_1/linear_2; width 768 reads 12 heads (ViT-B).
+    cfg = dict(image_size=8, patch_size=4, num_layers=1, num_heads=12, hidden_dim=768, mlp_dim=64, num_classes=2)
+    reference = _randomise(tv_vit.VisionTransformer(**cfg), seed=8, std=0.05)
+    state = {k.replace("mlp.0.", "mlp.linear_1.").replace("mlp.3.", "mlp.linear_2."): v
+             for k, v in reference.state_dict().items()}
+    torch.save(state, tmp_path / "old.pth")
+    model, report = load_pretrained(tmp_path / "old.pth")
+    assert any("num_heads=12" in note for note in report.notes)
+    x = _images(3, (8, 8))
+    with torch.no_grad():
+        assert _max_diff(reference(x), model.eval()(x)) <= TOL
+
+
+def test_torchvision_export_refuses_average_pooling(tmp_path):
+    model = vitlab.create_model("vit_tiny_patch4_32", depth=1, global_pool="avg")
+    with pytest.raises(ConvertError, match="torchvision's ViT cannot express"):
+        export_pretrained(model, tmp_path / "out.pth", "torchvision")
+    assert list(tmp_path.iterdir()) == []
+
+
+# -------------------------------------------------------------------------------------- bad input
+class _Evil:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _timm_state(seed=0):
+    return _randomise(timm_vit.VisionTransformer(img_size=16, patch_size=4, embed_dim=48, depth=2, num_heads=3,
+                                                 num_classes=5), seed=seed).state_dict()
+
+
+def _bad_non_vit(tmp_path):
+    path = tmp_path / "resnet.pth"
+    torch.save({"conv1.weight": torch.zeros(8, 3, 7, 7), "fc.weight": torch.zeros(10, 8)}, path)
+    return path, {}, "not a ViT checkpoint"
+
+
+def _bad_widths(tmp_path):
+    state = _timm_state()
+    state["blocks.1.mlp.fc1.weight"] = torch.zeros(96, 48)
+    state["blocks.1.mlp.fc1.bias"] = torch.zeros(96)
+    path = tmp_path / "w.safetensors"
+    save_file(state, str(path))
+    return path, {"num_heads": 3}, r"blocks.1.mlp.fc1.weight has shape \(96, 48\).*widths or depths are inconsistent"
+
+
+def _bad_depth(tmp_path):
+    state = {k.replace("blocks.1.", "blocks.2."): v for k, v in _timm_state().items()}
+    path = tmp_path / "w.safetensors"
+    save_file(state, str(path))
+    return path, {"num_heads": 3}, r"block indices \[0, 2\] are not 0..1"
+
+
+def _bad_missing(tmp_path):
+    state = _timm_state()
+    del state["blocks.0.norm2.weight"]
+    path = tmp_path / "w.pth"
+    torch.save(state, path)
+    return path, {"num_heads": 3}, r"1 tensors missing for this ViT \(blocks.0.norm2.weight\)"
+
+
+def _bad_extra(tmp_path):
+    state = _timm_state()
+    state["blocks.0.attn.extra.weight"] = torch.zeros(3)
+    path = tmp_path / "w.pth"
+    torch.save(state, path)
+    return path, {"num_heads": 3}, r"1 unexpected tensors \(blocks.0.attn.extra.weight\)"
+
+
+def _bad_grid(tmp_path):
+    state = _timm_state()
+    state["pos_embed"] = torch.zeros(1, 1 + 12, 48)  # 12 patches: not a square grid
+    path = tmp_path / "w.pth"
+    torch.save(state, path)
+    return path, {"num_heads": 3}, "13 position-embedding rows are not a square grid|12 position-embedding rows"
+
+
+def _bad_channels(tmp_path):
+    path = tmp_path / "w.pth"
+    torch.save(_timm_state(), path)
+    return path, {"num_heads": 3, "in_chans": 4}, "cannot map 3 input channels to 4"
+
+
+def _bad_hf_no_config(tmp_path):
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    save_file({"vit.embeddings.cls_token": torch.zeros(1, 1, 8)}, str(folder / "model.safetensors"))
+    return folder, {}, "no config.json"
+
+
+def _bad_truncated_safetensors(tmp_path):
+    path = tmp_path / "w.safetensors"
+    save_file(_timm_state(), str(path))
+    path.write_bytes(path.read_bytes()[:-100])
+    return path, {}, "is truncated or not a safetensors file"
+
+
+def _bad_truncated_pth(tmp_path):
+    path = tmp_path / "w.pth"
+    torch.save(_timm_state(), path)
+    path.write_bytes(path.read_bytes()[:300])
+    return path, {}, r"is damaged or not a PyTorch file \(RuntimeError\)"
+
+
+def _bad_hf_model_type(tmp_path):
+    folder = tmp_path / "deit"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "deit"}')
+    save_file({"x": torch.zeros(1)}, str(folder / "model.safetensors"))
+    return folder, {}, "model_type='deit'; only Hugging Face 'vit' models convert"
+
+
+def _bad_register_tokens(tmp_path):
+    state = _timm_state()
+    state["reg_token"] = torch.zeros(1, 4, 48)
+    path = tmp_path / "w.pth"
+    torch.save(state, path)
+    return path, {}, "register tokens"
+
+
+BAD = [_bad_non_vit, _bad_widths, _bad_depth, _bad_missing, _bad_extra, _bad_grid, _bad_channels,
+       _bad_hf_no_config, _bad_truncated_safetensors, _bad_truncated_pth, _bad_hf_model_type, _bad_register_tokens]
+
+
+@pytest.mark.parametrize("make", BAD, ids=[f.__name__[5:] for f in BAD])
+def test_bad_checkpoint_raises_one_line_naming_the_file_and_writes_nothing(make, tmp_path):
+    import re
+
+    path, kwargs, pattern = make(tmp_path)
+    before = sorted((p.name, p.stat().st_size) for p in tmp_path.rglob("*"))
+    with pytest.raises(ConvertError) as info:
+        load_pretrained(path, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message, message
+    assert re.search(pattern, message), message
+    assert sorted((p.name, p.stat().st_size) for p in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("name", ["model.pth", "model.pt", "model.bin", "model.ckpt", "model.pkl", "hf"])
+@pytest.mark.parametrize("writer", ["torch.save", "pickle"])
+def test_pickle_with_code_is_refused_in_one_line_in_every_pickle_format(name, writer, tmp_path):
+    marker = tmp_path / "pwned"
+    payload = {"blocks.0.attn.qkv.weight": torch.zeros(3), "x": _Evil(marker)}
+    if name == "hf":  # a Hugging Face folder whose pytorch_model.bin carries code
+        folder = tmp_path / "hf"
+        folder.mkdir()
+        (folder / "config.json").write_text('{"model_type": "vit"}')
+        target, path = folder / "pytorch_model.bin", folder
+    else:
+        target = path = tmp_path / name
+    if writer == "torch.save":
+        torch.save(payload, target)
+    else:
+        target.write_bytes(pickle.dumps(payload, protocol=4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's pickle-protocol UserWarning must not leak
+        with pytest.raises(ConvertError) as info:
+            load_pretrained(path)
+    message = str(info.value)
+    assert message == (f"weights file {target} refused: it contains code or objects that weights_only loading "
+                       "does not allow; do not load it unless you trust its source")
+    assert not marker.exists()
+
+
+def test_unknown_export_format_and_suffix_write_nothing(tmp_path):
+    model = vitlab.create_model("vit_tiny_patch4_32", depth=1)
+    with pytest.raises(ConvertError, match="unknown checkpoint format 'onnx'"):
+        export_pretrained(model, tmp_path / "m.safetensors", "onnx")
+    with pytest.raises(ConvertError, match="unknown weights file type '.h5'"):
+        export_pretrained(model, tmp_path / "m.h5", "timm")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_vitlab_weights_round_trip_through_the_loader(tmp_path):
+    # Reference: the same vitlab model's logits.
+    model = _randomise(vitlab.create_model("vit_tiny_patch4_32", depth=2, num_classes=7), seed=9)
+    path = export_pretrained(model, tmp_path / "mine.safetensors", "vitlab")
+    loaded, report = load_pretrained(path)
+    assert report.format == "vitlab"
+    x = _images(3, (32, 32))
+    with torch.no_grad():
+        assert _max_diff(model(x), loaded.eval()(x)) == 0.0
+
+
+def test_old_names_still_import_from_vit_module():
+    from vitlab.models.vit import convert_timm_state_dict, convert_to_timm_state_dict, vit_from_timm
+
+    assert callable(convert_timm_state_dict) and callable(convert_to_timm_state_dict) and callable(vit_from_timm)
+
+
+def test_vitlab_imports_no_reference_library():
+    # vitlab at run time needs none of timm, transformers, torchvision.
+    import subprocess
+    import sys
+
+    code = ("import sys, vitlab, vitlab.models.finetune; vitlab.load_pretrained; "
+            "bad = [m for m in ('timm', 'transformers', 'torchvision') if m in sys.modules]; print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("fmt,name", [("timm", "w.safetensors"), ("torchvision", "w.pth"), ("huggingface", "hf")])
+def test_conv_stem_models_are_refused_by_name_for_other_libraries(tmp_path, fmt, name) -> None:
+    model = vitlab.create_model("vit_tiny_patch4_32", embed_dim=32, depth=1, num_heads=2, stem="conv")
+    with pytest.raises(ConvertError, match="convolutional stem") as info:
+        export_pretrained(model, tmp_path / name, fmt)
+    assert "\n" not in str(info.value) and list(tmp_path.iterdir()) == []
+    from vitlab.models.convert.timm import convert_to_timm_state_dict
+
+    with pytest.raises(ConvertError, match="convolutional stem"):
+        convert_to_timm_state_dict(model.state_dict())
