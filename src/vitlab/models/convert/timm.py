@@ -306,6 +306,11 @@ def vit_from_timm(timm_model: nn.Module) -> VisionTransformer:
     if len(norms) != 1 or any(not isinstance(m, (nn.LayerNorm, nn.Identity)) for m in (timm_model.norm, timm_model.fc_norm)):
         raise ConvertError(f"{source}: needs exactly one final LayerNorm (norm or fc_norm); vitlab's ViT has one")
     first = timm_model.blocks[0]
+    for block in timm_model.blocks:
+        kinds = (type(block).__name__, type(block.attn).__name__, type(block.mlp).__name__)
+        if kinds != ("Block", "Attention", "Mlp"):
+            raise ConvertError(f"{source}: block/attention/MLP types {'/'.join(kinds)} are not supported; vitlab's ViT "
+                               "has timm's pre-norm Block with Attention and Mlp")
     for part, what in ((first.attn.q_norm, "q/k normalisation"), (getattr(first.attn, "norm", nn.Identity()),
                        "a norm inside attention"), (getattr(first.mlp, "norm", nn.Identity()), "a norm inside the MLP"),
                        (getattr(timm_model.patch_embed, "norm", nn.Identity()), "a norm after the patch embedding")):
