@@ -77,7 +77,7 @@ def read_hf_config(folder: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(folder) / "config.json"
     if not path.is_file():
         raise ConvertError(f"{folder}: no config.json; a Hugging Face model folder needs the config.json it was "
-                           "saved with (download it next to the weights)")
+                           "saved with (download it next to the weights), or pass the weights file itself")
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
