@@ -383,7 +383,17 @@ def _bad_register_tokens(tmp_path):
     return path, {}, "register tokens"
 
 
-BAD = [_bad_non_vit, _bad_widths, _bad_depth, _bad_missing, _bad_extra, _bad_grid, _bad_channels,
+def _bad_hf_missing_classifier(tmp_path):
+    config = _hf_config()
+    model = transformers.ViTForImageClassification(config)
+    folder = tmp_path / "hf"
+    model.save_pretrained(folder)
+    state = load_file(str(folder / "model.safetensors"))
+    save_file({k: v for k, v in state.items() if not k.startswith("classifier.")}, str(folder / "model.safetensors"))
+    return folder, {}, "names ViTForImageClassification but the weights have no classifier.weight"
+
+
+BAD = [_bad_hf_missing_classifier, _bad_non_vit, _bad_widths, _bad_depth, _bad_missing, _bad_extra, _bad_grid, _bad_channels,
        _bad_hf_no_config, _bad_truncated_safetensors, _bad_truncated_pth, _bad_hf_model_type, _bad_register_tokens]
 
 

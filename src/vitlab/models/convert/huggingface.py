@@ -116,6 +116,9 @@ def hf_kwargs_from_config(config: dict[str, Any], state_dict: dict[str, Tensor],
         raise ConvertError(f"{source}: non-square patches {patch_h}x{patch_w} are not supported by vitlab's ViT")
     image = _pair(get("image_size", 224), "image_size", source)
     has_classifier = "classifier.weight" in state_dict
+    if not has_classifier and "ViTForImageClassification" in (config.get("architectures") or []):
+        raise ConvertError(f"{source}: config.json names ViTForImageClassification but the weights have no "
+                           "classifier.weight; the download is incomplete")
     representation = None
     if not has_classifier and "pooler.dense.weight" in state_dict:
         if str(get("pooler_act", "tanh")) != "tanh":
