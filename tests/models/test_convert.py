@@ -7,6 +7,7 @@ model exported with ``export_pretrained`` must load back into the library with t
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 import warnings
@@ -56,6 +57,8 @@ TIMM_CASES = {
     "layerscale-no_embed_class-nobias-nonsquare": (
         dict(img_size=(16, 24), patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=4, init_values=0.5,
              no_embed_class=True, qkv_bias=False), dict(source_img_size=(16, 24))),
+    "eps-1e-5": (dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2, num_classes=3,
+                      norm_layer=functools.partial(torch.nn.LayerNorm, eps=1e-5)), dict(norm_eps=1e-5)),
     "grayscale-width-192": (dict(img_size=8, patch_size=4, in_chans=1, embed_dim=192, depth=1, num_heads=3,
                                  num_classes=2), {}),
 }
