@@ -4,7 +4,9 @@ A PyTorch file is a pickle, and unpickling can call any function the file names.
 ``weights_only=True`` unpickles only tensors and plain containers and raises on anything else; this module
 turns that refusal (and a damaged file) into one :class:`~vitlab.errors.CheckpointError` line in vitlab's
 words, and silences torch's own warnings about the pickle (they would add lines to the CLI's one-line
-error). No other code path in vitlab loads a pickle with ``torch.load``.
+error). torch reports every weights-only failure with the same words (a global it does not allow, or a
+pickle opcode it cannot read, e.g. protocol 4 framing in a plain pickle); a file that starts like a pickle or a
+torch zip archive is refused for what it holds, any other file is named as damaged or not a PyTorch file.
 """
 
 from __future__ import annotations
@@ -20,6 +22,12 @@ import torch
 from vitlab.errors import CheckpointError
 
 __all__ = ["load_torch_file"]
+
+
+def _looks_like_torch_file(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+    return head[:1] == b"\x80" or head == b"PK"
 
 
 def load_torch_file(path: str | os.PathLike[str], what: str = "checkpoint file") -> Any:
@@ -44,7 +52,9 @@ def load_torch_file(path: str | os.PathLike[str], what: str = "checkpoint file")
             warnings.simplefilter("ignore")  # e.g. torch's "Detected pickle protocol 4" UserWarning
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        if "weights only load failed" in str(error).lower():
+        # torch words every weights-only failure alike; a file that is a pickle (PROTO opcode 0x80) or a torch
+        # zip ("PK") was refused for what it holds, anything else is not a PyTorch file at all
+        if "weights only load failed" in str(error).lower() and _looks_like_torch_file(path):
             raise CheckpointError(
                 f"{what} {path} refused: it contains code or objects that weights_only loading does not allow; "
                 "do not load it unless you trust its source"

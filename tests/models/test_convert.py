@@ -7,6 +7,7 @@ model exported with ``export_pretrained`` must load back into the library with t
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 import warnings
@@ -56,8 +57,10 @@ TIMM_CASES = {
     "layerscale-no_embed_class-nobias-nonsquare": (
         dict(img_size=(16, 24), patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=4, init_values=0.5,
              no_embed_class=True, qkv_bias=False), dict(source_img_size=(16, 24))),
-    "standard-width-192": (dict(img_size=8, patch_size=4, in_chans=1, embed_dim=192, depth=1, num_heads=3,
-                                num_classes=2), {}),
+    "eps-1e-5": (dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2, num_classes=3,
+                      norm_layer=functools.partial(torch.nn.LayerNorm, eps=1e-5)), dict(norm_eps=1e-5)),
+    "grayscale-width-192": (dict(img_size=8, patch_size=4, in_chans=1, embed_dim=192, depth=1, num_heads=3,
+                                 num_classes=2), {}),
 }
 
 
@@ -68,9 +71,7 @@ def test_timm_file_loads_with_timm_logits_and_exports_back(case, suffix, tmp_pat
     reference = _randomise(timm_vit.VisionTransformer(**cfg), seed=1)
     path = tmp_path / f"timm{suffix}"
     _save(reference.state_dict(), path)
-    if cfg["embed_dim"] != 192:
-        load_args = {**load_args, "num_heads": cfg["num_heads"]}
-    model, report = load_pretrained(path, **load_args)
+    model, report = load_pretrained(path, num_heads=cfg["num_heads"], **load_args)
     assert report.format == "timm" and not report.dropped and not report.new and not report.resampled
     size = cfg["img_size"] if isinstance(cfg["img_size"], tuple) else (cfg["img_size"],) * 2
     x = _images(cfg.get("in_chans", 3), size)
@@ -105,16 +106,48 @@ def test_timm_hub_folder_reads_pool_grid_and_heads_from_config_json(tmp_path):
 
 
 def test_report_notes_what_a_state_dict_does_not_record(tmp_path):
+    # Reference: timm's forward. The number of heads is read from a plain timm architecture name in config.json.
+    import hashlib
+    import json
+
     reference = _randomise(timm_vit.VisionTransformer(img_size=8, patch_size=4, embed_dim=384, depth=1,
                                                       num_heads=6, num_classes=2), seed=3)
-    path = tmp_path / "w.safetensors"
-    save_file(reference.state_dict(), str(path))
-    _, report = load_pretrained(path)
+    folder = tmp_path / "hub"
+    folder.mkdir()
+    save_file(reference.state_dict(), str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps({"architecture": "vit_small_patch16_224.augreg_in21k"}))
+    model, report = load_pretrained(folder, source_img_size=8)
     joined = " ".join(report.notes)
-    assert "num_heads=6 read from the width 384" in joined
+    assert "num_heads=6 read from the architecture name 'vit_small_patch16_224.augreg_in21k'" in joined
     assert "global_pool='token' assumed" in joined and "eps 1e-6 assumed" in joined
-    assert report.sha256 == __import__("hashlib").sha256(path.read_bytes()).hexdigest()
+    assert report.sha256 == hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
     assert report.to_dict()["config"]["embed_dim"] == 384 and "loaded" in report.summary()
+    with torch.no_grad():
+        x = _images(3, (8, 8))
+        assert _max_diff(reference(x), model.eval()(x)) <= TOL
+
+
+@pytest.mark.parametrize("architecture", [None, "vit_base_patch16_gap_224"])
+def test_number_of_heads_is_never_guessed_from_the_width(architecture, tmp_path):
+    # timm's vit_base_patch16_gap_224 is 768 wide (ViT-B's width) with 16 heads, not 12: guessing from the width
+    # would load it silently wrong, so without a record of the heads the loader refuses and asks for them.
+    import json
+
+    reference = timm_vit.VisionTransformer(img_size=8, patch_size=4, embed_dim=768, depth=1, num_heads=16,
+                                           class_token=False, global_pool="avg", fc_norm=False, num_classes=2)
+    folder = tmp_path / "hub"
+    folder.mkdir()
+    save_file(reference.state_dict(), str(folder / "model.safetensors"))
+    target = folder / "model.safetensors"
+    if architecture:
+        (folder / "config.json").write_text(json.dumps({"architecture": architecture}))
+        target = folder
+    with pytest.raises(ConvertError, match="do not record the number of attention heads.*pass num_heads="):
+        load_pretrained(target)
+    model, _ = load_pretrained(target, num_heads=16)
+    with torch.no_grad():
+        x = _images(3, (8, 8))
+        assert _max_diff(reference.eval()(x), model.eval()(x)) <= TOL
 
 
 # ----------------------------------------------------------------------------------- Hugging Face
@@ -353,7 +386,17 @@ def _bad_register_tokens(tmp_path):
     return path, {}, "register tokens"
 
 
-BAD = [_bad_non_vit, _bad_widths, _bad_depth, _bad_missing, _bad_extra, _bad_grid, _bad_channels,
+def _bad_hf_missing_classifier(tmp_path):
+    config = _hf_config()
+    model = transformers.ViTForImageClassification(config)
+    folder = tmp_path / "hf"
+    model.save_pretrained(folder)
+    state = load_file(str(folder / "model.safetensors"))
+    save_file({k: v for k, v in state.items() if not k.startswith("classifier.")}, str(folder / "model.safetensors"))
+    return folder, {}, "names ViTForImageClassification but the weights have no classifier.weight"
+
+
+BAD = [_bad_hf_missing_classifier, _bad_non_vit, _bad_widths, _bad_depth, _bad_missing, _bad_extra, _bad_grid, _bad_channels,
        _bad_hf_no_config, _bad_truncated_safetensors, _bad_truncated_pth, _bad_hf_model_type, _bad_register_tokens]
 
 
@@ -406,12 +449,15 @@ def test_unknown_export_format_and_suffix_write_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_vitlab_weights_round_trip_through_the_loader(tmp_path):
-    # Reference: the same vitlab model's logits.
-    model = _randomise(vitlab.create_model("vit_tiny_patch4_32", depth=2, num_classes=7), seed=9)
+@pytest.mark.parametrize("extra", [{}, dict(pos_embed="sincos", class_token=False, global_pool="avg", fc_norm=False,
+                                             norm_eps=1e-5, num_heads=4, act="gelu_tanh")])
+def test_vitlab_weights_round_trip_through_the_loader(extra, tmp_path):
+    # Reference: the same vitlab model's logits. The vitlab export stores model.config in the safetensors
+    # metadata, so what the tensors do not record (heads, eps, sin-cos, norm placement) comes back exactly.
+    model = _randomise(vitlab.create_model("vit_tiny_patch4_32", depth=2, num_classes=7, **extra), seed=9)
     path = export_pretrained(model, tmp_path / "mine.safetensors", "vitlab")
     loaded, report = load_pretrained(path)
-    assert report.format == "vitlab"
+    assert report.format == "vitlab" and loaded.config == model.config and not report.notes
     x = _images(3, (32, 32))
     with torch.no_grad():
         assert _max_diff(model(x), loaded.eval()(x)) == 0.0

@@ -319,6 +319,7 @@ def test_vit_from_timm_reads_gap_layout_exactly():
         (dict(global_pool="map"), "attention pooling"),
         (dict(global_pool="max", class_token=False), "global_pool='max'"),
         (dict(final_norm=False), "exactly one final LayerNorm"),
+        (dict(block_fn="ResPostBlock"), "ResPostBlock/Attention/Mlp are not supported"),
     ],
 )
 def test_vit_from_timm_refuses_unsupported_features_by_name(kwargs, feature):
@@ -326,6 +327,8 @@ def test_vit_from_timm_refuses_unsupported_features_by_name(kwargs, feature):
 
     cfg = dict(img_size=16, patch_size=4, embed_dim=32, depth=1, num_heads=4, num_classes=3)
     cfg.update(kwargs)
+    if cfg.get("block_fn") == "ResPostBlock":  # post-norm blocks: the same keys as pre-norm ones, other maths
+        cfg["block_fn"] = timm_vit.ResPostBlock
     reference = timm_vit.VisionTransformer(**cfg)
     with pytest.raises(ConvertError, match=re.escape(feature)):
         vit_from_timm(reference)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,15 +20,21 @@ from torch import Tensor
 from vitlab.errors import CheckpointError
 from vitlab.safeload import load_torch_file
 
-__all__ = ["ConvertError", "LoadReport", "read_state_dict", "check_keys", "infer_num_heads", "square_grid"]
+__all__ = ["ConvertError", "LoadReport", "check_keys", "heads_from_timm_name", "infer_num_heads", "patch_from_conv", "read_state_dict", "sha256_of",
+           "square_grid", "torch_dtype_check"]
 
 PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pkl")
 SAFETENSORS_SUFFIXES = (".safetensors",)
 _WRAPPER_KEYS = ("state_dict", "model", "model_state", "model_state_dict", "module", "net", "params")
 
-# Widths of the published ViT sizes -> their number of heads (ViT paper Table 1, DeiT, timm's medium and
-# giant). A state dict does not record the number of heads; these are the only widths read without one.
-STANDARD_HEADS = {192: 3, 384: 6, 512: 8, 768: 12, 1024: 16, 1280: 16, 1408: 16, 1664: 16}
+# A state dict does not record the number of attention heads (h heads of width D/h use the same tensors as
+# h' heads of width D/h'), and guessing it from the width is wrong for real checkpoints: timm's
+# vit_base_patch16_gap_224 is 768 wide with 16 heads, not ViT-B's 12. Heads are therefore read from a config
+# (Hugging Face config.json, timm Hub model_args), from a timm architecture name of the plain ViT family, or
+# for torchvision from its only published widths; otherwise the caller must pass num_heads.
+TORCHVISION_HEADS = {768: 12, 1024: 16, 1280: 16}  # vit_b_16/b_32, vit_l_16/l_32, vit_h_14: all torchvision ships
+TIMM_NAME_HEADS = {"tiny": 3, "small": 6, "base": 12, "large": 16, "huge": 16}  # ViT paper Table 1, DeiT
+_TIMM_PLAIN_NAME = re.compile(r"^vit_(tiny|small|base|large|huge)_patch\d+_\d+(\.[\w-]+)?$")
 
 
 class ConvertError(CheckpointError):
@@ -128,10 +135,10 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     if not path.is_file():
         raise ConvertError(f"{path} does not exist; check the path")
     if path.suffix.lower() in SAFETENSORS_SUFFIXES:
-        from safetensors.torch import load
+        from safetensors.torch import load_file
 
         try:
-            return dict(load(path.read_bytes()))
+            return dict(load_file(str(path), device="cpu"))
         except Exception as error:  # safetensors raises its own error types for bad headers
             raise ConvertError(f"{path} is truncated or not a safetensors file ({type(error).__name__}); "
                                "download it again") from None
@@ -163,17 +170,38 @@ def check_keys(expected: dict[str, Tensor], got: dict[str, Tensor], source: str)
                                f"its sizes needs {tuple(tensor.shape)}; widths or depths are inconsistent")
 
 
-def infer_num_heads(dim: int, num_heads: int | None, source: str, notes: list[str]) -> int:
-    """The number of heads: ``num_heads`` if given, else the standard one for width ``dim``."""
+def heads_from_timm_name(architecture: str | None) -> int | None:
+    """Heads of a timm architecture name of the plain ViT family (``vit_base_patch16_224[.tag]``), else None.
+
+    Only the exact pattern ``vit_{tiny,small,base,large,huge}_patch{P}_{size}`` counts; variants with more
+    words (``_gap_``, ``_clip_``, ``_reg4_``, ...) may change the head count and return None.
+    """
+    match = _TIMM_PLAIN_NAME.match(architecture or "")
+    return TIMM_NAME_HEADS[match.group(1)] if match else None
+
+
+def infer_num_heads(
+    dim: int, num_heads: int | None, source: str, notes: list[str], widths: dict[int, int] | None = None,
+    architecture: str | None = None,
+) -> int:
+    """The number of heads: ``num_heads`` if given, else from a timm ``architecture`` name or ``widths``.
+
+    Raises:
+        ConvertError: ``num_heads`` does not divide ``dim``, or nothing records the number of heads.
+    """
     if num_heads is not None:
-        if dim % int(num_heads):
+        if int(num_heads) <= 0 or dim % int(num_heads):
             raise ConvertError(f"{source}: num_heads={num_heads} does not divide the width {dim}")
         return int(num_heads)
-    if dim not in STANDARD_HEADS:
-        raise ConvertError(f"{source}: the weights do not record the number of attention heads and width {dim} "
-                           "is not a standard ViT size; pass num_heads=")
-    notes.append(f"num_heads={STANDARD_HEADS[dim]} read from the width {dim} (the standard ViT size)")
-    return STANDARD_HEADS[dim]
+    from_name = heads_from_timm_name(architecture)
+    if from_name is not None and dim % from_name == 0:
+        notes.append(f"num_heads={from_name} read from the architecture name '{architecture}'")
+        return from_name
+    if widths is not None and dim in widths:
+        notes.append(f"num_heads={widths[dim]} read from the width {dim} (the published size)")
+        return widths[dim]
+    raise ConvertError(f"{source}: the weights do not record the number of attention heads (width {dim}); "
+                       "pass num_heads= (e.g. 12 for timm's vit_base_patch16_224, 16 for vit_base_patch16_gap_224)")
 
 
 def square_grid(count: int, source: str) -> tuple[int, int]:
@@ -190,11 +218,6 @@ def two_d_or_none(weight: Tensor | None, name: str, source: str) -> None:
     if weight is not None and weight.dim() != 4:
         raise ConvertError(f"{source}: {name} has shape {tuple(weight.shape)}, not a patch-embedding convolution "
                            "(D, C, P, P); is this a ViT checkpoint?")
-
-
-def as_float_dict(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Detach every tensor (no copies for tensors already on the CPU)."""
-    return {k: v.detach() for k, v in state.items()}
 
 
 def patch_from_conv(weight: Tensor, source: str) -> tuple[int, int]:

@@ -77,7 +77,7 @@ def read_hf_config(folder: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(folder) / "config.json"
     if not path.is_file():
         raise ConvertError(f"{folder}: no config.json; a Hugging Face model folder needs the config.json it was "
-                           "saved with (download it next to the weights)")
+                           "saved with (download it next to the weights), or pass the weights file itself")
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
@@ -116,6 +116,9 @@ def hf_kwargs_from_config(config: dict[str, Any], state_dict: dict[str, Tensor],
         raise ConvertError(f"{source}: non-square patches {patch_h}x{patch_w} are not supported by vitlab's ViT")
     image = _pair(get("image_size", 224), "image_size", source)
     has_classifier = "classifier.weight" in state_dict
+    if not has_classifier and "ViTForImageClassification" in (config.get("architectures") or []):
+        raise ConvertError(f"{source}: config.json names ViTForImageClassification but the weights have no "
+                           "classifier.weight; the download is incomplete")
     representation = None
     if not has_classifier and "pooler.dense.weight" in state_dict:
         if str(get("pooler_act", "tanh")) != "tanh":

@@ -80,6 +80,9 @@ def _read(path: Path) -> tuple[str, dict[str, Tensor], dict[str, Any] | None, Pa
     if not path.exists():
         raise ConvertError(f"{path} does not exist; check the path")
     state = read_state_dict(path)
+    vitlab_config = _vitlab_config(path)
+    if vitlab_config is not None:
+        return "vitlab", state, vitlab_config, path
     fmt = _format_of_keys(list(state), str(path))
     if fmt == "huggingface":
         config_path = path.parent / "config.json"
@@ -88,6 +91,30 @@ def _read(path: Path) -> tuple[str, dict[str, Tensor], dict[str, Any] | None, Pa
                                "to the weights and pass the folder")
         return fmt, state, read_hf_config(path.parent), path
     return fmt, state, None, path
+
+
+CONFIG_KEY = "vitlab.config"  # safetensors metadata: the VisionTransformer arguments, as JSON
+
+
+def _vitlab_config(path: Path) -> dict[str, Any] | None:
+    """The model arguments :func:`export_pretrained` stores in a vitlab safetensors file, or None."""
+    if path.suffix.lower() != ".safetensors":
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:  # the file was already read once: the header is sound
+        text = (handle.metadata() or {}).get(CONFIG_KEY)
+    if text is None:
+        return None
+    try:
+        config = json.loads(text)
+    except ValueError:
+        raise ConvertError(f"{path}: its {CONFIG_KEY} metadata is not valid JSON; the file is damaged") from None
+    if not isinstance(config, dict):
+        raise ConvertError(f"{path}: its {CONFIG_KEY} metadata is not a JSON object; the file is damaged")
+    if isinstance(config.get("img_size"), list):
+        config["img_size"] = tuple(config["img_size"])
+    return config
 
 
 def detect_format(path: str | os.PathLike[str]) -> str:
@@ -153,6 +180,10 @@ def load_pretrained(
     elif fmt == "torchvision":
         converted, dropped = convert_torchvision_state_dict(state, source), []
         kwargs, notes = torchvision_config_from_state_dict(state, source, num_heads)
+    elif fmt == "vitlab" and config is not None:  # a vitlab export: its arguments are stored with the weights
+        converted, dropped, notes = dict(state), [], []
+        kwargs = {**config, **{k: v for k, v in dict(num_heads=num_heads, global_pool=global_pool, fc_norm=fc_norm,
+                                                       norm_eps=norm_eps, act=act).items() if v is not None}}
     else:
         names = "timm" if fmt == "timm" else "vitlab"
         converted = convert_timm_state_dict(state, source) if fmt == "timm" else dict(state)
@@ -194,12 +225,12 @@ def _atomic_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def _tensor_bytes(state: dict[str, Tensor], suffix: str) -> bytes:
+def _tensor_bytes(state: dict[str, Tensor], suffix: str, metadata: dict[str, str] | None = None) -> bytes:
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
     if suffix == ".safetensors":
         from safetensors.torch import save
 
-        return save(tensors, metadata={"format": "pt"})
+        return save(tensors, metadata={"format": "pt", **(metadata or {})})
     import io
 
     buffer = io.BytesIO()
@@ -214,6 +245,8 @@ def export_pretrained(model: VisionTransformer, path: str | os.PathLike[str], fo
         model: a vitlab ViT.
         path: ``"timm"``/``"torchvision"``/``"vitlab"``: a file (``.safetensors``, or ``.pth``/``.pt``/``.bin``
             via ``torch.save``); ``"huggingface"``: a new folder that receives config.json + model.safetensors.
+            A vitlab ``.safetensors`` file also stores ``model.config`` in its metadata (``vitlab.config``), so
+            :func:`load_pretrained` rebuilds it exactly (heads, eps, norm placement, sin-cos embedding).
         format: one of :data:`FORMATS`.
 
     Returns:
@@ -259,7 +292,8 @@ def export_pretrained(model: VisionTransformer, path: str | os.PathLike[str], fo
         tensors = state
     else:
         raise ConvertError(f"unknown checkpoint format '{format}'; choose one of {', '.join(FORMATS)}")
-    data = _tensor_bytes(tensors, suffix)
+    metadata = {CONFIG_KEY: json.dumps(model.config)} if format == "vitlab" else None
+    data = _tensor_bytes(tensors, suffix, metadata)
     path.parent.mkdir(parents=True, exist_ok=True)
     _atomic_bytes(path, data)
     return path

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from vitlab.models.convert.common import (
     ConvertError,
+    check_keys,
     infer_num_heads,
     patch_from_conv,
     square_grid,
@@ -147,7 +148,8 @@ def timm_config_from_state_dict(
         state_dict: timm names (``names="timm"``) or vitlab names (``names="vitlab"``).
         source: how messages name the checkpoint.
         img_size: the checkpoint's (H, W), needed only for a non-square grid or no position embedding.
-        num_heads: needed when the width is not a standard ViT width (see ``STANDARD_HEADS``).
+        num_heads: needed unless ``hub_config`` records it (``model_args``) or names a plain timm ViT
+            (``vit_base_patch16_224``...); a state dict does not record it.
         global_pool: ``"token"`` or ``"avg"``; default from ``hub_config``, else ``"avg"`` without a class
             token or with ``fc_norm`` weights, else ``"token"`` (noted).
         fc_norm: vitlab names only (its one ``norm`` does not say where it acted); timm names tell.
@@ -252,7 +254,8 @@ def timm_config_from_state_dict(
            "mish": "mish"}.get(act, act)
     if act not in ("gelu", "gelu_tanh", "relu", "silu", "mish"):
         raise ConvertError(f"{source}: MLP activation '{act}' is not supported (gelu, gelu_tanh, relu, silu, mish)")
-    heads = infer_num_heads(dim, num_heads if num_heads is not None else model_args.get("num_heads"), source, notes)
+    heads = infer_num_heads(dim, num_heads if num_heads is not None else model_args.get("num_heads"), source, notes,
+                            architecture=hub_config.get("architecture"))
     head = state_dict.get("head.weight")
     representation = state_dict.get("pre_logits.fc.weight")
     kwargs: dict[str, Any] = dict(
@@ -306,6 +309,11 @@ def vit_from_timm(timm_model: nn.Module) -> VisionTransformer:
     if len(norms) != 1 or any(not isinstance(m, (nn.LayerNorm, nn.Identity)) for m in (timm_model.norm, timm_model.fc_norm)):
         raise ConvertError(f"{source}: needs exactly one final LayerNorm (norm or fc_norm); vitlab's ViT has one")
     first = timm_model.blocks[0]
+    for block in timm_model.blocks:
+        kinds = (type(block).__name__, type(block.attn).__name__, type(block.mlp).__name__)
+        if kinds != ("Block", "Attention", "Mlp"):
+            raise ConvertError(f"{source}: block/attention/MLP types {'/'.join(kinds)} are not supported; vitlab's ViT "
+                               "has timm's pre-norm Block with Attention and Mlp")
     for part, what in ((first.attn.q_norm, "q/k normalisation"), (getattr(first.attn, "norm", nn.Identity()),
                        "a norm inside attention"), (getattr(first.mlp, "norm", nn.Identity()), "a norm inside the MLP"),
                        (getattr(timm_model.patch_embed, "norm", nn.Identity()), "a norm after the patch embedding")):
@@ -348,8 +356,6 @@ def vit_from_timm(timm_model: nn.Module) -> VisionTransformer:
         if isinstance(sub, nn.LayerNorm) and sub.eps != norms[0].eps:
             raise ConvertError(f"{source}: LayerNorms with different eps ({sub.eps} vs {norms[0].eps}) are not supported")
     converted = convert_timm_state_dict(timm_model.state_dict(), source)
-    from vitlab.models.convert.common import check_keys
-
     check_keys(model.state_dict(), converted, source)
     model.load_state_dict(converted, strict=True)
     return model

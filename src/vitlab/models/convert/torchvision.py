@@ -16,7 +16,13 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from vitlab.models.convert.common import ConvertError, infer_num_heads, patch_from_conv, square_grid
+from vitlab.models.convert.common import (
+    TORCHVISION_HEADS,
+    ConvertError,
+    infer_num_heads,
+    patch_from_conv,
+    square_grid,
+)
 from vitlab.models.convert.timm import mlp_ratio_for
 from vitlab.models.vit import VisionTransformer
 
@@ -104,7 +110,7 @@ def torchvision_config_from_state_dict(
         num_classes=0 if head is None else int(head.shape[0]),
         embed_dim=dim,
         depth=len(indices),
-        num_heads=infer_num_heads(dim, num_heads, source, notes),
+        num_heads=infer_num_heads(dim, num_heads, source, notes, widths=TORCHVISION_HEADS),
         mlp_ratio=mlp_ratio_for(int(fc1.shape[0]), dim),
         qkv_bias=True,
         class_token=True,
