@@ -59,12 +59,15 @@ def require_task(run_dir: str | Path, task: str, command: str) -> None:
     """Refuse a run folder of another task, naming the command that fits it.
 
     Raises:
-        CheckpointError: e.g. ``runs/rev is a seq2seq run; use `vitlab translate RUN "3 1 2"` instead of vitlab eval``.
+        CheckpointError: e.g. ``runs/rev was trained with task: seq2seq; use `vitlab translate runs/rev "3 1 2"`
+            (`vitlab eval` is for task: image runs)``.
     """
     found = run_task(run_dir)
     if found != task:
         use = USES.get(found, "the command of its task").replace("RUN", str(run_dir))
-        raise CheckpointError(f"{run_dir} is a {found} run, not a {task} run; use {use} instead of `vitlab {command}`")
+        raise CheckpointError(
+            f"{run_dir} was trained with task: {found}; use {use} (`vitlab {command}` is for task: {task} runs)"
+        )
 
 
 def prepare_run_dir(run_dir: Path, resume: bool) -> None:

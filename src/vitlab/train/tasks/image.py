@@ -348,8 +348,12 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------------------------------ using a run
-def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, TrainConfig, dict[str, Any]]:
+def load_run(
+    run_dir: str | Path, device: str | torch.device = "cpu", command: str = "eval"
+) -> tuple[nn.Module, TrainConfig, dict[str, Any]]:
     """The trained model of an image run folder (in eval mode), its config and run info.
+
+    ``command`` names the CLI command asking, for the message that a seq2seq run needs another one.
 
     Raises:
         CheckpointError: the folder is not an image run, has no finished model, or its files are damaged.
@@ -357,11 +361,10 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[n
     from vitlab.train.config import config_from_dict, load_yaml
 
     run_dir = Path(run_dir)
+    if (run_dir / CONFIG_FILE).is_file():
+        require_task(run_dir, "image", command)
     if not (run_dir / CONFIG_FILE).is_file() or not (run_dir / RUN_INFO_FILE).is_file():
-        if (run_dir / CONFIG_FILE).is_file():
-            require_task(run_dir, "image", "eval")
         raise CheckpointError(f"{run_dir} is not a vitlab run folder (no {CONFIG_FILE}/{RUN_INFO_FILE}); pass a folder that `vitlab train` wrote")
-    require_task(run_dir, "image", "eval")
     if not (run_dir / WEIGHTS_FILE).is_file():
         raise CheckpointError(f"{run_dir} has no {WEIGHTS_FILE}: the run has not finished; resume it with `vitlab train --resume {run_dir}`")
     cfg = config_from_dict(load_yaml(run_dir / CONFIG_FILE), str(run_dir / CONFIG_FILE))
