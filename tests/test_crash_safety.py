@@ -58,8 +58,8 @@ TIMEOUT = 90.0  # seconds to wait for one crash point (the machine is shared)
 def _overrides() -> list[str]:
     args = []
     for key, value in RECIPE.items():
-        if isinstance(value, dict):
-            args += [arg for k, v in value.items() for arg in ("--set", f"{key}.{k}={v}")]
+        if isinstance(value, dict):  # the whole mapping: a dotted --set would keep the default's other keys
+            args += ["--set", f"{key}=" + "{" + ", ".join(f"{k}: {v}" for k, v in value.items()) + "}"]
         else:
             args += ["--set", f"{key}={value}"]
     return args

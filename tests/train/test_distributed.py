@@ -57,8 +57,8 @@ RECIPE = {
 def _set_args(recipe: dict) -> list[str]:
     args = []
     for key, value in recipe.items():
-        if isinstance(value, dict):
-            args += [f"--set={key}.{k}={v}" for k, v in value.items()]
+        if isinstance(value, dict):  # the whole mapping: a dotted --set would keep the default's other keys
+            args.append(f"--set={key}=" + "{" + ", ".join(f"{k}: {v}" for k, v in value.items()) + "}")
         else:
             args.append(f"--set={key}={str(value).lower() if isinstance(value, bool) else value}")
     return args
