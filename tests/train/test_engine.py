@@ -210,3 +210,21 @@ def test_warmup_covering_the_whole_run_is_a_one_line_warning(tmp_path, capsys) -
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "warmup_epochs 3 >= epochs 1: the whole run is warm-up" in err[0]
     assert summary["warnings"] and "warm-up" in summary["warnings"][0]
+
+
+def test_size1_parameter_gradients_get_the_parameters_strides_for_ddp() -> None:
+    """Reference: the parameter's own strides (what DDP's bucket view has). With one image, the class token's
+    gradient is otherwise a view into the concatenated gradient, with other strides (DDP warns and copies)."""
+    from vitlab.models import create_model
+
+    def grad_strides(hooked: bool) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        model = create_model("vit_digits_patch2_8", depth=1, embed_dim=32, num_heads=2)
+        if hooked:
+            engine.match_grad_strides(model)
+        model(torch.randn(1, 1, 8, 8)).sum().backward()
+        return model.cls_token.grad.stride(), model.cls_token.stride()
+
+    plain, param = grad_strides(False)
+    assert plain != param  # the case the hook is for (if PyTorch changes, the hook is merely unused)
+    hooked, param = grad_strides(True)
+    assert hooked == param

@@ -227,6 +227,7 @@ class Engine:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
+            match_grad_strides(self.model)
             self.ddp = self.train_model = DistributedDataParallel(self.model, device_ids=ids)
         if cfg.compile:
             self.train_model = torch.compile(self.train_model)
@@ -433,6 +434,24 @@ class Engine:
 
 
 # ------------------------------------------------------------------------------------------ helpers
+def match_grad_strides(model: nn.Module) -> None:
+    """Give the gradients of parameters with a size-1 dimension their parameter's strides (for DDP).
+
+    A (1, 1, D) class token reached through ``expand`` and ``cat`` gets, with one sample per micro-batch,
+    a gradient that is a view into the concatenated gradient (strides (N·D, D, 1)); autograd keeps it as
+    ``.grad`` (size-1 dimensions make any stride "contiguous"), and DDP, whose bucket view has the
+    parameter's strides (D, D, 1), warns "Grad strides do not match bucket view strides" and copies on
+    every step. A hook that clones such a gradient into the standard layout removes both.
+    """
+
+    def standard(grad: Tensor) -> Tensor:
+        return grad if grad.stride() == grad.new_empty(grad.shape).stride() else grad.clone(memory_format=torch.contiguous_format)
+
+    for param in model.parameters():
+        if param.requires_grad and param.ndim > 1 and 1 in param.shape:
+            param.register_hook(standard)
+
+
 def _rng_snapshot(generator: torch.Generator) -> dict[str, Any]:
     snapshot = {"cpu": torch.get_rng_state(), "aug": generator.get_state()}
     if torch.cuda.is_available():
