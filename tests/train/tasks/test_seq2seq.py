@@ -241,3 +241,16 @@ def test_seq2seq_train_prints_its_run_folder(tmp_path, capsys):
             assert out.count("epoch=") == 2  # one line per period
         else:
             assert "test exact-match accuracy" in out
+
+
+def test_auto_resume_and_device_keys_work_for_seq2seq(tiny_run, tmp_path, capsys):
+    run_dir, _ = tiny_run
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({"task": "seq2seq", **TINY}))
+    before = (run_dir / "model.safetensors").stat().st_mtime_ns
+    assert main(["train", "--config", str(config), "--out", str(run_dir), "--auto-resume", "--set", "device=cpu"]) == 0
+    assert "has already finished; nothing to do" in capsys.readouterr().out
+    assert (run_dir / "model.safetensors").stat().st_mtime_ns == before
+    assert Seq2SeqConfig.from_dict({"device": "cpu"}).device == "cpu"
+    with pytest.raises(ConfigError, match="unknown device 'tpu'"):
+        Seq2SeqConfig.from_dict({"device": "tpu"})
