@@ -92,6 +92,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result = evaluate(model, data, run_transform(cfg, info), DistContext())
     metrics = {"dataset": dataset, "split": args.split, "n": len(data), "loss": result.loss,
                "acc1": result.acc1, "acc5": result.acc5, "ece": result.ece}
+    if result.acc5 != result.acc5:  # NaN: 5 classes or fewer, where top-5 is always 1
+        del metrics["acc5"]
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
