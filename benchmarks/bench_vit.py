@@ -4,7 +4,7 @@ and model FLOPs utilisation (MFU) against this machine's fp32 matmul peak, all m
     python -m benchmarks.bench_vit [--batch 128] [--steps 5] [--compile]
 
 A step is forward + cross-entropy + backward + AdamW update, each library's as its training code makes it:
-vitlab's model with the engine's optimizer (:func:`vitlab.train.loop.build_optimizer`: AdamW, decay/no-decay
+vitlab's model with the engine's optimizer (:func:`vitlab.train.tasks.image.build_optimizer`: AdamW, decay/no-decay
 groups, PyTorch's fused kernel), timm's model with timm's own ``create_optimizer_v2(model, 'adamw')`` (the
 same groups; PyTorch's default AdamW implementation, which on the CPU is the per-parameter loop). A second
 row gives the model alone: both models with the same fused AdamW, so it isolates forward + backward.
@@ -87,7 +87,7 @@ def build_steps(batch: int, compile_models: bool) -> tuple[dict[str, Callable[[]
     from timm.optim import create_optimizer_v2
 
     from vitlab.train.config import TrainConfig
-    from vitlab.train.loop import build_optimizer
+    from vitlab.train.tasks.image import build_optimizer
 
     g = torch.Generator().manual_seed(0)
     images, labels = torch.randn(batch, 3, 32, 32, generator=g), torch.randint(0, 10, (batch,), generator=g)

@@ -139,3 +139,40 @@ def test_explain_refuses_a_cnn_run_and_a_non_png_name_in_one_line(mnist_run, tmp
     assert main(["predict", str(cnn), str(paths[0]), "--explain", str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "holds a resnet8" in err and not (tmp_path / "x.png").exists()
+
+
+def test_version_prints_the_package_version(capsys) -> None:
+    import vitlab
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.strip() == f"vitlab {vitlab.__version__}"
+
+
+def test_models_lists_the_vits_and_the_transformer(capsys) -> None:
+    from vitlab.models import list_models
+
+    assert main(["models"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.strip().splitlines()]
+    assert names == [*list_models(), "transformer"]
+    assert main(["models", "trans*"]) == 0
+    assert capsys.readouterr().out.split()[0] == "transformer"
+
+
+def test_train_help_names_the_seq2seq_task_and_how_to_list_keys(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "task: seq2seq" in text and "--list-keys" in text
+
+
+def test_list_keys_prints_every_key_of_the_chosen_task(capsys) -> None:
+    import dataclasses
+
+    from vitlab.train.config import TrainConfig
+    from vitlab.train.seq2seq import Seq2SeqConfig
+
+    for extra, cls in (([], TrainConfig), (["--set", "task=seq2seq"], Seq2SeqConfig)):
+        assert main(["train", "--list-keys", *extra]) == 0
+        lines = capsys.readouterr().out.strip().splitlines()
+        assert [line.split()[0] for line in lines[1:]] == [f.name for f in dataclasses.fields(cls)]

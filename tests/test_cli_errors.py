@@ -97,6 +97,14 @@ def _image_folder(root: Path, bad: str | None = None, mode: str = "L") -> Path:
     return root
 
 
+def _small_folder(root: Path) -> Path:
+    """Two classes of ten 8x8 images: 14 training images after the 70/15/15 split."""
+    for c in ("a", "b"):
+        for i in range(10):
+            _png(root / c / f"{i}.png", seed=i + 10 * (c == "b"))
+    return root
+
+
 def _idx(path: Path, array: np.ndarray, type_code: int) -> None:
     header = bytes([0, 0, type_code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
     path.write_bytes(header + array.astype(array.dtype.newbyteorder(">")).tobytes())
@@ -322,7 +330,13 @@ CASES = [
     Case("batch-size-negative", _train("batch_size=-8"), r"batch_size must be a positive integer, got -8"),
     Case("epochs-zero", _train("epochs=0"), r"epochs must be a positive integer, got 0"),
     Case("epochs-negative", _train("epochs=-3"), r"epochs must be a positive integer, got -3"),
-    Case("batch-larger-than-data", _train("batch_size=4096"), r"batch_size 4096 is larger than the training set \(1258 images\); lower"),
+    Case("batch-larger-than-data", _train("batch_size=4096"), r"batch_size 4096 is larger than the training set \(1258 images\); lower batch_size, at most 1258 here: --set batch_size=1258"),
+    Case("small-folder-default-batch", _train_data(lambda r: _small_folder(r), "dataset=folder"), r"batch_size 64 is larger than the training set \(14 images\); lower batch_size, at most 14 here: --set batch_size=14"),
+    Case("unknown-amp", _train("amp=fp8"), r"amp: unknown precision 'fp8'.*choices: auto, bf16, fp16, off"),
+    Case("fp16-without-cuda", _train("amp=fp16", "device=cpu"), r"amp: fp16 needs a CUDA device, got cpu; use amp: bf16 or auto"),
+    Case("device-mps-refused", _train("device=mps"), r"device 'mps' is not supported: .*use --set device=cpu"),
+    Case("models-no-match", lambda ws: ["models", "nomatch*"], r"no model matches 'nomatch\*'; run `vitlab models`"),
+    Case("plot-not-png", lambda ws: ["plot", "mixing", "--out", str(ws.root / "p.jpg")], r"vitlab plot writes PNG files; give --out a .png name"),
     Case("accum-not-dividing-batch", _train("batch_size=64", "accum_steps=5"), r"batch_size 64 is not divisible by accum_steps 5"),
     Case("min-lr-above-lr", _train("lr=1e-3", "min_lr=0.1"), r"min_lr 0.1 is larger than lr 0.001; lower min_lr"),
     Case("label-smoothing-out-of-range", _train("label_smoothing=1.5"), r"label_smoothing must be in \[0, 1\), got 1.5"),
@@ -342,7 +356,7 @@ CASES = [
     Case("config-wrong-type", _with_config("batch_size: '64'\n"), r"batch_size must be int, got '64' \(str\)"),
     Case("config-not-utf8", lambda ws: ["train", "--config", str(_binary(ws.root / "bin.yaml"))], r"is not UTF-8 text"),
     # data
-    Case("folder-without-root", _train("dataset=folder"), r"the folder dataset needs a root"),
+    Case("folder-without-root", _train("dataset=folder"), r"the folder dataset needs a root: pass --set data_root=PATH"),
     Case("folder-missing", _train("dataset=folder", "data_root=/nonexistent/vitlab-data"), r"image folder /nonexistent/vitlab-data does not exist"),
     Case("folder-empty", _train_data(lambda r: (r.mkdir(), r)[1], "dataset=folder"), r"has no class sub-folders; put the images in"),
     Case("folder-empty-class", _train_data(lambda r: _image_folder(r, "empty_class"), "dataset=folder"), r"class folder .*b has no images"),

@@ -29,43 +29,55 @@ def cmd_train(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
-    from vitlab.train.config import config_from_dict, resolve_config
+    from vitlab.train.config import resolve_config
+    from vitlab.train.engine import train
+    from vitlab.train.tasks import config_from_raw
 
+    recipe = _recipe_file(args.config, args.set or [])
+    if args.list_keys:
+        return _list_keys(resolve_config(recipe, args.set or []))
     if args.resume:
         if args.auto_resume:
             raise ValueError("--resume and --auto-resume exclude each other; use --auto-resume with --out DIR")
         if args.config or args.set:
             raise ValueError("--resume continues a run with its saved config; drop --config/--set")
-        from vitlab.train.loop import train
-
-        train(None, Path(args.resume), resume=True, quiet=args.quiet)
-        return 0
-    from vitlab.recipes import recipe_path
-
-    from vitlab.recipes import DEFAULT_RECIPE
-
-    raw = resolve_config(recipe_path(args.config or DEFAULT_RECIPE), args.set or [])
-    if raw.get("task", "image") == "seq2seq":
-        from vitlab.train.seq2seq import train_seq2seq
-
-        if args.auto_resume:
-            raise ValueError("--auto-resume is for image training runs; drop it for task: seq2seq")
-        config = {k: v for k, v in raw.items() if k != "task"}
-        run_dir = Path(args.out) if args.out else _default_run_dir("seq2seq", str(config.get("dataset", "reverse")))
-        train_seq2seq(config, run_dir, quiet=args.quiet)
-        return 0
-    if raw.get("task", "image") != "image":
-        raise ValueError(f"unknown task '{raw['task']}'; use task: image (default) or task: seq2seq")
-    raw.pop("task", None)
-    cfg = config_from_dict(raw, str(args.config) if args.config else "config")
-    if args.auto_resume and not args.out:
-        raise ValueError("--auto-resume needs --out DIR: the folder to continue after a restart")
-    run_dir = Path(args.out) if args.out else _default_run_dir(cfg.dataset, cfg.model)
-    from vitlab.train.loop import train
-
-    train(cfg, run_dir, quiet=args.quiet, auto_resume=args.auto_resume)
-    if not args.quiet and os.environ.get("RANK", "0") == "0":
+        run_dir = Path(args.resume)
+        train(None, run_dir, resume=True, quiet=args.quiet)
+    else:
+        cfg = config_from_raw(resolve_config(recipe, args.set or []), str(recipe) if recipe else "config")
+        if args.auto_resume and not args.out:
+            raise ValueError("--auto-resume needs --out DIR: the folder to continue after a restart")
+        name = ("seq2seq", cfg.dataset) if not hasattr(cfg, "model") else (cfg.dataset, cfg.model)
+        run_dir = Path(args.out) if args.out else _default_run_dir(*name)
+        train(cfg, run_dir, quiet=args.quiet, auto_resume=args.auto_resume)
+    if os.environ.get("RANK", "0") == "0":
         print(f"run folder: {run_dir}")
+    return 0
+
+
+def _recipe_file(config: str | None, overrides: list[str]) -> "Path | None":
+    """The YAML behind ``--config`` (a shipped recipe name or a file); without one, the default recipe
+    (:data:`vitlab.recipes.DEFAULT_RECIPE`, an image recipe), or no file when ``--set task=...`` asks for
+    another task (its dataclass defaults then apply)."""
+    from vitlab.recipes import DEFAULT_RECIPE, recipe_path
+
+    if config:
+        return recipe_path(config)
+    other_task = any(o.replace(" ", "").startswith("task=") and o.replace(" ", "") != "task=image" for o in overrides)
+    return None if other_task else recipe_path(DEFAULT_RECIPE)
+
+
+def _list_keys(raw: dict) -> int:
+    """Print the config keys of the recipe's task with their values (defaults, or the recipe's)."""
+    import dataclasses
+
+    from vitlab.train.tasks import config_class, config_from_raw
+
+    task = str(raw.get("task", "image"))
+    cfg = config_from_raw(raw) if raw else config_class(task)()
+    print(f"config keys of task: {task} (set with --set KEY=VALUE or in a --config YAML file)")
+    for field in dataclasses.fields(cfg):
+        print(f"  {field.name:18s} {getattr(cfg, field.name)!r}")
     return 0
 
 
@@ -75,9 +87,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from vitlab.data.registry import load_splits
     from vitlab.train.distributed import DistContext
-    from vitlab.train.loop import evaluate, load_run, run_transform
+    from vitlab.train.tasks.image import evaluate, load_run, run_transform
 
-    model, cfg, info = load_run(args.run_dir)
+    model, cfg, info = load_run(args.run_dir, command="eval")
     dataset = args.data or cfg.dataset
     root = args.data_root if args.data_root is not None else (cfg.data_root if dataset == cfg.dataset else None)
     splits = load_splits(dataset, root, val_fraction=cfg.val_fraction, seed=0)
@@ -93,6 +105,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result = evaluate(model, data, run_transform(cfg, info), DistContext())
     metrics = {"dataset": dataset, "split": args.split, "n": len(data), "loss": result.loss,
                "acc1": result.acc1, "acc5": result.acc5, "ece": result.ece}
+    if result.acc5 != result.acc5:  # NaN: 5 classes or fewer, where top-5 is always 1
+        del metrics["acc5"]
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
@@ -108,11 +122,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import torch
 
     from vitlab.data.folder import read_image
-    from vitlab.train.loop import load_run, run_transform
+    from vitlab.train.tasks.image import load_run, run_transform
 
     if args.topk < 1:
         raise ValueError(f"--topk must be >= 1, got {args.topk}; e.g. --topk 3")
-    model, cfg, info = load_run(args.run_dir)
+    model, cfg, info = load_run(args.run_dir, command="predict")
     channels, height, width = info["image_shape"]
     transform = run_transform(cfg, info)
     classes = info["classes"]
@@ -150,20 +164,34 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_translate(args: argparse.Namespace) -> int:
     """Decode a source sequence with a trained seq2seq run (greedy, or beam search with --beam N)."""
-    from vitlab.train.seq2seq import translate
+    from vitlab.train.tasks.seq2seq import translate
 
-    print(translate(args.run_dir, args.text, beam=args.beam, max_len=args.max_len))
+    print(translate(args.run_dir, args.text, beam=args.beam, max_len=args.max_len, alpha=args.alpha))
     return 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    """Print the registered model names, one per line, with their parameter counts."""
+    """Print the registered image models and the seq2seq Transformer, one per line, with parameter counts."""
+    import fnmatch
+
     from vitlab.models import create_model, list_models
     from vitlab.models.vit import count_parameters
 
-    for name in list_models(args.pattern):
+    names = list_models(args.pattern)
+    transformer = fnmatch.fnmatch("transformer", args.pattern)
+    if not names and not transformer:
+        raise ValueError(f"no model matches '{args.pattern}'; run `vitlab models` to see them all")
+    for name in names:
         model = create_model(name)
-        print(f"{name:28s} {count_parameters(model) / 1e6:8.2f}M params")
+        print(f"{name:28s} {count_parameters(model) / 1e6:8.2f}M params  (task: image)")
+    if transformer:
+        from vitlab.data.sequence import Vocab
+        from vitlab.train.tasks.seq2seq import Seq2SeqConfig, build_model
+
+        cfg = Seq2SeqConfig()
+        model = build_model(cfg, len(Vocab()), max_len=cfg.max_len + 2)
+        print(f"{'transformer':28s} {count_parameters(model) / 1e6:8.2f}M params  (task: seq2seq; "
+              "sizes from the config: d_model, num_heads, ...)")
     return 0
 
 
@@ -194,6 +222,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     out = Path(args.out) if args.out else Path(f"{args.name}.png")
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"vitlab plot writes PNG files; give --out a .png name (e.g. {out.with_suffix('.png')})")
     written = _resolve(PLOTS[args.name])(out)
     print(f"wrote {written}")
     return 0
@@ -239,16 +269,29 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
+    from vitlab import __version__
+
     parser = argparse.ArgumentParser(
         prog="vitlab",
         description="Vision Transformers and the techniques that train image classifiers, from the papers.",
     )
+    parser.add_argument("--version", action="version", version=f"vitlab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    train = sub.add_parser("train", help="train a model (default: a ViT on the embedded 28x28 MNIST set)")
-    train.add_argument("--config", default=None, metavar="NAME|FILE", help="shipped recipe name (`vitlab recipes`) or YAML file")
-    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    train = sub.add_parser(
+        "train",
+        help="train a model (default: a ViT on the embedded 28x28 MNIST set; task: seq2seq for the Transformer)",
+        description="Train an image classifier (task: image, the default) or the encoder-decoder Transformer on a "
+        "sequence task (task: seq2seq, e.g. --config transformer_reverse) into a run folder.",
+        epilog="List a task's config keys and defaults with `vitlab train --list-keys` (image) or "
+        "`vitlab train --list-keys --set task=seq2seq`; with --config, the recipe's values.",
+    )
+    train.add_argument("--config", default=None, metavar="NAME|FILE",
+                       help="shipped recipe name (`vitlab recipes`) or YAML file; default: mnist5k_vit")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override a config key (repeatable; a.b=v changes one nested key, e.g. model_args.act=mish)")
+    train.add_argument("--list-keys", action="store_true", help="print the task's config keys and values, then exit")
     train.add_argument("--out", default=None, help="run folder (default: runs/<dataset>-<model>-<time>)")
     train.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     train.add_argument(
@@ -256,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="continue --out DIR from its last checkpoint if it has one, else start it (for torchrun --max-restarts)",
     )
-    train.add_argument("--quiet", action="store_true", help="no progress bars: one line per epoch")
+    train.add_argument("--quiet", action="store_true", help="no progress bars: one line per epoch (seq2seq: per eval_every steps)")
     train.set_defaults(func=cmd_train)
 
     evaluate = sub.add_parser("eval", help="evaluate a trained run")
@@ -280,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     trans.add_argument("text", help='source symbols, e.g. "3 1 2"')
     trans.add_argument("--beam", type=int, default=1, help="beam size (1: greedy decoding)")
     trans.add_argument("--max-len", type=int, default=None, help="most output tokens (default: the task's longest + 1)")
+    trans.add_argument("--alpha", type=float, default=None,
+                       help="beam search length penalty (default: the run's length_penalty)")
     trans.set_defaults(func=cmd_translate)
 
     models = sub.add_parser("models", help="list the registered models")
@@ -288,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     plot = sub.add_parser("plot", help="write a technique's plot as a PNG")
     plot.add_argument("name", choices=sorted(PLOTS), help="which plot")
-    plot.add_argument("--out", default=None, help="output PNG path (default: NAME.png)")
+    plot.add_argument("--out", default=None, help="output PNG path, ending in .png (default: NAME.png)")
     plot.set_defaults(func=cmd_plot)
 
     demo = sub.add_parser("demo", help="run a demo")

@@ -96,3 +96,32 @@ def test_shipped_default_recipe_equals_the_dataclass_defaults() -> None:
     from vitlab.recipes import recipe_path
 
     assert config_from_dict(load_yaml(recipe_path("digits_vit"))) == TrainConfig()
+
+
+def test_dotted_override_keeps_the_sibling_keys_of_the_default_recipe() -> None:
+    """Reference: the TrainConfig defaults with one nested key changed by hand."""
+    from vitlab.train.config import resolve_config
+
+    expected = {**TrainConfig().model_args, "drop_path_rate": 0.2}
+    assert resolve_config(None, ["model_args.drop_path_rate=0.2"])["model_args"] == expected
+    assert resolve_config(None, ["model_args.act=mish"])["model_args"] == {**TrainConfig().model_args, "act": "mish"}
+    # another model: the default model's arguments may not fit it, so they are not carried over
+    assert resolve_config(None, ["model=vit_tiny_patch4_32", "model_args.act=mish"])["model_args"] == {"act": "mish"}
+    # a whole mapping given with --set replaces the mapping
+    assert resolve_config(None, ["model_args={depth: 1}"])["model_args"] == {"depth": 1}
+
+
+def test_dotted_override_keeps_the_sibling_keys_of_the_recipe_file(tmp_path) -> None:
+    from vitlab.train.config import resolve_config
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model_args:\n  depth: 2\n  act: gelu\n")
+    assert resolve_config(recipe, ["model_args.act=mish"])["model_args"] == {"depth": 2, "act": "mish"}
+
+
+def test_amp_accepts_the_modes_and_the_old_booleans() -> None:
+    assert TrainConfig().amp == "auto"
+    assert TrainConfig(amp=True).amp == "bf16" and TrainConfig(amp=False).amp == "off"
+    assert config_from_dict({"amp": "fp16"}).amp == "fp16"
+    with pytest.raises(ConfigError, match="amp: unknown precision 'bf32'; did you mean 'bf16'"):
+        config_from_dict({"amp": "bf32"})

@@ -151,7 +151,9 @@ def load_splits(
         splits = load_digits_dataset()
     elif name == "folder":
         if root is None:
-            raise ConfigError("the folder dataset needs a root: pass root=PATH with images in PATH/CLASS_NAME/*.png")
+            raise ConfigError(
+                "the folder dataset needs a root: pass --set data_root=PATH with images in PATH/CLASS_NAME/*.png"
+            )
         splits = _load_folder(Path(root), float(val_fraction), seed)
     else:
         folder = Path(root) if root is not None else Path("data") / name

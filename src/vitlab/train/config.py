@@ -47,8 +47,9 @@ class TrainConfig:
         warmup_epochs (linear warm-up from 0), grad_clip (max global L2 norm, 0 = off), accum_steps
         (micro-batches per optimizer step), label_smoothing, and the mixing keys of
         :func:`vitlab.mixing.build_mixing` (mixup_alpha, cutmix_alpha, cutout_size, mix_prob, switch_prob,
-        mix_mode: batch, pair or elem), ema_decay (0 = off), amp (bf16 autocast), compile
-        (``torch.compile``), nonfinite (``stop``: end the run naming the step, keeping the last good
+        mix_mode: batch, pair or elem), ema_decay (0 = off), amp (``auto``: bf16 autocast where the
+        device computes bf16 natively, else float32; ``off``, ``bf16``, ``fp16``; see
+        :mod:`vitlab.train.precision`), compile (``torch.compile``), nonfinite (``stop``: end the run naming the step, keeping the last good
         checkpoint; ``skip``: drop that step's update and go on).
     Run:
         seed, device (``auto`` picks CUDA when present), eval_every (epochs), checkpoint_every (epochs),
@@ -85,7 +86,7 @@ class TrainConfig:
     switch_prob: float = 0.5
     mix_mode: str = "batch"
     ema_decay: float = 0.0
-    amp: bool = False
+    amp: str | bool = "auto"
     compile: bool = False
     nonfinite: str = "stop"
 
@@ -100,8 +101,16 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.validate()
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> TrainConfig:
+        """:func:`config_from_dict` (the constructor every task's config offers)."""
+        return config_from_dict(data, source)
+
     def validate(self) -> None:
         """Check every value's range; raise :class:`ConfigError` naming the key and the fix."""
+        from vitlab.train.precision import normalize_amp
+
+        self.amp = normalize_amp(self.amp)
         positive_int = ("epochs", "batch_size", "accum_steps", "eval_every", "checkpoint_every", "log_every")
         for key in positive_int:
             if getattr(self, key) < 1:
@@ -241,9 +250,27 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``key=value`` overrides (values parsed as YAML; dotted keys reach into nested mappings)."""
+def apply_overrides(
+    data: dict[str, Any], overrides: list[str], defaults: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Apply ``key=value`` overrides (values parsed as YAML; dotted keys reach into nested mappings).
+
+    A dotted key changes that one entry and keeps its siblings. When ``data`` has no mapping at the
+    dotted key's first part, the one in ``defaults`` (the task's default recipe) is the starting point,
+    so ``--set model_args.act=mish`` without ``--config`` keeps the default ``model_args``; it is not
+    used when the overrides choose another ``model`` than the default's (its arguments may not fit).
+    """
     result = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    defaults = defaults or {}
+    final_model = data.get("model", defaults.get("model"))
+    for key, _, raw in (o.partition("=") for o in overrides):
+        if key.strip() == "model":
+            final_model = raw.strip()
+    same_model = final_model == defaults.get("model")
+    for item in overrides:
+        head = item.partition("=")[0].strip().split(".")[0]
+        if "." in item.partition("=")[0] and head not in result and isinstance(defaults.get(head), dict) and same_model:
+            result[head] = dict(defaults[head])
     for item in overrides:
         key, sep, raw = item.partition("=")
         key = key.strip()
@@ -267,9 +294,20 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def resolve_config(config_file: str | Path | None, overrides: list[str]) -> dict[str, Any]:
-    """The raw config mapping: the YAML file (if any) with the overrides applied."""
+    """The raw config mapping: the YAML file (if any) with the overrides applied.
+
+    Dotted overrides keep the sibling keys of the file's mapping, or of the task's default recipe when
+    the file does not give that mapping (see :func:`apply_overrides`).
+    """
     data = load_yaml(config_file) if config_file is not None else {}
-    return apply_overrides(data, overrides)
+    task = apply_overrides(data, [o for o in overrides if o.partition("=")[0].strip() == "task"]).get("task", "image")
+    try:
+        from vitlab.train.tasks import config_class
+
+        defaults = dataclasses.asdict(config_class(str(task))())
+    except ConfigError:  # an unknown task: reported when the config is built
+        defaults = {}
+    return apply_overrides(data, overrides, defaults)
 
 
 def dump_yaml(data: dict[str, Any]) -> str:

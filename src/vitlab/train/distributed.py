@@ -97,11 +97,18 @@ class DistContext:
 
 
 def pick_device(preference: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> ``cuda:LOCAL_RANK`` when CUDA is present, else the CPU; otherwise the named device."""
+    """``auto`` -> ``cuda:LOCAL_RANK`` when CUDA is present, else the CPU; otherwise the named device (not ``mps``)."""
     if preference == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     if preference == "cuda":
         preference = f"cuda:{local_rank}"
+    if preference == "mps":  # refused rather than half-supported: float64 accumulators would fail mid-run
+        from vitlab.errors import ConfigError
+
+        raise ConfigError(
+            "device 'mps' is not supported: training keeps float64 sums and samples mixing coefficients in float64, "
+            "which MPS lacks; use --set device=cpu"
+        )
     device = torch.device(preference)
     if device.type == "cuda" and not torch.cuda.is_available():
         from vitlab.errors import ConfigError

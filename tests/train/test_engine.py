@@ -1,4 +1,4 @@
-"""Tests of the training loop (vitlab.train.loop) on the embedded digits with a tiny ViT.
+"""Tests of the training engine (vitlab.train.engine) through the image task on the embedded digits with a tiny ViT.
 
 References: an uninterrupted run is the reference for a resumed one (bit-identical weights on the CPU);
 one optimizer step over the whole batch is the reference for gradient accumulation over micro-batches.
@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from vitlab.errors import CheckpointError, ConfigError
-from vitlab.train import loop
+from vitlab.train import engine, loop
 from vitlab.train.checkpoint import latest_checkpoint, load_weights
 from vitlab.train.config import TrainConfig
 
@@ -55,7 +55,7 @@ def test_resumed_run_ends_with_bit_identical_weights(tmp_path, monkeypatch, extr
     cfg = tiny_config(checkpoint_steps=7, **extra)
     loop.train(cfg, tmp_path / "straight", quiet=True)
 
-    real_save = loop.save_checkpoint
+    real_save = engine.save_checkpoint
     calls = {"n": 0}
 
     def crash_after_second_checkpoint(*args, **kwargs):
@@ -65,11 +65,11 @@ def test_resumed_run_ends_with_bit_identical_weights(tmp_path, monkeypatch, extr
             raise _Crash
         return folder
 
-    monkeypatch.setattr(loop, "save_checkpoint", crash_after_second_checkpoint)
+    monkeypatch.setattr(engine, "save_checkpoint", crash_after_second_checkpoint)
     with pytest.raises(_Crash):
         loop.train(cfg, tmp_path / "resumed", quiet=True)
     assert latest_checkpoint(tmp_path / "resumed").name == "step_00000014"
-    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    monkeypatch.setattr(engine, "save_checkpoint", real_save)
     loop.train(None, tmp_path / "resumed", resume=True, quiet=True)
 
     straight = load_weights(tmp_path / "straight" / "model.safetensors")
@@ -147,6 +147,34 @@ def test_nonfinite_skip_drops_the_step_and_finishes(tmp_path, monkeypatch) -> No
     assert all(torch.isfinite(t).all() for t in load_weights(tmp_path / "run" / "model.safetensors").values())
 
 
+def test_a_skipped_step_stays_out_of_the_epoch_mean_train_loss(tmp_path, monkeypatch) -> None:
+    """Reference: the mean of the per-step losses of the 18 kept steps of epoch 1, recorded as they were computed."""
+    import vitlab.mixing as mixing
+
+    real = mixing.build_mixing
+    seen: list[float] = []
+
+    def build(*args, **kwargs):
+        mixer, loss_fn = real(*args, **kwargs)
+
+        def recording(logits, target):
+            loss = loss_fn(logits, target)
+            if len(seen) == 3:
+                loss = loss * float("nan")
+            seen.append(float(loss.detach()))
+            return loss
+
+        return mixer, recording
+
+    monkeypatch.setattr(mixing, "build_mixing", build)
+    loop.train(tiny_config(nonfinite="skip", epochs=1, warmup_epochs=0.5), tmp_path / "run", quiet=True)
+    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
+    epoch1 = seen[:19]  # 19 steps of one batch each; the evaluation does not call the training loss
+    kept = [v for v in epoch1 if v == v]
+    assert len(kept) == 18
+    assert float(rows[0]["train_loss"]) == pytest.approx(sum(kept) / len(kept), rel=1e-5)
+
+
 def test_bad_model_args_fail_before_any_folder_is_made(tmp_path) -> None:
     with pytest.raises(ConfigError, match="unexpected keyword argument .depthh."):
         loop.train(tiny_config(model_args={"depthh": 2}), tmp_path / "run", quiet=True)
@@ -154,7 +182,49 @@ def test_bad_model_args_fail_before_any_folder_is_made(tmp_path) -> None:
 
 
 def test_bf16_autocast_and_ema_run_and_save_float32_weights(tmp_path) -> None:
-    summary = loop.train(tiny_config(epochs=1, amp=True, ema_decay=0.9), tmp_path / "run", quiet=True)
+    summary = loop.train(tiny_config(epochs=2, amp=True, ema_decay=0.9), tmp_path / "run", quiet=True)
     weights = load_weights(tmp_path / "run" / "model.safetensors")
     assert all(t.dtype == torch.float32 for t in weights.values() if t.is_floating_point())
-    assert summary["steps"] == 1258 // 64
+    assert summary["steps"] == 2 * (1258 // 64)
+    assert summary["amp"] == "bf16"  # amp: true of older recipes means bf16
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["amp"] == "bf16"
+
+
+def test_metrics_lr_is_the_rate_the_epochs_last_step_used(tmp_path) -> None:
+    """Reference: the warm-up/cosine formula of vitlab.train.schedule written out for the last step of each epoch."""
+    import math
+
+    cfg = tiny_config(epochs=3, warmup_epochs=1.0)
+    loop.train(cfg, tmp_path / "run", quiet=True)
+    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
+    steps, total, warmup = 19, 57, 19
+    for epoch, row in enumerate(rows, start=1):
+        t = epoch * steps - 1  # the last step of the epoch, counted from 0
+        expected = cfg.lr * (t + 1) / warmup if t < warmup else cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (
+            1 + math.cos(math.pi * (t - warmup) / (total - warmup)))
+        assert float(row["lr"]) == pytest.approx(expected, rel=1e-5)
+
+
+def test_warmup_covering_the_whole_run_is_a_one_line_warning(tmp_path, capsys) -> None:
+    summary = loop.train(tiny_config(epochs=1, warmup_epochs=3.0), tmp_path / "run", quiet=True)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "warmup_epochs 3 >= epochs 1: the whole run is warm-up" in err[0]
+    assert summary["warnings"] and "warm-up" in summary["warnings"][0]
+
+
+def test_size1_parameter_gradients_get_the_parameters_strides_for_ddp() -> None:
+    """Reference: the parameter's own strides (what DDP's bucket view has). With one image, the class token's
+    gradient is otherwise a view into the concatenated gradient, with other strides (DDP warns and copies)."""
+    from vitlab.models import create_model
+
+    def grad_strides(hooked: bool) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        model = create_model("vit_digits_patch2_8", depth=1, embed_dim=32, num_heads=2)
+        if hooked:
+            engine.match_grad_strides(model)
+        model(torch.randn(1, 1, 8, 8)).sum().backward()
+        return model.cls_token.grad.stride(), model.cls_token.stride()
+
+    plain, param = grad_strides(False)
+    assert plain != param  # the case the hook is for (if PyTorch changes, the hook is merely unused)
+    hooked, param = grad_strides(True)
+    assert hooked == param

@@ -1,0 +1,387 @@
+"""Image classification as an engine task: data, ViT/CNN, AdamW + warm-up/cosine, mixing, evaluation, report.
+
+* Optimizer: AdamW (Loshchilov & Hutter 2019), no decay on biases, norms and ``no_weight_decay()``.
+* Schedule: linear warm-up then cosine to ``min_lr`` (:class:`vitlab.train.schedule.WarmupCosine`).
+* Loss: label-smoothed cross-entropy, or soft-target cross-entropy after Mixup/CutMix (:mod:`vitlab.mixing`).
+* Sample order of epoch e: ``DistributedSampler``'s permutation seeded with ``seed + e``.
+* Report: test top-1 (and top-5 when there are more than 5 classes: with 5 or fewer it is always 1),
+  NLL, ECE before and after temperature scaling (Guo et al. 2017), a confusion matrix and reliability plot.
+
+Using a finished run: :func:`load_run`, :func:`run_transform`, :func:`evaluate`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DistributedSampler
+
+from vitlab.data.base import ImageDataset
+from vitlab.errors import CheckpointError, ConfigError, DataError
+from vitlab.train.checkpoint import load_weights
+from vitlab.train.config import TrainConfig
+from vitlab.train.distributed import DistContext
+from vitlab.train.precision import autocast
+from vitlab.train.runs import CONFIG_FILE, RUN_INFO_FILE, WEIGHTS_FILE, require_task
+from vitlab.train.schedule import WarmupCosine
+from vitlab.train.tasks.base import Task, aligned_table
+
+TOP5_MIN_CLASSES = 6  # top-5 accuracy is reported only when it can be below 1
+
+
+# ------------------------------------------------------------------------------------------ pieces
+def build_model(cfg: TrainConfig, image_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    """``create_model(cfg.model)`` with ``img_size``, ``in_chans`` and ``num_classes`` taken from the data.
+
+    This is where a pretrained initialisation (fine-tuning) would be applied to the new model.
+    """
+    from vitlab.models import create_model
+
+    channels, height, width = image_shape
+    args = {"img_size": (height, width), "in_chans": channels, "num_classes": num_classes}
+    for key, value in cfg.model_args.items():
+        from_data = args.get(key)
+        given = (value, value) if key == "img_size" and isinstance(value, int) else value
+        given = tuple(given) if key == "img_size" and isinstance(given, list) else given
+        if from_data is not None and given != from_data:  # the data decides image size, channels, classes
+            raise ConfigError(
+                f"model_args.{key}={value!r} but the data gives {key}={from_data!r}; remove model_args.{key} "
+                "(it is taken from the data)"
+            )
+    args.update(cfg.model_args)
+    try:
+        return create_model(cfg.model, **args)
+    except TypeError as error:  # an unknown constructor argument in model_args
+        raise ConfigError(f"model_args for '{cfg.model}' are not accepted: {error}; check the argument names") from None
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: decay for weight matrices; none for biases, norms and ``model.no_weight_decay()``."""
+    skip = set(getattr(model, "no_weight_decay", lambda: set())())
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim <= 1 or name in skip else decay).append(param)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW (Loshchilov & Hutter 2019) over :func:`parameter_groups`; PyTorch's fused kernel on CUDA and the CPU.
+
+    The fused kernel makes one pass over each parameter's memory; on the CPU the ``foreach`` path falls back to
+    one kernel per operation and parameter, several times slower on ViT-Ti (benchmarks/bench_vit.py).
+    """
+    fast = {"fused": True} if device.type in ("cuda", "cpu") else {"foreach": True}
+    return torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999), **fast)
+
+
+@dataclass
+class Evaluation:
+    """Metrics of a model on a dataset (every rank holds the full result). ``acc5`` is NaN below 6 classes."""
+
+    loss: float
+    acc1: float
+    acc5: float
+    ece: float
+    logits: Tensor  # (N, K) float32 on the CPU
+    labels: Tensor  # (N,) int64 on the CPU
+
+    def confusion(self) -> Tensor:
+        from vitlab.metrics import confusion_matrix
+
+        return confusion_matrix(self.logits.argmax(1), self.labels, self.logits.shape[1])
+
+    def row(self, prefix: str) -> dict[str, float]:
+        """``{prefix}_loss, _acc1, _acc5 (when defined), _ece``."""
+        row = {f"{prefix}_loss": self.loss, f"{prefix}_acc1": self.acc1, f"{prefix}_acc5": self.acc5, f"{prefix}_ece": self.ece}
+        return {k: v for k, v in row.items() if not math.isnan(v)}
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    data: ImageDataset,
+    transform: Any,
+    ctx: DistContext,
+    batch_size: int = 256,
+    amp: str | bool = "off",
+) -> Evaluation:
+    """Exact evaluation: each rank scores its contiguous shard, the logits are gathered in order."""
+    from vitlab.metrics import expected_calibration_error, topk_correct
+    from vitlab.train.precision import normalize_amp
+
+    mode = normalize_amp(amp)
+    was_training = model.training
+    model.eval()
+    start, end = ctx.shard_range(len(data))
+    chunks = []
+    for i in range(start, end, batch_size):
+        images = data.images[i : min(i + batch_size, end)].to(ctx.device, non_blocking=True)
+        images = transform(images, None, train=False)
+        with autocast(ctx.device, mode if mode != "auto" else "off"):
+            chunks.append(model(images).float())
+    num_classes = data.num_classes
+    local = torch.cat(chunks) if chunks else torch.zeros(0, num_classes, device=ctx.device)
+    logits = ctx.gather_rows(local, len(data)).cpu()
+    model.train(was_training)
+    labels = data.labels.cpu()
+    ks = (1, 5) if num_classes >= TOP5_MIN_CLASSES else (1,)
+    counts = topk_correct(logits, labels, ks)
+    return Evaluation(
+        loss=float(F.cross_entropy(logits, labels)),
+        acc1=float(counts[1]) / len(data),
+        acc5=float(counts[5]) / len(data) if 5 in counts else float("nan"),
+        ece=float(expected_calibration_error(logits.softmax(1), labels)),
+        logits=logits,
+        labels=labels,
+    )
+
+
+def _load_data(cfg: TrainConfig) -> dict[str, ImageDataset]:
+    from vitlab.data.registry import load_splits
+
+    splits = load_splits(cfg.dataset, cfg.data_root, val_fraction=cfg.val_fraction, seed=0, download=cfg.download)
+    shapes = {name: ds.image_shape for name, ds in splits.items()}
+    if len(set(shapes.values())) != 1:
+        raise DataError(f"the splits of '{cfg.dataset}' have different image shapes {shapes}; use one image size")
+    return splits
+
+
+def _make_transform(cfg: TrainConfig, train_set: ImageDataset, info: dict[str, Any] | None) -> tuple[Any, Any, Any]:
+    """The batch transform (crop, flip, normalisation by the training set's statistics) and its mean/std."""
+    from vitlab.data.transforms import BatchTransform, channel_stats
+
+    if info is not None:
+        mean, std = info["mean"], info["std"]
+    elif cfg.normalize:
+        mean_t, std_t = channel_stats(train_set.images)
+        mean, std = [float(v) for v in mean_t], [max(float(v), 1e-6) for v in std_t]
+    else:
+        mean, std = None, None
+    return BatchTransform(crop_padding=cfg.crop_padding, hflip=cfg.hflip, mean=mean, std=std), mean, std
+
+
+# ------------------------------------------------------------------------------------------ the task
+class ImageTask(Task):
+    """Image classification on a registered dataset (:class:`TrainConfig`)."""
+
+    name = "image"
+    unit = "images"
+    headline = "val_acc1"
+
+    cfg: TrainConfig
+
+    def config_dict(self) -> dict[str, Any]:
+        return self.cfg.to_dict()
+
+    def load_data(self, info: dict[str, Any] | None) -> None:
+        self.splits = _load_data(self.cfg)
+        self.train_set, self.val_set, self.test_set = self.splits["train"], self.splits["val"], self.splits["test"]
+        self.transform, self.mean, self.std = _make_transform(self.cfg, self.train_set, info)
+
+    def schedule(self, world_size: int) -> tuple[int, int, int]:
+        cfg, n = self.cfg, len(self.train_set)
+        steps_per_epoch = n // cfg.batch_size
+        if steps_per_epoch < 1:
+            granule = world_size * cfg.accum_steps
+            fits = n // granule * granule
+            hint = f"--set batch_size={fits}" if fits else "add images"
+            raise ConfigError(
+                f"batch_size {cfg.batch_size} is larger than the training set ({n} images); lower batch_size, "
+                f"at most {fits} here: {hint}"
+            )
+        return cfg.epochs, steps_per_epoch, steps_per_epoch * cfg.epochs
+
+    def build_model(self) -> nn.Module:
+        return build_model(self.cfg, self.train_set.image_shape, self.train_set.num_classes)
+
+    def build_optimizer(self, model: nn.Module, device: torch.device) -> tuple[torch.optim.Optimizer, Any]:
+        cfg = self.cfg
+        steps_per_epoch = len(self.train_set) // cfg.batch_size
+        warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
+        return build_optimizer(model, cfg, device), WarmupCosine(steps_per_epoch * cfg.epochs, warmup_steps, cfg.lr, cfg.min_lr)
+
+    def run_info(self) -> dict[str, Any]:
+        return {
+            "task": self.name,
+            "dataset": self.cfg.dataset,
+            "classes": self.train_set.classes,
+            "image_shape": list(self.train_set.image_shape),
+            "mean": self.mean,
+            "std": self.std,
+            "splits": {name: len(ds) for name, ds in self.splits.items()},
+        }
+
+    def warnings(self) -> list[str]:
+        cfg = self.cfg
+        if cfg.warmup_epochs >= cfg.epochs:
+            return [
+                f"warmup_epochs {cfg.warmup_epochs:g} >= epochs {cfg.epochs}: the whole run is warm-up and ends at "
+                f"the peak rate lr={cfg.lr:g} without decaying; lower warmup_epochs (e.g. --set warmup_epochs="
+                f"{cfg.epochs / 10:g}) for a run that decays"
+            ]
+        return []
+
+    def setup_training(self, ctx: DistContext, generator: torch.Generator) -> None:
+        from vitlab.mixing import build_mixing
+
+        cfg = self.cfg
+        self.mixer, self.loss_fn = build_mixing(
+            self.train_set.num_classes,
+            mixup_alpha=cfg.mixup_alpha,
+            cutmix_alpha=cfg.cutmix_alpha,
+            cutout_size=cfg.cutout_size,
+            mix_prob=cfg.mix_prob,
+            switch_prob=cfg.switch_prob,
+            mix_mode=cfg.mix_mode,
+            label_smoothing=cfg.label_smoothing,
+            generator=generator,
+        )
+        self.generator = generator
+        self.sampler = DistributedSampler(
+            range(len(self.train_set)), num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=cfg.seed,
+            drop_last=True,
+        )
+        self.train_images = self.train_set.images.to(ctx.device)
+        self.train_labels = self.train_set.labels.to(ctx.device)
+
+    # ---------------------------------------------------------------------------------- training
+    def epoch_indices(self, epoch: int, ctx: DistContext) -> Tensor:
+        self.sampler.set_epoch(epoch)
+        return torch.tensor(list(iter(self.sampler)), dtype=torch.long)
+
+    def batch_loss(self, model: nn.Module, batch: Tensor) -> tuple[Tensor, Tensor]:
+        images = self.transform(self.train_images[batch], self.generator, train=True)
+        labels = self.train_labels[batch]
+        targets = labels
+        if self.mixer is not None:
+            images, targets = self.mixer(images, labels)
+        logits = model(images)
+        loss = self.loss_fn(logits.float(), targets)
+        correct = (logits.detach().argmax(1) == labels).sum().double()
+        return loss, torch.stack([loss.detach().double() * batch.numel(), correct])
+
+    def train_row(self, totals: list[float], kept_steps: int) -> dict[str, float]:
+        seen = max(kept_steps, 1) * self.cfg.batch_size
+        return {"train_loss": totals[0] / seen, "train_acc": totals[1] / seen}
+
+    # ---------------------------------------------------------------------------------- evaluation, report
+    def eval_due(self, epoch: int, last: bool) -> bool:
+        return epoch % self.cfg.eval_every == 0 or last
+
+    def evaluate(self, model: nn.Module, ctx: DistContext, amp: str) -> dict[str, float]:
+        self.val = evaluate(model, self.val_set, self.transform, ctx, amp=amp)
+        return self.val.row("val")
+
+    def finish(self, model: nn.Module, ctx: DistContext, amp: str, history: list[dict[str, Any]], fresh: bool) -> dict[str, Any]:
+        from vitlab.metrics import expected_calibration_error, fit_temperature
+
+        # The last epoch has just scored these weights on the validation split, unless this call resumed a
+        # run whose epochs were all done.
+        val = self.val if fresh else evaluate(model, self.val_set, self.transform, ctx, amp=amp)
+        self.test = evaluate(model, self.test_set, self.transform, ctx, amp=amp)
+        self.temperature = fit_temperature(val.logits, val.labels)
+        bound = _temperature_bound(self.temperature)
+        ece_scaled = float(expected_calibration_error((self.test.logits / self.temperature).softmax(1), self.test.labels))
+        summary = {**self.test.row("test"), "temperature": self.temperature, "test_ece_temperature_scaled": ece_scaled,
+                   "val_acc1": val.acc1}
+        if bound is not None:
+            summary["temperature_note"] = (
+                f"the fitted temperature sits on its search bound T={bound:g} ({len(val.labels)} validation "
+                "images): the optimum lies outside [0.05, 20]; treat the scaled ECE with care"
+            )
+        return summary
+
+    def write_report(self, run_dir: Path, history: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+        from vitlab import viz
+
+        viz.plot_learning_curves(history, run_dir / "curves.png")
+        viz.plot_confusion_matrix(self.test.confusion(), self.train_set.classes, run_dir / "confusion.png")
+        # Reliability diagram of the test split before (left) and after (right) temperature scaling with the
+        # temperature fitted on the validation split.
+        viz.plot_temperature_scaling(self.test.logits, self.test.labels, self.temperature, run_dir / "reliability.png")
+
+    def format_summary(self, summary: dict[str, Any]) -> str:
+        return format_summary(summary)
+
+    def weights_metadata(self) -> dict[str, str]:
+        return {"model": self.cfg.model}
+
+
+def _temperature_bound(temperature: float, t_min: float = 0.05, t_max: float = 20.0) -> float | None:
+    """The bound of :func:`vitlab.metrics.fit_temperature`'s bracket that ``temperature`` sits on, if any."""
+    for bound in (t_min, t_max):
+        if abs(math.log(temperature) - math.log(bound)) < 1e-3:
+            return bound
+    return None
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The final summary of an image run as an aligned two-column table."""
+    rows = [("test top-1 accuracy", f"{summary['test_acc1']:.4f}")]
+    if "test_acc5" in summary:
+        rows.append(("test top-5 accuracy", f"{summary['test_acc5']:.4f}"))
+    rows += [
+        ("test loss (NLL)", f"{summary['test_loss']:.4f}"),
+        ("test ECE (15 bins)", f"{summary['test_ece']:.4f}"),
+        ("test ECE after temperature scaling", f"{summary['test_ece_temperature_scaled']:.4f} (T={summary['temperature']:.3f})"),
+        ("validation top-1 accuracy", f"{summary['val_acc1']:.4f}"),
+        ("training throughput", f"{summary['train_images_per_s']:.0f} images/s"),
+        ("optimizer steps", f"{summary['steps']} ({summary['skipped_steps']} skipped)"),
+        ("training time", f"{summary['train_seconds']:.1f} s"),
+        ("parameters", f"{summary['num_params']:,}"),
+        ("precision", summary.get("amp", "off")),
+    ]
+    notes = [("note", summary["temperature_note"])] if "temperature_note" in summary else []
+    return aligned_table(rows + notes)
+
+
+# ------------------------------------------------------------------------------------------ using a run
+def load_run(
+    run_dir: str | Path, device: str | torch.device = "cpu", command: str = "eval"
+) -> tuple[nn.Module, TrainConfig, dict[str, Any]]:
+    """The trained model of an image run folder (in eval mode), its config and run info.
+
+    ``command`` names the CLI command asking, for the message that a seq2seq run needs another one.
+
+    Raises:
+        CheckpointError: the folder is not an image run, has no finished model, or its files are damaged.
+    """
+    from vitlab.train.config import config_from_dict, load_yaml
+
+    run_dir = Path(run_dir)
+    if (run_dir / CONFIG_FILE).is_file():
+        require_task(run_dir, "image", command)
+    if not (run_dir / CONFIG_FILE).is_file() or not (run_dir / RUN_INFO_FILE).is_file():
+        raise CheckpointError(f"{run_dir} is not a vitlab run folder (no {CONFIG_FILE}/{RUN_INFO_FILE}); pass a folder that `vitlab train` wrote")
+    if not (run_dir / WEIGHTS_FILE).is_file():
+        raise CheckpointError(f"{run_dir} has no {WEIGHTS_FILE}: the run has not finished; resume it with `vitlab train --resume {run_dir}`")
+    cfg = config_from_dict(load_yaml(run_dir / CONFIG_FILE), str(run_dir / CONFIG_FILE))
+    try:
+        info = json.loads((run_dir / RUN_INFO_FILE).read_text(encoding="utf-8"))
+    except ValueError:
+        raise CheckpointError(f"{run_dir / RUN_INFO_FILE} is damaged (not JSON)") from None
+    model = build_model(cfg, tuple(info["image_shape"]), len(info["classes"]))
+    try:
+        model.load_state_dict(load_weights(run_dir / WEIGHTS_FILE))
+    except RuntimeError as error:
+        raise CheckpointError(f"{run_dir / WEIGHTS_FILE} does not match the model in {CONFIG_FILE}: {str(error).splitlines()[0]}") from None
+    return model.to(device).eval(), cfg, info
+
+
+def run_transform(cfg: TrainConfig, info: dict[str, Any]) -> Any:
+    """The evaluation transform of a run (its normalisation)."""
+    from vitlab.data.transforms import BatchTransform
+
+    return BatchTransform(crop_padding=0, hflip=False, mean=info["mean"], std=info["std"])
