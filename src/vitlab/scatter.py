@@ -822,13 +822,18 @@ def _coo_offsets(src: Tensor, index: Tensor, dim_size: int | None, check: bool) 
         dim_size = int(dim_size)
         if dim_size < 0:
             raise DataError(f"dim_size must be >= 0, got {dim_size}")
+    in_range = False  # proven: every index in [0, dim_size) and sorted
     if idx.numel() == 0:
         dim_size = dim_size or 0
     elif check or dim_size is None:
-        # One read-back for the size, the range and the order.
-        lo, hi = torch.aminmax(idx)
-        unsorted = (idx.diff(dim=-1) < 0).any() if idx.shape[-1] > 1 else torch.zeros((), dtype=torch.bool)
-        lo_v, hi_v, unsorted_v = torch.stack([lo, hi, unsorted.to(lo.device, torch.long)]).tolist()
+        # One read-back for the size, the range and the order (comparisons of neighbours, no diff
+        # buffer). A sorted index has its extremes at the ends of its rows, so no full min/max pass.
+        unsorted = (idx[..., 1:] < idx[..., :-1]).any()
+        if check:
+            lo, hi = idx[..., 0].min(), idx[..., -1].max()  # exact when sorted; unsorted raises below
+        else:
+            lo, hi = torch.aminmax(idx)
+        lo_v, hi_v, unsorted_v = torch.stack([lo, hi, unsorted.to(torch.long)]).tolist()
         if dim_size is None:
             dim_size = max(hi_v + 1, 0)
         if check and unsorted_v:
@@ -839,6 +844,11 @@ def _coo_offsets(src: Tensor, index: Tensor, dim_size: int | None, check: bool) 
             )
         if check and (lo_v < 0 or hi_v >= dim_size):
             raise _range_error(idx, dim_size)
+        in_range = not unsorted_v and lo_v >= 0 and hi_v < dim_size
+    if in_range and idx.dim() == 1:
+        # offsets = [0, cumsum(counts)]: one counting pass, cheaper than a binary search per boundary.
+        counts = torch.bincount(idx, minlength=dim_size)
+        return torch.cat([counts.new_zeros(1), counts.cumsum(0)])
     boundaries = torch.arange(dim_size + 1, device=idx.device).expand(*idx.shape[:-1], dim_size + 1)
     return torch.searchsorted(idx.contiguous(), boundaries.contiguous())  # offsets[s] = #{e: idx[e] < s}
 
@@ -953,6 +963,9 @@ def gather_csr(src: Tensor, indptr: Tensor, check: bool = True) -> Tensor:
     shape = _out_shape(src, dim, n)
     if n == 0 or src.numel() == 0:
         return src.new_zeros(shape) + src.reshape(-1)[:0].sum()
+    if offsets.dim() == 1 and not partial_v:
+        # One shared row covering [0, n): repeat each segment's slice by its length.
+        return src.repeat_interleave(offsets.diff(), dim=dim, output_size=n)
     seg = _segment_ids(offsets, n)  # (..., n) in [0, S]
     idx = seg.clamp_max(num_segments - 1)
     if idx.dim() == 1:
