@@ -1,8 +1,9 @@
 """ViT training-step throughput: vitlab against timm's ``VisionTransformer`` with the same configuration,
 and model FLOPs utilisation (MFU) against this machine's matmul peak, all measured in one run.
 
-    python -m benchmarks.bench_vit [--batch 128] [--steps 2] [--amp fp32|bf16|both] [--compile]
-                                   [--device cpu|cuda] [--quick]
+    python -m benchmarks.bench_vit [--batch 128] [--steps 2] [--amp fp32|bf16|both]
+                                   [--compile [fp32|bf16|both]] [--compile-only] [--device cpu|cuda]
+                                   [--quick] [--json PATH]
 
 ``--amp bf16`` (or ``both``, the default) adds rows where both libraries' forward and loss run under
 ``torch.autocast(device, dtype=torch.bfloat16)``, with MFU against a **bf16** matmul peak measured in
@@ -27,6 +28,7 @@ with the peak measured as the best of several large ``torch.matmul`` calls in th
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from collections.abc import Callable
@@ -252,7 +254,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=2, help="steps per round")
     parser.add_argument("--amp", choices=("fp32", "bf16", "both"), default="both")
-    parser.add_argument("--compile", action="store_true", help="also time torch.compile'd models")
+    parser.add_argument(
+        "--compile",
+        nargs="?",
+        const="same",
+        default=None,
+        choices=("same", "fp32", "bf16", "both"),
+        help="also time torch.compile'd models (bare --compile: for each --amp; or name the precisions)",
+    )
+    parser.add_argument("--compile-only", action="store_true", help="with --compile: skip the eager rows")
+    parser.add_argument("--json", default=None, metavar="PATH", help="also write the rows as JSON (for gpu_check)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument(
         "--quick", action="store_true", help="batch 8, 1 warm-up step, 2 rounds of 1 step: about a minute on a small CPU"
@@ -270,10 +281,11 @@ def main(argv: list[str] | None = None) -> None:
         device=args.device, model_rows=not args.quick, peak_size=1024 if args.quick else 2048, warmup=1 if args.quick else 2
     )
     rows: list[dict] = []
-    for amp in amps:
+    for amp in amps if not (args.compile and args.compile_only) else ():
         rows += run(args.batch, args.rounds, args.steps, compile_models=False, amp=amp, **kwargs)
     if args.compile:
-        for amp in amps:
+        compiled = {"same": amps, "both": ("fp32", "bf16")}.get(args.compile, (args.compile,))
+        for amp in compiled:
             rows += run(args.batch, args.rounds, args.steps, compile_models=True, amp=amp, **kwargs)
     if "bf16" in amps and not native:
         for row in rows:
@@ -283,6 +295,9 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}; ratios from one run")
     print_table(rows)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as out:
+            json.dump(rows, out, indent=1)
 
 
 if __name__ == "__main__":

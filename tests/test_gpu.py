@@ -1,13 +1,19 @@
-"""CUDA checks, run by ``make gpu-check`` (``pytest -m gpu``); every test here is skipped without a CUDA GPU.
+"""CUDA checks, run by ``make gpu-check`` (``pytest -m gpu``); every ``gpu`` test is skipped without a CUDA GPU.
 
 References: the same computation on the CPU in float64 (ViT forward/backward, attention), AdamW written
 out from Loshchilov & Hutter 2019 (arXiv:1711.05101, Algorithm 2, decoupled weight decay) in float64,
 and bitwise equality for a pinned host-to-device copy. Tolerances are stated per test with their reason.
+The last tests run everywhere: they check ``benchmarks/gpu_check.py`` itself (the one-line refusal without
+a GPU, the section it writes).
 """
 
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,10 +21,14 @@ import torch
 import vitlab
 from vitlab.nn.attention import Attention
 
-pytestmark = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run by make gpu-check)"),
-]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def gpu(test):  # noqa: ANN001, ANN201 - a decorator
+    """Mark ``test`` as a GPU test, skipped without CUDA."""
+    test = pytest.mark.gpu(test)
+    return pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run by make gpu-check)")(test)
+
 
 DEVICE = "cuda"
 
@@ -38,6 +48,7 @@ def _rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
     return float((got - ref).norm() / ref.norm().clamp_min(1e-30))
 
 
+@gpu
 def test_vit_forward_backward_on_cuda_matches_cpu_float64(no_tf32: None) -> None:
     """ViT-Ti/4 logits and every parameter gradient on CUDA (fp32) against the CPU in float64.
 
@@ -65,6 +76,7 @@ def test_vit_forward_backward_on_cuda_matches_cpu_float64(no_tf32: None) -> None
         assert _rel_err(param.grad, ref_params[name].grad) < 1e-3, name
 
 
+@gpu
 def test_fused_adamw_step_on_cuda_matches_the_algorithm_in_float64() -> None:
     """Three steps of ``torch.optim.AdamW(fused=True)`` on CUDA against Loshchilov & Hutter's Algorithm 2.
 
@@ -92,6 +104,7 @@ def test_fused_adamw_step_on_cuda_matches_the_algorithm_in_float64() -> None:
     assert _rel_err(param - start.float().to(DEVICE), p - start) < 1e-4  # the update itself, not just p
 
 
+@gpu
 def test_attention_sdpa_under_bf16_autocast_on_cuda_matches_float64() -> None:
     """vitlab's Attention (F.scaled_dot_product_attention) under CUDA bf16 autocast against float64 on the CPU.
 
@@ -115,6 +128,7 @@ def test_attention_sdpa_under_bf16_autocast_on_cuda_matches_float64() -> None:
     torch.testing.assert_close(weights.float().sum(-1), torch.ones(8, 3, 65, device=DEVICE), atol=2e-2, rtol=0)
 
 
+@gpu
 def test_pinned_host_to_device_transfer_is_exact_and_asynchronous_safe() -> None:
     """A pinned batch copied with non_blocking=True (as the training loop copies its batches) arrives bit-exact."""
     g = torch.Generator().manual_seed(5)
@@ -132,3 +146,43 @@ def test_pinned_host_to_device_transfer_is_exact_and_asynchronous_safe() -> None
     torch.cuda.current_stream().wait_stream(stream)
     total = float(device_images.double().sum())
     assert math.isclose(total, float(host.double().sum()), rel_tol=0, abs_tol=1e-9)
+
+
+# ------------------------------------------------------------------------------------------
+# benchmarks/gpu_check.py itself (no GPU needed)
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU, so gpu_check would run")
+def test_gpu_check_without_cuda_prints_one_line_exits_2_and_writes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "benchmarks.md"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.gpu_check", "--out", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stdout == "" and proc.stderr.count("\n") == 1 and "no CUDA GPU" in proc.stderr
+    assert not out.exists()
+
+
+def test_gpu_check_section_lists_every_step_and_the_benchmark_rows() -> None:
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks.gpu_check import render_section
+    finally:
+        sys.path.remove(str(ROOT))
+    steps = [
+        dict(name="pytest -m gpu", status="passed", seconds=20.4, result="4 passed in 20.00s"),
+        dict(name="bench", status="passed", seconds=150.0, result="1 rows, below"),
+        dict(name="torchrun", status="FAILED (exit 1)", seconds=12.0, result="world size n/a"),
+        dict(name="default recipe", status="skipped (only 3 s of the budget left)", seconds=0.0),
+    ]
+    rows = [dict(name="ViT step", value=1000.0, reference=900.0, ratio=1.11, target="vitlab >= 1.1x timm")]
+    section = render_section("H200", {"gpu": "H200"}, steps, rows, 480)
+    assert section.startswith("## GPU check (H200)")
+    assert "| pytest -m gpu | passed | 20 | 4 passed in 20.00s |" in section
+    assert "| torchrun | FAILED (exit 1) | 12 |  |" in section
+    assert "| default recipe | skipped (only 3 s of the budget left) | 0 |  |" in section
+    assert "Total 182 s of the 480 s budget." in section
+    assert "| ViT step | 1000 | 900 | 1.11 | vitlab >= 1.1x timm |" in section
