@@ -30,3 +30,10 @@ bench: $(VENV_TEST)/.installed
 
 clean:
 	rm -rf $(VENV) $(VENV_TEST)
+
+# Every check that needs a CUDA GPU (tests marked gpu, the ViT step benchmark fp32/bf16/compiled against timm,
+# a 1-GPU torchrun run, the default recipe), in at most 8 minutes; writes the GPU section of
+# docs/results/benchmarks.md. Without a GPU it prints one line and exits with status 2.
+.PHONY: gpu-check
+gpu-check: $(VENV_TEST)/.installed
+	$(VENV_TEST)/bin/python -m benchmarks.gpu_check

@@ -16,6 +16,12 @@ change in machine load hits both alike):
   free CPU range check) are included in its time.
 * ``segment_csr`` on sorted input against ``scatter`` with the equivalent sorted index; target
   ratio <= 1.0 (at least as fast).
+* ``segment_coo`` on the sorted index (with its default ``check=True``, which reads back the
+  index's range and order) against ``scatter`` with the same sorted index; target ratio <= 1.0.
+  A ``check=False`` row shows the cost of that validation.
+* ``gather_csr`` (per-segment values broadcast back to the elements, from ``indptr``) against
+  ``index_select`` with the per-element segment ids precomputed outside the timing; the gap is the
+  cost of expanding the offsets. ``gather_coo`` against the same ``index_select`` (target ~1).
 * ``scatter_softmax`` against a Python loop applying ``torch.softmax`` segment by segment (with the
   per-segment positions precomputed outside the timing); the ratio is loop time / vitlab time,
   target >= 10.
@@ -33,7 +39,7 @@ from collections.abc import Callable
 import torch
 
 from benchmarks.report import print_table
-from vitlab.scatter import scatter, scatter_softmax, segment_csr
+from vitlab.scatter import gather_coo, gather_csr, scatter, scatter_softmax, segment_coo, segment_csr
 
 
 def time_alternating(fns: dict[str, Callable[[], object]], rounds: int, calls: int = 1) -> dict[str, float]:
@@ -105,6 +111,41 @@ def main(argv: list[str] | None = None) -> None:
                 reference=t["scatter"] * ms,
                 ratio=t["csr"] / t["scatter"],
                 target="<= 1.0 (ref: scatter, same sorted index)",
+            )
+        )
+
+    for reduce, check in (("sum", True), ("mean", True), ("max", True), ("sum", False)):
+        t = time_alternating(
+            {
+                "coo": lambda r=reduce, c=check: segment_coo(sorted_src, sorted_index, s, r, check=c),
+                "scatter": lambda r=reduce: scatter(sorted_src, sorted_index, dim=0, dim_size=s, reduce=r),
+            },
+            args.rounds,
+        )
+        rows.append(
+            dict(
+                name=f"segment_coo {reduce}{'' if check else ', check=False'}, sorted (ms)",
+                value=t["coo"] * ms,
+                reference=t["scatter"] * ms,
+                ratio=t["coo"] / t["scatter"],
+                target="<= 1.0 (ref: scatter, same sorted index)" if check else "info (no validation)",
+            )
+        )
+
+    per_segment = torch.randn(s, generator=g)
+    torch.testing.assert_close(gather_csr(per_segment, indptr), per_segment.index_select(0, sorted_index))
+    for name, fn in (
+        ("gather_csr", lambda: gather_csr(per_segment, indptr)),
+        ("gather_coo", lambda: gather_coo(per_segment, sorted_index)),
+    ):
+        t = time_alternating({"vitlab": fn, "index_select": lambda: per_segment.index_select(0, sorted_index)}, args.rounds)
+        rows.append(
+            dict(
+                name=f"{name}, {s:,} -> {n:,} (ms)",
+                value=t["vitlab"] * ms,
+                reference=t["index_select"] * ms,
+                ratio=t["vitlab"] / t["index_select"],
+                target="info (ref: index_select, ids precomputed)" if name == "gather_csr" else "~1 (ref: index_select)",
             )
         )
 

@@ -1,7 +1,18 @@
 """ViT training-step throughput: vitlab against timm's ``VisionTransformer`` with the same configuration,
-and model FLOPs utilisation (MFU) against this machine's fp32 matmul peak, all measured in one run.
+and model FLOPs utilisation (MFU) against this machine's matmul peak, all measured in one run.
 
-    python -m benchmarks.bench_vit [--batch 128] [--steps 5] [--compile]
+    python -m benchmarks.bench_vit [--batch 128] [--steps 2] [--amp fp32|bf16|both]
+                                   [--compile [fp32|bf16|both]] [--compile-only] [--device cpu|cuda]
+                                   [--quick] [--json PATH]
+
+``--amp bf16`` (or ``both``, the default) adds rows where both libraries' forward and loss run under
+``torch.autocast(device, dtype=torch.bfloat16)``, with MFU against a **bf16** matmul peak measured in
+the same run. Whether the bf16 numbers mean anything depends on the hardware, and the script prints
+which case applies: on a CPU, bf16 is native only with the ``avx512_bf16`` or ``amx_bf16`` flags in
+``/proc/cpuinfo``; without them PyTorch emulates it (converting to fp32 around every kernel), so the
+bf16 rows measure that emulation, not what a bf16 CPU does. On CUDA, ``torch.cuda.is_bf16_supported()``.
+``--quick`` (batch 8, one warm-up step, two rounds of one step, no model-only rows) takes about a
+minute on a small idle CPU; emulated bf16 steps are ~10x slower than fp32 ones, so that is most of it.
 
 A step is forward + cross-entropy + backward + AdamW update, each library's as its training code makes it:
 vitlab's model with the engine's optimizer (:func:`vitlab.train.tasks.image.build_optimizer`: AdamW, decay/no-decay
@@ -17,6 +28,7 @@ with the peak measured as the best of several large ``torch.matmul`` calls in th
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from collections.abc import Callable
@@ -31,27 +43,81 @@ import vitlab
 CONFIG = dict(img_size=32, patch_size=4, embed_dim=192, depth=12, num_heads=3, num_classes=10)
 
 
-def matmul_peak_flops(size: int = 2048, repeats: int = 5) -> float:
-    """Best achieved FLOP/s of an fp32 (size × size) @ (size × size) matmul: 2·size³ per call."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak_flops(
+    size: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+) -> float:
+    """Best achieved FLOP/s of a (size × size) @ (size × size) matmul in ``dtype``: 2·size³ per call."""
+    device = torch.device(device)
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
     torch.matmul(a, b)
+    _sync(device)
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
         torch.matmul(a, b)
+        _sync(device)
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best
 
 
-def make_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor) -> Callable[[], None]:
-    """One training step on a fixed batch."""
+def cpu_flags() -> set[str]:
+    """The CPU feature flags of /proc/cpuinfo (empty where there is no such file)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def bf16_support(device: str | torch.device = "cpu") -> tuple[bool, str]:
+    """``(native, sentence)``: whether ``device`` computes bf16 natively, and which case applies."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        native = torch.cuda.is_bf16_supported()
+        name = torch.cuda.get_device_name(device)
+        return native, f"bf16 on {name}: {'native' if native else 'NOT supported natively (emulated)'}"
+    found = sorted(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    if found:
+        return True, f"bf16 on this CPU: native ({', '.join(found)} in /proc/cpuinfo)"
+    return False, (
+        "bf16 on this CPU: EMULATED (neither avx512_bf16 nor amx_bf16 in /proc/cpuinfo); the bf16 rows "
+        "measure PyTorch's fp32 emulation, not a bf16 CPU"
+    )
+
+
+def make_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    amp_dtype: torch.dtype | None = None,
+) -> Callable[[], None]:
+    """One training step on a fixed batch; forward and loss under autocast when ``amp_dtype`` is given."""
+    device_type = images.device.type
 
     def step() -> None:
-        loss = F.cross_entropy(model(images), labels)
+        with torch.autocast(device_type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
+            loss = F.cross_entropy(model(images), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
+    if device_type == "cuda":  # time the work, not the launch
+
+        def synced() -> None:
+            step()
+            torch.cuda.synchronize(images.device)
+
+        return synced
     return step
 
 
@@ -64,11 +130,13 @@ def step_flops(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> 
     return counter.get_total_flops()
 
 
-def time_rounds(steps: dict[str, Callable[[], None]], rounds: int, steps_per_round: int) -> dict[str, float]:
+def time_rounds(
+    steps: dict[str, Callable[[], None]], rounds: int, steps_per_round: int, warmup: int = 2
+) -> dict[str, float]:
     """Median seconds per step of each named step function, timed in alternating rounds."""
     for step in steps.values():  # warm-up (allocator, autotuning, compilation)
-        step()
-        step()
+        for _ in range(warmup):
+            step()
     samples: dict[str, list[float]] = {name: [] for name in steps}
     for round_index in range(rounds):
         order = list(steps.items())
@@ -80,9 +148,16 @@ def time_rounds(steps: dict[str, Callable[[], None]], rounds: int, steps_per_rou
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def build_steps(batch: int, compile_models: bool) -> tuple[dict[str, Callable[[], None]], int]:
+def build_steps(
+    batch: int,
+    compile_models: bool,
+    amp_dtype: torch.dtype | None = None,
+    device: str | torch.device = "cpu",
+    model_rows: bool = True,
+) -> tuple[dict[str, Callable[[], None]], int]:
     """Step functions: ``vitlab``/``timm`` (each library's optimizer) and ``vitlab model``/``timm model``
     (the same fused AdamW), all on copies of the same initial weights; and the FLOPs of one step."""
+    device = torch.device(device)
     from timm.models.vision_transformer import VisionTransformer as TimmViT
     from timm.optim import create_optimizer_v2
 
@@ -91,6 +166,7 @@ def build_steps(batch: int, compile_models: bool) -> tuple[dict[str, Callable[[]
 
     g = torch.Generator().manual_seed(0)
     images, labels = torch.randn(batch, 3, 32, 32, generator=g), torch.randint(0, 10, (batch,), generator=g)
+    images, labels = images.to(device), labels.to(device)
     with torch.random.fork_rng():
         torch.manual_seed(0)
         template = vitlab.create_model("vit_tiny_patch4_32")
@@ -98,14 +174,15 @@ def build_steps(batch: int, compile_models: bool) -> tuple[dict[str, Callable[[]
     cfg = TrainConfig(lr=1e-4, min_lr=0.0, weight_decay=0.05)
     steps = {}
     # compiled: the two training steps only (each compilation costs minutes on a small CPU)
-    for name in ("vitlab", "timm") if compile_models else ("vitlab", "timm", "vitlab model", "timm model"):
+    names = ("vitlab", "timm") if compile_models or not model_rows else ("vitlab", "timm", "vitlab model", "timm model")
+    for name in names:
         if name.startswith("vitlab"):
             model = vitlab.create_model("vit_tiny_patch4_32")
             model.load_state_dict(template.state_dict())
         else:
             model = TimmViT(**CONFIG)
             model.load_state_dict(timm_weights)
-        model.train()
+        model.to(device).train()
         if name == "vitlab":
             optimizer = build_optimizer(model, cfg, images.device)
         elif name == "timm":
@@ -113,16 +190,34 @@ def build_steps(batch: int, compile_models: bool) -> tuple[dict[str, Callable[[]
         else:
             optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05, fused=True)
         runnable = torch.compile(model) if compile_models else model
-        steps[name] = make_step(runnable, optimizer, images, labels)
-    return steps, step_flops(template, images, labels)
+        steps[name] = make_step(runnable, optimizer, images, labels, amp_dtype)
+    return steps, step_flops(template.to(device), images, labels)
 
 
-def run(batch: int = 128, rounds: int = 3, steps_per_round: int = 2, compile_models: bool = False) -> list[dict]:
-    """Rows: vitlab vs timm step time (ratio = timm time / vitlab time, > 1 means vitlab is faster), MFU."""
-    steps, flops = build_steps(batch, compile_models)
-    times = time_rounds(steps, rounds, steps_per_round)
-    peak = matmul_peak_flops()
-    mode = "compiled" if compile_models else "eager"
+def run(
+    batch: int = 128,
+    rounds: int = 3,
+    steps_per_round: int = 2,
+    compile_models: bool = False,
+    amp: str = "fp32",
+    device: str = "cpu",
+    model_rows: bool = True,
+    peak_size: int = 2048,
+    warmup: int = 2,
+) -> list[dict]:
+    """Rows: vitlab vs timm step time (ratio = timm time / vitlab time, > 1 means vitlab is faster), MFU.
+
+    ``amp='bf16'``: both steps under bf16 autocast, MFU against the bf16 matmul peak of this run.
+    """
+    if amp not in ("fp32", "bf16"):
+        raise ValueError(f"amp must be fp32 or bf16, got {amp!r}")
+    amp_dtype = torch.bfloat16 if amp == "bf16" else None
+    steps, flops = build_steps(batch, compile_models, amp_dtype, device, model_rows)
+    times = time_rounds(steps, rounds, steps_per_round, warmup)
+    peak = matmul_peak_flops(size=peak_size, repeats=3 if warmup < 2 else 5, dtype=amp_dtype or torch.float32, device=device)
+    mode = ("compiled" if compile_models else "eager") + (", bf16 autocast" if amp_dtype else "")
+    if torch.device(device).type != "cpu":
+        mode += f", {device}"
     ours, reference = times["vitlab"], times["timm"]
     rows = [
         dict(
@@ -130,7 +225,7 @@ def run(batch: int = 128, rounds: int = 3, steps_per_round: int = 2, compile_mod
             value=batch / ours,
             reference=batch / reference,
             ratio=reference / ours,
-            target="vitlab >= 1.1x timm",
+            target="vitlab >= 1.2x timm (same autocast)" if amp_dtype else "vitlab >= 1.1x timm",
         ),
     ]
     if "vitlab model" in times:
@@ -143,7 +238,7 @@ def run(batch: int = 128, rounds: int = 3, steps_per_round: int = 2, compile_mod
         ))
     rows += [
         dict(
-            name=f"ViT-Ti/4 train step MFU, {mode} (achieved / fp32 matmul peak)",
+            name=f"ViT-Ti/4 train step MFU, {mode} (achieved / {amp} matmul peak, GFLOP/s)",
             value=flops / ours / 1e9,
             reference=peak / 1e9,
             ratio=flops / ours / peak,
@@ -153,19 +248,56 @@ def run(batch: int = 128, rounds: int = 3, steps_per_round: int = 2, compile_mod
     return rows
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=2, help="steps per round")
-    parser.add_argument("--compile", action="store_true", help="also time torch.compile'd models")
-    args = parser.parse_args()
-    rows = run(args.batch, args.rounds, args.steps, compile_models=False)
+    parser.add_argument("--amp", choices=("fp32", "bf16", "both"), default="both")
+    parser.add_argument(
+        "--compile",
+        nargs="?",
+        const="same",
+        default=None,
+        choices=("same", "fp32", "bf16", "both"),
+        help="also time torch.compile'd models (bare --compile: for each --amp; or name the precisions)",
+    )
+    parser.add_argument("--compile-only", action="store_true", help="with --compile: skip the eager rows")
+    parser.add_argument("--json", default=None, metavar="PATH", help="also write the rows as JSON (for gpu_check)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument(
+        "--quick", action="store_true", help="batch 8, 1 warm-up step, 2 rounds of 1 step: about a minute on a small CPU"
+    )
+    args = parser.parse_args(argv)
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("bench_vit: --device cuda but no CUDA GPU is visible to torch")
+    if args.quick:
+        args.batch, args.rounds, args.steps = 8, 2, 1
+    amps = ("fp32", "bf16") if args.amp == "both" else (args.amp,)
+    native, sentence = bf16_support(args.device)
+    if "bf16" in amps:
+        print(sentence)
+    kwargs = dict(
+        device=args.device, model_rows=not args.quick, peak_size=1024 if args.quick else 2048, warmup=1 if args.quick else 2
+    )
+    rows: list[dict] = []
+    for amp in amps if not (args.compile and args.compile_only) else ():
+        rows += run(args.batch, args.rounds, args.steps, compile_models=False, amp=amp, **kwargs)
     if args.compile:
-        rows += run(args.batch, args.rounds, args.steps, compile_models=True)
+        compiled = {"same": amps, "both": ("fp32", "bf16")}.get(args.compile, (args.compile,))
+        for amp in compiled:
+            rows += run(args.batch, args.rounds, args.steps, compile_models=True, amp=amp, **kwargs)
+    if "bf16" in amps and not native:
+        for row in rows:
+            if "bf16" in row["name"]:
+                row["target"] = "info: bf16 emulated here"
     from benchmarks.report import print_table
 
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}; ratios from one run")
     print_table(rows)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as out:
+            json.dump(rows, out, indent=1)
 
 
 if __name__ == "__main__":

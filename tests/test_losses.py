@@ -157,3 +157,58 @@ def test_errors_name_the_bad_value() -> None:
         SoftTargetCrossEntropy()(x, torch.rand(4, 2))
     with pytest.raises(DataError, match="weight has 2"):
         LabelSmoothingCrossEntropy(0.1, weight=torch.ones(2))(x, torch.tensor([0, 1, 2, 0]))
+
+
+# ---------------------------------------------------------------- precision (issue 17)
+
+
+def _mixed_smoothed_targets(target: torch.Tensor, k: int, lam: float = 0.3, eps: float = 0.1) -> torch.Tensor:
+    """A Mixup-style float32 target: lam * smoothed(y) + (1 - lam) * smoothed(y rolled)."""
+    return lam * smooth_one_hot(target, k, eps) + (1 - lam) * smooth_one_hot(target.roll(1), k, eps)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_losses_on_low_precision_logits_equal_float32_on_the_upcast_logits(dtype: torch.dtype) -> None:
+    """References: the same loss on logits.float() (bit for bit) and F.cross_entropy in float32."""
+    g = _gen(7)
+    logits = (torch.randn(64, 10, generator=g) * 3).to(dtype).requires_grad_()
+    target = torch.randint(0, 10, (64,), generator=g)
+    soft = _mixed_smoothed_targets(target, 10)
+    upcast = logits.detach().float().requires_grad_()
+    for crit, tgt, ref in (
+        (SoftTargetCrossEntropy(), soft, lambda x: F.cross_entropy(x, soft)),
+        (LabelSmoothingCrossEntropy(0.1), target, lambda x: F.cross_entropy(x, target, label_smoothing=0.1)),
+    ):
+        got = crit(logits, tgt)
+        expected = crit(upcast, tgt)
+        assert got.dtype == torch.float32
+        assert torch.equal(got, expected)
+        torch.testing.assert_close(got, ref(upcast.detach()))
+        (grad,) = torch.autograd.grad(got, logits)
+        (grad_ref,) = torch.autograd.grad(expected, upcast)
+        assert grad.dtype == dtype and torch.equal(grad, grad_ref.to(dtype))  # float32 gradient, rounded once
+    # The old computation (targets cast down to the logits' dtype, log-softmax in that dtype) differs,
+    # so the comparison above can fail.
+    old = -(soft.to(dtype) * F.log_softmax(logits.detach(), dim=1)).sum(dim=1).mean()
+    assert not torch.equal(old.float(), SoftTargetCrossEntropy()(upcast.detach(), soft))
+
+
+def test_losses_under_cpu_bf16_autocast_equal_the_float32_computation() -> None:
+    """Inside torch.autocast("cpu", bfloat16) the loss is still computed in float32 on the bf16 logits."""
+    g = _gen(8)
+    head = torch.nn.Linear(16, 10)
+    x = torch.randn(32, 16, generator=g)
+    target = torch.randint(0, 10, (32,), generator=g)
+    soft = _mixed_smoothed_targets(target, 10)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = head(x)
+        soft_loss = SoftTargetCrossEntropy()(logits, soft)
+        smooth_loss = LabelSmoothingCrossEntropy(0.1)(logits, target)
+    assert logits.dtype == torch.bfloat16
+    assert soft_loss.dtype == smooth_loss.dtype == torch.float32
+    outside = logits.detach().float()
+    assert torch.equal(soft_loss, SoftTargetCrossEntropy()(outside, soft))
+    assert torch.equal(smooth_loss, LabelSmoothingCrossEntropy(0.1)(outside, target))
+    torch.testing.assert_close(soft_loss, F.cross_entropy(outside, soft))
+    (soft_loss + smooth_loss).backward()
+    assert head.weight.grad is not None and bool(torch.isfinite(head.weight.grad).all())

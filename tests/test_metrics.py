@@ -180,6 +180,43 @@ def test_reliability_bins_counts_sum_to_n_and_match_numpy_histogram() -> None:
             assert float(conf[b]) == pytest.approx(c[m].mean(), abs=1e-7)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ece_accepts_low_precision_softmax_and_matches_the_float32_result(dtype: torch.dtype, seed: int) -> None:
+    """bf16/fp16 softmax rows sum to 1 only within the dtype's rounding (issue 17); they are accepted.
+
+    References: numpy_ece on the same probabilities upcast to float64 (exact agreement), and the
+    float32 softmax of the same logits: with unit roundoff u = eps/2 each confidence moves by at most
+    u, which moves ECE by at most u, plus at most 2/N for every sample whose bin or argmax changed.
+    """
+    g = _gen(seed)
+    logits = (torch.randn(1000, 10, generator=g) * 3).to(dtype)
+    labels = torch.randint(0, 10, (1000,), generator=g)
+    low = logits.softmax(1)
+    ref = logits.float().softmax(1)
+    got = expected_calibration_error(low, labels)
+    assert float(got) == pytest.approx(numpy_ece(low.double().numpy(), labels.numpy(), 15), abs=1e-12)
+    acc, conf, counts = reliability_bins(low, labels)
+    assert int(counts.sum()) == 1000 and acc.dtype == torch.float64
+    edges = torch.linspace(0, 1, 16, dtype=torch.float64)[1:-1]
+    conf_low, pred_low = low.double().max(1)
+    conf_ref, pred_ref = ref.double().max(1)
+    moved = (torch.bucketize(conf_low, edges) != torch.bucketize(conf_ref, edges)) | (pred_low != pred_ref)
+    u = torch.finfo(dtype).eps / 2
+    bound = u + 2 * int(moved.sum()) / 1000
+    assert abs(float(got) - float(expected_calibration_error(ref, labels))) <= bound
+
+
+def test_low_precision_tolerance_still_rejects_logits_and_unnormalised_rows() -> None:
+    logits = (torch.randn(50, 10, generator=_gen(5)) * 3).bfloat16()
+    labels = torch.zeros(50, dtype=torch.long)
+    with pytest.raises(DataError, match="softmax"):
+        expected_calibration_error(logits, labels)
+    off = logits.float().softmax(1) * 1.02  # 2% off: more than one bf16 eps (0.0078)
+    with pytest.raises(DataError, match="rows sum to 1"):
+        reliability_bins(off.bfloat16(), labels)
+
+
 def test_ece_rejects_logits_and_bad_shapes() -> None:
     logits = torch.randn(10, 3, generator=_gen()) * 5
     labels = torch.zeros(10, dtype=torch.long)

@@ -21,9 +21,18 @@ i.e. the smoothing term weights every class by its own weight (not by the target
 **both** terms by the same normaliser ``sum_n m_n * w_{y_n}`` (the weight mass of the non-ignored
 targets; the count of non-ignored elements when there are no weights). A batch whose targets are all
 ignored therefore gives ``0 / 0 = nan`` under ``'mean'``, as in PyTorch.
+
+Precision: both losses are computed in float32 (float64 for float64 logits) whatever the logits'
+dtype and outside any autocast region: float16 / bfloat16 logits are upcast, and soft targets are
+never rounded down to the logits' dtype (a bf16 mixed and smoothed target row would sum to
+0.998-1.002, and a bf16 log-softmax loses three decimal digits). Under bf16 logits the loss equals
+the float32 computation on the upcast logits, bit for bit; the gradient flows back to the logits in
+their own dtype.
 """
 
 from __future__ import annotations
+
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +56,16 @@ def _check_reduction(reduction: str) -> str:
     if reduction not in _REDUCTIONS:
         raise ConfigError(f"reduction must be one of {', '.join(_REDUCTIONS)}, got '{reduction}'")
     return reduction
+
+
+def _compute_dtype(logits: Tensor) -> torch.dtype:
+    """float32 for float16 / bfloat16 / float32 logits, float64 for float64 ones."""
+    return torch.promote_types(logits.dtype, torch.float32)
+
+
+def _full_precision(device: torch.device):  # noqa: ANN202 - a context manager
+    """A region where autocast casts nothing down (the losses' explicit dtypes hold)."""
+    return torch.autocast(device_type=device.type, enabled=False) if device.type in ("cpu", "cuda") else nullcontext()
 
 
 def smooth_one_hot(target: Tensor, num_classes: int, smoothing: float = 0.0, dtype: torch.dtype | None = None) -> Tensor:
@@ -149,6 +168,11 @@ class LabelSmoothingCrossEntropy(nn.Module):
                 f"target contains {bad}, outside [0, {num_classes}) and not ignore_index={self.ignore_index}"
             )
         safe_target = torch.where(keep, target, torch.zeros_like(target))  # (N, ...)
+        with _full_precision(logits.device):
+            return self._loss(logits.to(_compute_dtype(logits)), safe_target, keep, weight, num_classes)
+
+    def _loss(self, logits: Tensor, safe_target: Tensor, keep: Tensor, weight: Tensor | None, num_classes: int) -> Tensor:
+        """The module docstring's formula on float32 / float64 ``logits`` (N, K, ...)."""
         log_p = F.log_softmax(logits, dim=1)  # (N, K, ...)
         nll = -log_p.gather(1, safe_target.unsqueeze(1)).squeeze(1)  # (N, ...): -log p_{n, y_n}
         if weight is not None:
@@ -180,7 +204,8 @@ class SoftTargetCrossEntropy(nn.Module):
         reduction: ``'mean'`` (over samples), ``'sum'`` or ``'none'``.
 
     Shapes:
-        logits: (N, K); soft_targets: (N, K), rows non-negative and summing to 1.
+        logits: (N, K); soft_targets: (N, K), rows non-negative and summing to 1. The loss is
+        float32 (float64 for float64 logits), see the module docstring.
     """
 
     def __init__(self, reduction: str = "mean") -> None:
@@ -204,7 +229,10 @@ class SoftTargetCrossEntropy(nn.Module):
                 f"soft_targets must be float probabilities, got {soft_targets.dtype}; "
                 "for class indices use LabelSmoothingCrossEntropy"
             )
-        loss = -(soft_targets.to(logits.dtype) * F.log_softmax(logits, dim=1)).sum(dim=1)  # (N,)
+        dtype = _compute_dtype(logits)
+        with _full_precision(logits.device):
+            log_p = F.log_softmax(logits.to(dtype), dim=1)  # (N, K) in float32 / float64
+            loss = -(soft_targets.to(dtype) * log_p).sum(dim=1)  # (N,)
         if self.reduction == "none":
             return loss
         return loss.sum() if self.reduction == "sum" else loss.mean()

@@ -157,9 +157,13 @@ def _check_probs(probs: Tensor, labels: Tensor, n_bins: int) -> None:
     if probs.numel() == 0:
         raise DataError(f"probs is empty (shape {tuple(probs.shape)}); calibration needs at least one sample")
     _check_label_range(labels, probs.shape[1])
-    tol = 1e-3 if probs.dtype in (torch.float16, torch.bfloat16) else 1e-4
-    bad_range = (probs < -tol) | (probs > 1 + tol) | ~torch.isfinite(probs)
-    bad_sum = (probs.sum(dim=1) - 1).abs() > max(tol, 1e-5 * probs.shape[1])
+    # Checked in float32 (a bf16 row sum is itself rounded by up to 2**-8). A softmax output stored
+    # in a dtype with unit roundoff u = eps / 2 has |p_i - p_i*| <= u * p_i, so its row sum is within
+    # u of 1; the tolerance is one eps of the input dtype (2u), never below the float32 slack.
+    tol = max(1e-4, torch.finfo(probs.dtype).eps)
+    p32 = probs.detach().to(torch.float32)
+    bad_range = (p32 < -tol) | (p32 > 1 + tol) | ~torch.isfinite(p32)
+    bad_sum = (p32.sum(dim=1) - 1).abs() > max(tol, 1e-5 * probs.shape[1])
     if bool(bad_range.any() | bad_sum.any()):
         raise DataError(
             "probs must be probabilities in [0, 1] whose rows sum to 1; pass logits.softmax(dim=1), not logits"
@@ -174,7 +178,9 @@ def reliability_bins(probs: Tensor, labels: Tensor, n_bins: int = 15) -> tuple[T
     and means are segment reductions over the bin index (:mod:`vitlab.scatter`), not a loop over bins.
 
     Args:
-        probs: (N, C) predicted probabilities (rows sum to 1).
+        probs: (N, C) predicted probabilities (rows sum to 1), any floating dtype: float16 /
+            bfloat16 rows are accepted within one eps of their dtype, and everything is computed in
+            float64.
         labels: (N,) true class indices.
         n_bins: ``M``, the number of equal-width bins over [0, 1].
 

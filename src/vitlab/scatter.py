@@ -824,23 +824,47 @@ def _coo_offsets(src: Tensor, index: Tensor, dim_size: int | None, check: bool) 
             raise DataError(f"dim_size must be >= 0, got {dim_size}")
     if idx.numel() == 0:
         dim_size = dim_size or 0
+    elif idx.dim() == 1 and (check or dim_size is None):
+        # One pass gives the runs of equal values and their lengths: the index is sorted iff the run
+        # values increase strictly, its range is their ends, and the offsets are the cumulated lengths.
+        values, lengths = torch.unique_consecutive(idx, return_counts=True)
+        unsorted = (values[1:] <= values[:-1]).any()
+        lo_v, hi_v, unsorted_v = torch.stack([values[0], values[-1], unsorted.to(torch.long)]).tolist()
+        if dim_size is None:
+            dim_size = max((hi_v if not unsorted_v else int(values.max())) + 1, 0)
+        _check_coo(index, dim, dim_size, check, lo_v, hi_v, bool(unsorted_v), idx)
+        if not unsorted_v and lo_v >= 0 and hi_v < dim_size:
+            counts = torch.zeros(dim_size + 1, dtype=torch.long, device=idx.device)
+            counts[values + 1] = lengths
+            return counts.cumsum(0)
     elif check or dim_size is None:
-        # One read-back for the size, the range and the order.
-        lo, hi = torch.aminmax(idx)
-        unsorted = (idx.diff(dim=-1) < 0).any() if idx.shape[-1] > 1 else torch.zeros((), dtype=torch.bool)
-        lo_v, hi_v, unsorted_v = torch.stack([lo, hi, unsorted.to(lo.device, torch.long)]).tolist()
+        # One read-back for the size, the range and the order (comparisons of neighbours, no diff
+        # buffer). A sorted index has its extremes at the ends of its rows, so no full min/max pass.
+        unsorted = (idx[..., 1:] < idx[..., :-1]).any()
+        if check:
+            lo, hi = idx[..., 0].min(), idx[..., -1].max()  # exact when sorted; unsorted raises below
+        else:
+            lo, hi = torch.aminmax(idx)
+        lo_v, hi_v, unsorted_v = torch.stack([lo, hi, unsorted.to(torch.long)]).tolist()
         if dim_size is None:
             dim_size = max(hi_v + 1, 0)
-        if check and unsorted_v:
-            raise DataError(
-                f"index must be sorted (non-decreasing) along dim {dim} for segment_coo, got "
-                f"{index.flatten()[:12].tolist()}{' ...' if index.numel() > 12 else ''}; "
-                "sort it first (index, perm = index.sort(); src = src[perm]) or use scatter"
-            )
-        if check and (lo_v < 0 or hi_v >= dim_size):
-            raise _range_error(idx, dim_size)
+        _check_coo(index, dim, dim_size, check, lo_v, hi_v, bool(unsorted_v), idx)
     boundaries = torch.arange(dim_size + 1, device=idx.device).expand(*idx.shape[:-1], dim_size + 1)
     return torch.searchsorted(idx.contiguous(), boundaries.contiguous())  # offsets[s] = #{e: idx[e] < s}
+
+
+def _check_coo(
+    index: Tensor, dim: int, dim_size: int, check: bool, lo: int, hi: int, unsorted: bool, idx: Tensor
+) -> None:
+    """Raise for an unsorted or out-of-range COO index (when ``check``), from values already read back."""
+    if check and unsorted:
+        raise DataError(
+            f"index must be sorted (non-decreasing) along dim {dim} for segment_coo, got "
+            f"{index.flatten()[:12].tolist()}{' ...' if index.numel() > 12 else ''}; "
+            "sort it first (index, perm = index.sort(); src = src[perm]) or use scatter"
+        )
+    if check and (lo < 0 or hi >= dim_size):
+        raise _range_error(idx, dim_size)
 
 
 def segment_coo(
@@ -855,7 +879,8 @@ def segment_coo(
         out[i][index[i][j]][k] = R(src[i][j][k])
 
     which is :func:`scatter` with the same index, computed instead as :func:`segment_csr` on the
-    offsets ``indptr[s] = #{j: index[j] < s}`` (one ``searchsorted`` of ``dim_size + 1`` values).
+    offsets ``indptr[s] = #{j: index[j] < s}`` (for a 1-D index from the runs of equal values found by
+    the validating pass, otherwise one ``searchsorted`` of ``dim_size + 1`` values per row).
     Empty segments give 1 for ``mul`` and 0 otherwise.
 
     Args:
@@ -953,6 +978,14 @@ def gather_csr(src: Tensor, indptr: Tensor, check: bool = True) -> Tensor:
     shape = _out_shape(src, dim, n)
     if n == 0 or src.numel() == 0:
         return src.new_zeros(shape) + src.reshape(-1)[:0].sum()
+    if offsets.dim() == 1 and not partial_v:
+        # One shared row covering [0, n): repeat each segment's slice by its length.
+        try:
+            return src.repeat_interleave(offsets.diff(), dim=dim, output_size=n)
+        except RuntimeError:  # only reachable with check=False and decreasing offsets
+            raise DataError(
+                "indptr must be non-decreasing offsets; call gather_csr with check=True to see the bad values"
+            ) from None
     seg = _segment_ids(offsets, n)  # (..., n) in [0, S]
     idx = seg.clamp_max(num_segments - 1)
     if idx.dim() == 1:
