@@ -289,6 +289,7 @@ class ImageTask(Task):
 
         # The last epoch has just scored these weights on the validation split, unless this call resumed a
         # run whose epochs were all done.
+        self.final_model = getattr(model, "_orig_mod", model)  # for the report's ViT figures (unwrapped if compiled)
         val = self.val if fresh else evaluate(model, self.val_set, self.transform, ctx, amp=amp)
         self.test = evaluate(model, self.test_set, self.transform, ctx, amp=amp)
         self.temperature = fit_temperature(val.logits, val.labels)
@@ -311,6 +312,23 @@ class ImageTask(Task):
         # Reliability diagram of the test split before (left) and after (right) temperature scaling with the
         # temperature fitted on the validation split.
         viz.plot_temperature_scaling(self.test.logits, self.test.labels, self.temperature, run_dir / "reliability.png")
+        self._write_vit_figures(run_dir)
+
+    def _write_vit_figures(self, run_dir: Path, count: int = 8) -> None:
+        """ViT runs: the paper's Fig. 7 views (patch-filter PCs, position-embedding similarity) and the attention
+        rollout of the first test image of each of ``count`` classes (viz.write_vit_figures); nothing for CNNs."""
+        from vitlab import viz
+
+        labels = self.test_set.labels
+        picks = [int(torch.nonzero(labels == c)[0]) for c in range(self.test_set.num_classes) if bool((labels == c).any())][:count]
+        model = self.final_model
+        device = next(model.parameters()).device
+        images = self.transform(self.test_set.images[picks].to(device), None, train=False)
+        with torch.no_grad():
+            predicted = model.eval()(images).argmax(1).tolist()
+        classes = self.test_set.classes
+        titles = [f"true {classes[int(labels[i])]} / pred {classes[p]}" for i, p in zip(picks, predicted)]
+        viz.write_vit_figures(model, images, run_dir, titles)
 
     def format_summary(self, summary: dict[str, Any]) -> str:
         return format_summary(summary)
