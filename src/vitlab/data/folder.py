@@ -188,11 +188,15 @@ def load_image_folder(root: str | Path, classes: Sequence[str] | None = None,
 
 
 def load_image_files(samples: Sequence[tuple[Path, int]], classes: Sequence[str], name: str,
-                     source: str | None = None) -> ImageDataset:
+                     source: str | None = None, channels: int | None = None) -> ImageDataset:
     """Read the listed ``(path, label)`` images (all of one size) into one in-memory dataset.
 
+    Args:
+        channels: convert every image to 1 (grayscale) or 3 (RGB) channels (:func:`convert_image`);
+            None: 1 when every file is grayscale, else 3.
+
     Returns:
-        images (N, C, H, W) uint8 with C = 1 (all grayscale) or 3, labels (N,) int64, ``classes``.
+        images (N, C, H, W) uint8, labels (N,) int64, ``classes``.
 
     Raises:
         DataError: an unreadable / truncated / non-image file (named); images of different sizes.
@@ -208,7 +212,8 @@ def load_image_files(samples: Sequence[tuple[Path, int]], classes: Sequence[str]
                 raise DataError(f"images differ in size: {first_path} is {w0}x{h0} but {path} is {w1}x{h1}; "
                                 f"resize all images to one size first, or give the recipe an img_size to stream "
                                 f"them through the resize pipeline")
-            arrays.append(_to_array(image, gray=image.mode in GRAY_MODES))
+            gray = image.mode in GRAY_MODES if channels is None else channels == 1
+            arrays.append(_to_array(image, gray=gray))
     if not arrays:
         raise DataError(f"{name}: the dataset is empty; point it at a folder or file with samples")
     if all(a.ndim == 2 for a in arrays):
