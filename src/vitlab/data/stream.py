@@ -370,8 +370,14 @@ def choose_mode(source: FolderSource | ShardSource, img_size: int | None, augmen
     per_image = None if size is None else channels * size[0] * size[1]
     if per_image is not None and per_image * len(source) > limit:
         return "stream", f"{len(source)} images of {per_image} bytes exceed memory_limit_mb={memory_limit_mb}"
+    from PIL import Image
+
     for index in range(len(source)):
-        with _header(source, index) as image:
+        try:
+            image = Image.open(source.describe(index))  # lazy: reads the header only
+        except Exception:  # noqa: BLE001 (an unreadable file: the stream reports it by the bad_images setting)
+            return "stream", f"{source.describe(index)} cannot be read"
+        with image:
             if size is None:
                 size = image.size
                 per_image = channels * size[0] * size[1]
@@ -381,15 +387,6 @@ def choose_mode(source: FolderSource | ShardSource, img_size: int | None, augmen
             elif image.size != size:
                 return "stream", f"{source.describe(index)} is {image.size[0]}x{image.size[1]}, not {size[0]}x{size[1]}"
     return "memory", f"{len(source)} images of one size {size[0]}x{size[1]} fit in memory_limit_mb={memory_limit_mb}"
-
-
-def _header(source: FolderSource, index: int):  # noqa: ANN202
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        return Image.open(source.describe(index))  # lazy: reads the header only
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{source.describe(index)}: not an image Pillow can read ({exc}); remove or replace it") from None
 
 
 def build_image_loader(
@@ -460,16 +457,23 @@ def build_image_loader(
         chosen, _reason = choose_mode(data, img_size, augment, memory_limit_mb, in_chans)
     sampler = EpochBatchSampler(len(data), batch_size, train, seed, rank, world_size,
                                 groups=data.groups if train else None)
+    loader: ImageLoader | None = None
     if chosen == "memory":
         if isinstance(data, ShardSource):
             raise ConfigError("mode 'memory' reads image folders only; use mode 'stream' (or 'auto') for shards")
         samples = [(Path(data.describe(i)), int(data.labels[i])) for i in range(len(data))]
-        dataset = load_image_files(samples, data.classes, data.name, str(source), channels=in_chans)
-        if img_size is not None and dataset.image_shape[1:] != (img_size, img_size):
-            raise DataError(f"{data.name}: images are {dataset.image_shape[2]}x{dataset.image_shape[1]}, the model "
-                            f"expects {img_size}x{img_size}; use mode 'stream' to resize them")
-        loader: ImageLoader = InMemoryLoader(dataset, sampler, dtype)
-    else:
+        try:
+            dataset = load_image_files(samples, data.classes, data.name, str(source), channels=in_chans)
+        except DataError:
+            if mode == "memory" or bad_images == "error":
+                raise
+            dataset = None  # auto + skip: a file that does not decode sends the split to the stream, which skips it
+        if dataset is not None:
+            if img_size is not None and dataset.image_shape[1:] != (img_size, img_size):
+                raise DataError(f"{data.name}: images are {dataset.image_shape[2]}x{dataset.image_shape[1]}, the "
+                                f"model expects {img_size}x{img_size}; use mode 'stream' to resize them")
+            loader = InMemoryLoader(dataset, sampler, dtype)
+    if loader is None:
         if img_size is None:
             raise ConfigError(f"{data.name}: streaming needs the model's img_size (images are resized to it)")
         pipeline = build_pipeline(train, img_size, in_chans, augment or AugmentConfig.minimal())
