@@ -305,3 +305,40 @@ def test_a_body_truncated_file_in_a_memory_sized_folder_follows_bad_images(tmp_p
     assert loader.mode == "stream"
     _batches(loader)
     assert loader.skipped == 1 and loader.skipped_files == [str(path)]
+
+
+def test_channel_stats_of_a_stream_equal_those_of_the_whole_tensor(tmp_path):
+    from vitlab.data.transforms import channel_stats
+
+    root = _folder(tmp_path / "data", per_class=6)
+    loader = build_image_loader(root, "train", img_size=16, batch_size=4, train=False, workers=0, dtype=torch.uint8)
+    batches = [x for x, _ in loader]
+    mean, std = channel_stats(iter(batches))
+    everything = torch.cat(batches).double().div(255)  # reference: torch.std_mean over all pixels at once
+    ref_std, ref_mean = torch.std_mean(everything.transpose(0, 1).reshape(3, -1), dim=1, correction=0)
+    assert torch.allclose(mean.double(), ref_mean, atol=1e-6) and torch.allclose(std.double(), ref_std, atol=1e-6)
+    with pytest.raises(DataError, match="no images"):
+        channel_stats(iter([]))
+
+
+def test_streaming_needs_neither_torchvision_nor_webdataset_nor_kornia(tmp_path):
+    import subprocess
+    import sys
+
+    root = _folder(tmp_path / "data", per_class=6)
+    write = "from vitlab.data.shards import write_shards; write_shards(sys.argv[1], sys.argv[2], max_count=5)"
+    code = (
+        "import sys\n"
+        "for name in ('torchvision', 'webdataset', 'kornia', 'timm'):\n"
+        "    sys.modules[name] = None  # importing any of them now fails\n"
+        f"{write}\n"
+        "from vitlab.data import AugmentConfig, build_image_loader\n"
+        "for source in (sys.argv[1], sys.argv[2]):\n"
+        "    loader = build_image_loader(source, 'train', img_size=16, batch_size=2, train=True,\n"
+        "                                augment=AugmentConfig(policy='trivialaugment'), workers=0)\n"
+        "    assert sum(x.shape[0] for x, _ in loader) == 2 * len(loader)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    done = subprocess.run([sys.executable, "-c", code, str(root), str(tmp_path / "shards")], env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
