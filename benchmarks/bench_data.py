@@ -226,7 +226,7 @@ def main() -> None:
         t0 = time.perf_counter()
         for count in args.sizes:
             make_folder(base / f"jpeg{count}", count)
-        print(f"made {' and '.join(map(str, args.sizes))} JPEGs of {SIDE}x{SIDE} in {time.perf_counter() - t0:.1f} s "
+        print(f"made (or reused) {' and '.join(map(str, args.sizes))} JPEGs of {SIDE}x{SIDE} in {time.perf_counter() - t0:.1f} s "
               f"(this machine is shared: absolute times are noisy, compare the ratios)")
         if not args.skip_memory:
             memory(args, base)

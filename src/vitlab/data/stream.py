@@ -155,11 +155,13 @@ class EpochBatchSampler(Sampler):
             order = torch.randperm(self.n, generator=generator)
             per_rank = self.n // self.world_size
             return order[: per_rank * self.world_size][self.rank :: self.world_size]
+        # shards in a random order, the samples of each shard in a random order: a random permutation of
+        # all samples, stably sorted by the position of its shard in a random permutation of the shards
         groups = torch.from_numpy(np.asarray(self.groups, dtype=np.int64))
-        members = [torch.nonzero(groups == g).flatten() for g in range(int(groups.max()) + 1)]
-        chunks = [members[g][torch.randperm(members[g].numel(), generator=generator)]
-                  for g in torch.randperm(len(members), generator=generator).tolist()]
-        order = torch.cat(chunks)
+        shard_rank = torch.empty(int(groups.max()) + 1, dtype=torch.int64)
+        shard_rank[torch.randperm(shard_rank.numel(), generator=generator)] = torch.arange(shard_rank.numel())
+        shuffled = torch.randperm(self.n, generator=generator)
+        order = shuffled[torch.sort(shard_rank[groups[shuffled]], stable=True).indices]
         per_rank = self.n // self.world_size
         return order[self.rank * per_rank : (self.rank + 1) * per_rank]
 
@@ -235,7 +237,24 @@ def _keep(batch: Batch) -> Batch:
 
 
 def _worker_init(worker_id: int) -> None:
-    torch.set_num_threads(1)  # each worker decodes on one core; the workers are the parallelism
+    """Fix glibc's mmap threshold at 128 KiB in each worker (a no-op where there is no glibc).
+
+    glibc raises the threshold to the size of each freed mmap'd block, after which a worker's per-batch
+    buffers (MBs, allocated by one thread and freed after another sent them) come from the heap and
+    fragment it: without this a worker's RSS grew by ~3 MB per batch (benchmarks/bench_data.py);
+    setting the threshold explicitly turns that adjustment off.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return
+    try:
+        libc = ctypes.CDLL(name)
+        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
 
 
 # ------------------------------------------------------------------------------------------ loaders
@@ -313,6 +332,7 @@ class InMemoryLoader(ImageLoader):
         self.mode = "memory"
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        self._batch = self.sampler.start_batch
         for keys in self.sampler:
             index = torch.tensor([i for _, i in keys], dtype=torch.int64)
             images = self.dataset.images[index]
@@ -336,6 +356,7 @@ class StreamingLoader(ImageLoader):
         self.mode = "stream"
         extra: dict[str, Any] = {}
         if workers > 0:
+            # (DataLoader's workers already run torch on one thread each; the random draws are per sample)
             extra = {"prefetch_factor": prefetch, "persistent_workers": persistent, "worker_init_fn": _worker_init}
         self.loader = DataLoader(
             dataset, batch_sampler=sampler, num_workers=workers, collate_fn=_keep, pin_memory=pin_memory,
@@ -343,6 +364,7 @@ class StreamingLoader(ImageLoader):
         )
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        self._batch = self.sampler.start_batch
         for batch in self.loader:
             if batch.bad:
                 if self.bad_images == "error":
