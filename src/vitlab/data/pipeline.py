@@ -126,14 +126,27 @@ class AugmentConfig:
         return out
 
 
-def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
-    """The ``torch.Generator`` of sample ``index`` in ``epoch``: seeded by numpy's ``SeedSequence`` hash of the three.
+_MASK64 = (1 << 64) - 1
 
-    ``SeedSequence`` mixes the entropy words so that nearby (seed, epoch, index) give unrelated streams.
+
+def _splitmix64(x: int) -> int:
+    """SplitMix64's output function (Steele, Lea & Flood 2014): a bijective 64-bit mixer."""
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    """The ``torch.Generator`` of sample ``index`` in ``epoch``.
+
+    Seeded by chaining SplitMix64 over the three numbers, ``h = mix(mix(mix(seed) ^ epoch) ^ index)``, so
+    nearby (seed, epoch, index) give unrelated streams (a few integer operations per sample).
     """
-    words = [int(seed) & 0xFFFFFFFFFFFFFFFF, int(epoch) & 0xFFFFFFFFFFFFFFFF, int(index) & 0xFFFFFFFFFFFFFFFF]
-    state = np.random.SeedSequence(words).generate_state(2, np.uint32)
-    return torch.Generator().manual_seed((int(state[0]) << 31) ^ int(state[1]))
+    h = _splitmix64(int(seed) & _MASK64)
+    h = _splitmix64(h ^ (int(epoch) & _MASK64))
+    h = _splitmix64(h ^ (int(index) & _MASK64))
+    return torch.Generator().manual_seed(h >> 1)  # manual_seed takes a non-negative 63-bit value
 
 
 def _resample(name: str) -> int:
@@ -188,10 +201,15 @@ def center_crop_box(width: int, height: int, size: int, crop_fraction: float) ->
 
 
 def to_tensor(image) -> Tensor:  # noqa: ANN001
-    """A Pillow image in mode L or RGB -> (C, H, W) uint8 tensor (C = 1 or 3)."""
-    array = np.asarray(image, dtype=np.uint8)
-    tensor = torch.from_numpy(array.copy())
-    return tensor.unsqueeze(0) if tensor.dim() == 2 else tensor.permute(2, 0, 1).contiguous()
+    """A Pillow image in mode L or RGB -> (C, H, W) uint8 tensor (C = 1 or 3), writable.
+
+    The result is a channels-first *view* of the image's bytes (not contiguous): whoever stores it copies
+    it once, converting layout (and dtype) in the same pass.
+    """
+    data = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+    if image.mode == "L":
+        return data.view(1, image.height, image.width)
+    return data.view(image.height, image.width, 3).permute(2, 0, 1)
 
 
 @dataclass
