@@ -120,27 +120,44 @@ def memory(args: argparse.Namespace, base: Path) -> None:
               f"{results[large][key] / results[small][key]:.3f}  (target <= 1.10)")
 
 
-def _ours(folder: Path, args: argparse.Namespace):
+def _ours(folder: Path, args: argparse.Namespace, uint8: bool):
+    """vitlab's loader; with ``uint8`` the workers send 0..255 and the main process converts (``to_float``)."""
     import torch
 
+    from vitlab.data.base import to_float
     from vitlab.data.pipeline import AugmentConfig
     from vitlab.data.stream import build_image_loader
 
-    return build_image_loader(folder, "train", img_size=args.img_size, batch_size=args.batch_size, train=True,
-                              augment=AugmentConfig.minimal(interpolation="bilinear"), workers=args.workers,
-                              seed=0, mode="stream", dtype=torch.float32, pin_memory=False, split_seed=0)
+    loader = build_image_loader(folder, "train", img_size=args.img_size, batch_size=args.batch_size, train=True,
+                                augment=AugmentConfig.minimal(interpolation="bilinear"), workers=args.workers,
+                                seed=0, mode="stream", dtype=torch.uint8 if uint8 else torch.float32,
+                                pin_memory=False, split_seed=0)
+    if not uint8:
+        return loader
+
+    class ToFloat:  # what the engine does on its device; here on the CPU, in the main process
+        def __init__(self) -> None:
+            self.loader = loader.loader
+
+        def __iter__(self):
+            for x, y in loader:
+                yield to_float(x), y
+
+    return ToFloat()
 
 
-def _timm(folder: Path, args: argparse.Namespace):
+def _timm(folder: Path, args: argparse.Namespace, prefetcher: bool):
+    """timm's loader; with ``prefetcher`` (timm's default) workers send uint8 and the main process normalises."""
     import torch
     from timm.data import ImageDataset, create_loader
 
-    return create_loader(
+    loader = create_loader(
         ImageDataset(str(folder)), input_size=(3, args.img_size, args.img_size), batch_size=args.batch_size,
         is_training=True, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), hflip=0.5, vflip=0.0, color_jitter=None,
         re_prob=0.0, auto_augment=None, interpolation="bilinear", num_workers=args.workers,
-        use_prefetcher=False, pin_memory=False, persistent_workers=True, device=torch.device("cpu"),
+        use_prefetcher=prefetcher, pin_memory=False, persistent_workers=True, device=torch.device("cpu"),
     )
+    return loader
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -150,7 +167,9 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _worker_pids(loader) -> list[int]:
-    data_loader = getattr(loader, "loader", loader)  # vitlab's StreamingLoader wraps a DataLoader
+    data_loader = loader
+    while hasattr(data_loader, "loader"):  # vitlab's StreamingLoader and timm's PrefetchLoader wrap a DataLoader
+        data_loader = data_loader.loader
     iterator = getattr(data_loader, "_iterator", None)
     return [w.pid for w in getattr(iterator, "_workers", [])]
 
@@ -179,20 +198,24 @@ def throughput(args: argparse.Namespace, base: Path) -> None:
     folder = make_folder(base / f"jpeg{min(args.sizes)}", min(args.sizes))
     print(f"== loader throughput: decode + RandomResizedCrop {args.img_size} + flip -> float32, {args.workers} "
           f"workers, batch {args.batch_size}, up to {args.throughput_images} images per run ({folder})")
-    ours, theirs = [], []
-    for _ in range(args.repeats):
-        ours.append(_rate(_ours(folder, args), args.throughput_images))
-        if not args.skip_timm:
-            theirs.append(_rate(_timm(folder, args), args.throughput_images))
     best = lambda runs: (max(r[0] for r in runs), min(r[1] for r in runs))  # noqa: E731
     shown = lambda runs: ", ".join(f"{r[0]:.0f}/s {r[1]:.2f} ms" for r in runs)  # noqa: E731
-    (our_rate, our_cpu) = best(ours)
-    print(f"  vitlab: {our_rate:7.0f} images/s, {our_cpu:5.2f} CPU ms per image (runs: {shown(ours)})")
-    if theirs:
-        (their_rate, their_cpu) = best(theirs)
-        print(f"  timm:   {their_rate:7.0f} images/s, {their_cpu:5.2f} CPU ms per image (runs: {shown(theirs)})")
-        print(f"  ratio vitlab / timm: {our_rate / their_rate:.2f} in images/s (target >= 1.0), "
-              f"{their_cpu / our_cpu:.2f} in images per CPU second (steadier on a busy machine)")
+    for uint8 in (False, True):
+        what = ("uint8 from the workers, float in the main process (timm: its default prefetcher, normalising)"
+                if uint8 else "float32 from the workers (timm: use_prefetcher=False, ToTensor + Normalize)")
+        print(f"  -- {what}")
+        ours, theirs = [], []
+        for _ in range(args.repeats):
+            ours.append(_rate(_ours(folder, args, uint8), args.throughput_images))
+            if not args.skip_timm:
+                theirs.append(_rate(_timm(folder, args, uint8), args.throughput_images))
+        our_rate, our_cpu = best(ours)
+        print(f"  vitlab: {our_rate:7.0f} images/s, {our_cpu:5.2f} CPU ms per image (runs: {shown(ours)})")
+        if theirs:
+            their_rate, their_cpu = best(theirs)
+            print(f"  timm:   {their_rate:7.0f} images/s, {their_cpu:5.2f} CPU ms per image (runs: {shown(theirs)})")
+            print(f"  ratio vitlab / timm: {our_rate / their_rate:.2f} in images/s (target >= 1.0), "
+                  f"{their_cpu / our_cpu:.2f} in images per CPU second (steadier on a busy machine)")
 
 
 def policies(args: argparse.Namespace) -> None:
