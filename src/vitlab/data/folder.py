@@ -132,8 +132,8 @@ def open_image(source: str | Path | IO[bytes], name: str | None = None):  # noqa
         raise DataError(f"{name}: not an image Pillow can read; remove it or replace it with a valid image") from exc
     except FileNotFoundError as exc:
         raise DataError(f"{name}: file not found; was it removed after the data set was listed?") from exc
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
-        # truncated data, bad chunks (Pillow raises SyntaxError too), absurd sizes
+    except Exception as exc:  # noqa: BLE001 (only Pillow's decoder runs here: whatever it raises, the data is bad)
+        # truncated data (OSError), bad chunks (SyntaxError, struct.error, ...), absurd sizes (DecompressionBombError)
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(f"{name}: corrupt or truncated image ({message}); remove it or replace it") from exc
     return image
