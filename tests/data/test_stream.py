@@ -342,3 +342,31 @@ def test_streaming_needs_neither_torchvision_nor_webdataset_nor_kornia(tmp_path)
     done = subprocess.run([sys.executable, "-c", code, str(root), str(tmp_path / "shards")], env=env,
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_streamed_batches_train_a_vit_with_mixing_and_the_batch_transform(tmp_path):
+    # the engine's consumption today: BatchTransform (to float, normalise) -> Mixer -> model -> loss
+    from vitlab.data.transforms import BatchTransform, channel_stats
+    from vitlab.mixing import build_mixing
+    from vitlab.models import create_model
+
+    root = _folder(tmp_path / "data", per_class=8)
+    loader = build_image_loader(root, "train", img_size=32, batch_size=4, train=True, workers=0,
+                                augment=AugmentConfig(), dtype=torch.uint8)
+    stats = build_image_loader(root, "train", img_size=32, batch_size=8, train=False, workers=0, dtype=torch.uint8)
+    mean, std = channel_stats(x for x, _ in stats)
+    transform = BatchTransform(mean=mean.tolist(), std=std.tolist())
+    generator = torch.Generator().manual_seed(0)
+    mixer, loss_fn = build_mixing(loader.num_classes, mixup_alpha=0.8, cutmix_alpha=1.0, generator=generator)
+    torch.manual_seed(0)
+    model = create_model("vit_tiny_patch4_32", img_size=32, in_chans=3, num_classes=loader.num_classes)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    for images, labels in loader:
+        images = transform(images, generator, train=True)
+        images, targets = mixer(images, labels)
+        loss = loss_fn(model(images), targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        assert torch.isfinite(loss)
+    assert loader.state_dict()["batch"] == len(loader)
