@@ -160,3 +160,49 @@ def test_build_pipeline_rejects_bad_sizes_and_channels():
         build_pipeline(True, 0, 3)
     with pytest.raises(ConfigError, match="in_chans"):
         build_pipeline(False, 32, 4)
+
+
+def _jpeg(tmp_path, width: int = 800, height: int = 600):
+    path = tmp_path / "photo.jpg"
+    _photo(width, height, seed=4).save(path, quality=92)
+    return path
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_jpeg_draft_decodes_less_and_stays_close_to_the_full_decode(tmp_path, train, monkeypatch):
+    from PIL import JpegImagePlugin
+
+    from vitlab.data.folder import open_image
+
+    path = _jpeg(tmp_path)
+    scales = []
+    real = JpegImagePlugin.JpegImageFile.draft
+
+    def spy(self, mode, size):
+        result = real(self, mode, size)
+        scales.append(800 / self.size[0])
+        return result
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
+    fast = build_pipeline(train, 64, 3, AugmentConfig.minimal(scale=(0.5, 1.0)))
+    exact = build_pipeline(train, 64, 3, AugmentConfig.minimal(scale=(0.5, 1.0), jpeg_draft=False))
+    for seed in range(4):
+        a = fast(open_image(path, lazy=True), torch.Generator().manual_seed(seed))
+        b = exact(open_image(path, lazy=True), torch.Generator().manual_seed(seed))
+        # reference: the full-resolution decode with the same crop; DCT-domain downscaling differs a little
+        assert a.shape == b.shape == (3, 64, 64)
+        assert (a.float() - b.float()).abs().mean() < 4.0
+    assert scales and min(scales) >= 2  # the decoder really ran at 1/2 or less
+
+
+def test_without_draft_a_jpeg_matches_torchvision_exactly(tmp_path):
+    from vitlab.data.folder import open_image
+
+    path = _jpeg(tmp_path, 300, 200)
+    reference = tv.Compose([tv.RandomResizedCrop(32, interpolation=InterpolationMode.BICUBIC),
+                            tv.RandomHorizontalFlip(), tv.PILToTensor()])
+    pipeline = TrainPipeline(32, 3, AugmentConfig.minimal(jpeg_draft=False))
+    for seed in range(3):
+        torch.manual_seed(seed)
+        expected = reference(Image.open(path).convert("RGB"))
+        assert torch.equal(pipeline(open_image(path, lazy=True), torch.Generator().manual_seed(seed)), expected)

@@ -23,7 +23,7 @@ import torch
 from vitlab.data.base import ImageDataset, stratified_split
 from vitlab.errors import DataError
 
-__all__ = ["IMAGE_EXTENSIONS", "convert_image", "find_images", "folder_splits", "load_image_files", "load_image_folder", "open_image"]
+__all__ = ["IMAGE_EXTENSIONS", "convert_image", "decode_image", "find_images", "folder_splits", "load_image_files", "load_image_folder", "open_image"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
@@ -112,12 +112,17 @@ def folder_splits(root: str | Path, val_fraction: float = 0.1,
     return {part: pick(full, index) for part, index in parts.items()}, classes
 
 
-def open_image(source: str | Path | IO[bytes], name: str | None = None):  # noqa: ANN201 (PIL.Image.Image)
-    """Open and fully decode one image with Pillow; any failure is a one-line :class:`DataError` naming it.
+def open_image(source: str | Path | IO[bytes], name: str | None = None, lazy: bool = False):  # noqa: ANN201
+    """Open (and unless ``lazy``, fully decode) one image with Pillow; a failure is a one-line :class:`DataError`.
 
     Args:
         source: a path, or a binary file object (e.g. a member of a tar shard).
         name: what to call the image in messages (default: the path).
+        lazy: read the header only (size, mode, format known; pixels not decoded); decode later with
+            :func:`decode_image`, e.g. after asking the JPEG decoder for a reduced scale (``image.draft``).
+
+    Returns:
+        a ``PIL.Image.Image``.
 
     Raises:
         DataError: not an image Pillow can read, corrupt or truncated data, or a decompression bomb.
@@ -127,17 +132,28 @@ def open_image(source: str | Path | IO[bytes], name: str | None = None):  # noqa
     name = name if name is not None else str(source)
     try:
         image = Image.open(source)
-        image.load()  # decode now: a truncated or corrupt file fails here, not later
     except UnidentifiedImageError as exc:
         raise DataError(f"{name}: not an image Pillow can read; remove it or replace it with a valid image") from exc
     except FileNotFoundError as exc:
         raise DataError(f"{name}: file not found; was it removed after the data set was listed?") from exc
+    except Exception as exc:  # noqa: BLE001 (only Pillow's header parser runs here)
+        raise DataError(f"{name}: corrupt or truncated image ({_first_line(exc)}); remove it or replace it") from exc
+    return image if lazy else decode_image(image, name)
+
+
+def decode_image(image, name: str):  # noqa: ANN001, ANN201 (PIL.Image.Image)
+    """Decode the pixels of an opened image now, so that truncated or corrupt data fails here, named."""
+    try:
+        image.load()
     except Exception as exc:  # noqa: BLE001 (only Pillow's decoder runs here: whatever it raises, the data is bad)
         # truncated data (OSError), bad chunks (SyntaxError, struct.error, ...), absurd sizes (DecompressionBombError)
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"{name}: corrupt or truncated image ({message}); remove it or replace it") from exc
+        image.close()
+        raise DataError(f"{name}: corrupt or truncated image ({_first_line(exc)}); remove it or replace it") from exc
     return image
 
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def convert_image(image, channels: int):  # noqa: ANN001, ANN201 (PIL.Image.Image)

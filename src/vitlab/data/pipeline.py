@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from vitlab.data.augment import ColorJitter, RandAugment, RandomErasing, TrivialAugment
-from vitlab.data.folder import convert_image
+from vitlab.data.folder import convert_image, decode_image
 from vitlab.errors import ConfigError
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "build_pipeline",
     "center_crop_box",
     "random_resized_crop_box",
+    "reduce_jpeg",
     "sample_generator",
     "to_tensor",
 ]
@@ -67,6 +68,9 @@ class AugmentConfig:
         erase_prob: random-erasing probability (0: off).
         crop_fraction: evaluation centre-crop fraction.
         interpolation: resampling filter for every resize.
+        jpeg_draft: let the JPEG decoder decode at 1/2, 1/4 or 1/8 scale (DCT scaling, ``Image.draft``) when
+            the region the pipeline keeps would still have at least the output's size; much less decoding
+            for photos larger than the model's input, a slightly different (DCT-domain) downscale.
     """
 
     scale: tuple[float, float] = (0.08, 1.0)
@@ -81,6 +85,7 @@ class AugmentConfig:
     erase_prob: float = 0.25
     crop_fraction: float = 0.875
     interpolation: str = "bicubic"
+    jpeg_draft: bool = True
 
     def __post_init__(self) -> None:
         self.scale = tuple(float(v) for v in self.scale)  # type: ignore[assignment]
@@ -212,6 +217,19 @@ def to_tensor(image) -> Tensor:  # noqa: ANN001
     return data.view(image.height, image.width, 3).permute(2, 0, 1)
 
 
+def reduce_jpeg(image, limit: float) -> None:  # noqa: ANN001
+    """Before decoding: ask Pillow's JPEG decoder for the largest scale 1/s, s in {8, 4, 2}, with s <= ``limit``.
+
+    A no-op for other formats, for ``limit`` < 2 and for decoded images. The image's ``size`` becomes the
+    reduced size (``ceil(W / s)`` × ``ceil(H / s)``).
+    """
+    if getattr(image, "format", None) != "JPEG" or limit < 2:  # (a decoded JPEG ignores draft)
+        return
+    s = next(k for k in (8, 4, 2) if k <= limit)
+    width, height = image.size
+    image.draft(None, (width // s, height // s))  # Pillow picks the largest s' with W // (W // s) >= s'
+
+
 @dataclass
 class EvalPipeline:
     """Resize + centre crop: a Pillow image of any mode -> (C, size, size) uint8."""
@@ -220,11 +238,15 @@ class EvalPipeline:
     channels: int = 3
     crop_fraction: float = 0.875
     interpolation: str = "bicubic"
+    jpeg_draft: bool = True
     random: bool = field(default=False, init=False)
 
-    def __call__(self, image, generator: torch.Generator | None = None) -> Tensor:  # noqa: ANN001
-        image = convert_image(image, self.channels)
+    def __call__(self, image, generator: torch.Generator | None = None, name: str = "image") -> Tensor:  # noqa: ANN001
+        """Args: image: a Pillow image, decoded or only opened (then decoded here, errors naming ``name``)."""
         (new_w, new_h), box = center_crop_box(image.width, image.height, self.size, self.crop_fraction)
+        if self.jpeg_draft:
+            reduce_jpeg(image, min(image.width / new_w, image.height / new_h))
+        image = convert_image(decode_image(image, name), self.channels)
         image = image.resize((new_w, new_h), _resample(self.interpolation)).crop(box)
         return to_tensor(image)
 
@@ -246,13 +268,23 @@ class TrainPipeline:
         self._jitter = jitter if jitter.active and self._policy is None else None
         self._erase = RandomErasing(a.erase_prob) if a.erase_prob > 0 else None
 
-    def __call__(self, image, generator: torch.Generator) -> Tensor:  # noqa: ANN001
+    def __call__(self, image, generator: torch.Generator, name: str = "image") -> Tensor:  # noqa: ANN001
+        """Args: image: a Pillow image, decoded or only opened (then decoded here, errors naming ``name``)."""
         from PIL import Image
 
         a = self.augment
-        image = convert_image(image, self.channels)
-        top, left, h, w = random_resized_crop_box(image.width, image.height, a.scale, a.ratio, generator)
-        image = image.crop((left, top, left + w, top + h)).resize((self.size, self.size), _resample(a.interpolation))
+        width, height = image.size  # the crop is drawn on the file's full size, before decoding
+        top, left, h, w = random_resized_crop_box(width, height, a.scale, a.ratio, generator)
+        if a.jpeg_draft:
+            reduce_jpeg(image, min(w, h) / self.size)
+        image = convert_image(decode_image(image, name), self.channels)
+        resample = _resample(a.interpolation)
+        if image.size == (width, height):
+            image = image.crop((left, top, left + w, top + h)).resize((self.size, self.size), resample)
+        else:  # decoded at a reduced scale: the same crop in the reduced image's coordinates
+            fx, fy = image.width / width, image.height / height
+            box = (left * fx, top * fy, (left + w) * fx, (top + h) * fy)
+            image = image.resize((self.size, self.size), resample, box=box)
         if a.hflip > 0 and float(torch.rand(1, generator=generator).item()) < a.hflip:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         if self._jitter is not None:
@@ -274,4 +306,4 @@ def build_pipeline(train: bool, img_size: int, channels: int, augment: AugmentCo
     augment = augment or AugmentConfig()
     if train:
         return TrainPipeline(img_size, channels, augment)
-    return EvalPipeline(img_size, channels, augment.crop_fraction, augment.interpolation)
+    return EvalPipeline(img_size, channels, augment.crop_fraction, augment.interpolation, augment.jpeg_draft)

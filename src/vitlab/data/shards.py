@@ -231,7 +231,8 @@ class ShardSource:
         return handle
 
     def open(self, index: int):  # noqa: ANN201 (PIL.Image.Image)
-        """Decode sample ``index``; a read or decode failure is a :class:`DataError` naming shard and member."""
+        """Sample ``index`` opened lazily (decoded by the pipeline); a read failure is a :class:`DataError`
+        naming shard and member."""
         name = self.describe(index)
         try:
             handle = self._handle(int(self.groups[index]))
@@ -241,7 +242,7 @@ class ShardSource:
             raise DataError(f"{name}: cannot read the shard ({exc}); check the file") from None
         if len(data) != int(self.sizes[index]):
             raise DataError(f"{name}: the shard ends inside this sample: it is truncated; rewrite the shards")
-        return open_image(io.BytesIO(data), name)
+        return open_image(io.BytesIO(data), name, lazy=True)
 
     def __getstate__(self) -> dict[str, Any]:  # file handles do not travel to worker processes
         state = dict(self.__dict__)

@@ -107,7 +107,8 @@ class FolderSource:
         return os.fsdecode(self.paths[index])
 
     def open(self, index: int):  # noqa: ANN201 (PIL.Image.Image)
-        return open_image(self.describe(index))
+        """Sample ``index`` opened lazily (header read, pixels not yet decoded); DataError if unreadable."""
+        return open_image(self.describe(index), lazy=True)
 
 
 def _open_source(source: str | Path, split: str, val_fraction: float, split_seed: int) -> FolderSource | ShardSource:
@@ -205,10 +206,10 @@ class StreamDataset(Dataset):
 
     def load(self, epoch: int, index: int) -> Tensor:
         """(C, S, S) uint8 of sample ``index`` in ``epoch``; DataError if the file does not decode."""
-        image = self.source.open(index)
+        image = self.source.open(index)  # header only: the pipeline may ask for a reduced JPEG scale first
         try:
             generator = sample_generator(self.seed, epoch, index) if self.pipeline.random else None
-            return self.pipeline(image, generator)
+            return self.pipeline(image, generator, name=self.source.describe(index))
         finally:
             image.close()
 
