@@ -15,11 +15,24 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 PYTHON=${PYTHON:-python3}
 TORCH_VERSION=${TORCH_VERSION:-2.13.0}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/vitlab-wheel-smoke.XXXXXX")
-if [ -n "${KEEP:-}" ]; then echo "wheel smoke: keeping $WORK"; else trap 'rm -rf "$WORK"' EXIT; fi
+OTHER=  # the background lane, stopped if the script ends early
+cleanup() {
+    if [ -n "$OTHER" ]; then kill "$OTHER" 2>/dev/null || true; wait "$OTHER" 2>/dev/null || true; fi
+    if [ -n "${KEEP:-}" ]; then echo "wheel smoke: kept $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
 START=$SECONDS
 
 fail() { echo "wheel smoke: FAILED: $*" >&2; exit 1; }
 note() { echo "wheel smoke [$((SECONDS - START)) s]: $*"; }
+TIMEFORMAT='%R %U %S'
+timed() {  # timed LOG CMD...: run CMD with stdout+stderr to LOG; prints "wall W s, cpu C s"; returns CMD's status
+    local log=$1 rc=0
+    shift
+    { time "$@" >"$log" 2>&1; } 2>"$log.time" || rc=$?
+    awk '{ printf "wall %5.1f s, cpu %5.1f s", $1, $2 + $3 }' "$log.time"
+    return "$rc"
+}
 
 # --- build and install --------------------------------------------------------------------------------------
 mkdir -p "$WORK/src" "$WORK/dist" "$WORK/run" "$WORK/log"
@@ -31,14 +44,14 @@ else
 fi
 "$PYTHON" -m venv "$WORK/venv"
 VENV=$WORK/venv/bin
-note "building the wheel"
-"$VENV/pip" wheel "$WORK/src" --no-deps -q -w "$WORK/dist" >"$WORK/log/wheel.log" 2>&1 \
+took=$(timed "$WORK/log/wheel.log" "$VENV/pip" wheel "$WORK/src" --no-deps -q -w "$WORK/dist") \
     || { tail -20 "$WORK/log/wheel.log"; fail "pip wheel"; }
 WHEEL=$(ls "$WORK"/dist/vitlab-*.whl)
-note "installing $(basename "$WHEEL") with torch==$TORCH_VERSION into a new venv"
+note "built $(basename "$WHEEL"): $took"
 # --no-compile: no .pyc for all of torch up front (saves ~15 s); the modules that run compile on first import.
-"$VENV/pip" install -q --no-compile "torch==$TORCH_VERSION" "$WHEEL" >"$WORK/log/install.log" 2>&1 \
+took=$(timed "$WORK/log/install.log" "$VENV/pip" install -q --no-compile "torch==$TORCH_VERSION" "$WHEEL") \
     || { grep -v "is ignored" "$WORK/log/install.log" | tail -20; fail "pip install"; }
+note "installed it with torch==$TORCH_VERSION and the runtime dependencies into a new venv: $took"
 
 # --- from a folder outside the checkout, no checkout on sys.path ----------------------------------------------
 cd "$WORK/run"
@@ -56,50 +69,64 @@ print(f"vitlab from {vitlab.__file__}, torch {torch.__version__}")
 EOF
 
 smoke() {  # smoke NAME ARGS...: run `vitlab ARGS...`; stdout in log/NAME.out; exit 0 or fail with its stderr
-    local name=$1 t0=$SECONDS rc=0
+    local name=$1 rc=0
     shift
-    "$VENV/vitlab" "$@" >"$WORK/log/$name.out" 2>"$WORK/log/$name.err" || rc=$?
+    { time "$VENV/vitlab" "$@" >"$WORK/log/$name.out" 2>"$WORK/log/$name.err"; } 2>"$WORK/log/$name.time" || rc=$?
     if [ "$rc" -ne 0 ]; then tail -20 "$WORK/log/$name.err" >&2; fail "vitlab $* (exit $rc)"; fi
-    echo "  ok  $((SECONDS - t0)) s  vitlab $*"
+    # wall time only: the shell's CPU count would also take in the other lane when it ends during this command
+    awk -v cmd="vitlab $*" '{ printf "  ok  %5.1f s  %s\n", $1, cmd }' "$WORK/log/$name.time"
 }
 files() { for f in "$@"; do [ -s "$f" ] || fail "missing or empty file: $f"; done; }
 pngs() { files "$@"; "$PY" -c 'import sys; from PIL import Image; [Image.open(p).verify() for p in sys.argv[1:]]' "$@" \
     || fail "not a valid PNG: $*"; }
 has() { grep -q -- "$2" "$WORK/log/$1.out" || fail "vitlab $1 printed no '$2'"; }
 
+# Two lanes, run side by side (each command is single-threaded): the trained runs, and the stand-alone commands.
+runs_lane() {
+    TINY=(--set epochs=1 --set threads=1 --set "model_args={depth: 1, embed_dim: 32, num_heads: 2}")
+    smoke train train --out runs/digits --quiet "${TINY[@]}"
+    files runs/digits/{config.yaml,run.json,metrics.csv,model.safetensors,summary.json}
+    pngs runs/digits/{curves.png,confusion.png}
+    smoke eval eval runs/digits --json
+    "$PY" -c 'import json, sys; m = json.load(open(sys.argv[1])); assert m["n"] > 0 and {"acc1", "ece", "loss"} <= set(m), m' \
+        "$WORK/log/eval.out" || fail "vitlab eval --json printed no metrics"
+    "$PY" -c "from PIL import Image; Image.new('L', (8, 8), 128).save('digit.png')"  # the digits model's 8x8 size
+    smoke predict predict runs/digits digit.png --topk 2
+    has predict "digit.png: "
+
+    SEQ=(--set steps=20 --set warmup=5 --set eval_every=20 --set num_train=256 --set num_test=32 --set max_len=6
+         --set batch_size=32 --set d_model=32 --set dim_ff=64 --set num_encoder_layers=1 --set num_decoder_layers=1)
+    smoke train_seq2seq train --config transformer_reverse --out runs/reverse --quiet "${SEQ[@]}"
+    files runs/reverse/{config.yaml,metrics.csv,model.safetensors}
+    pngs runs/reverse/curves.png
+    grep -q "dataset: reverse" runs/reverse/config.yaml || fail "runs/reverse/config.yaml is not the recipe's"
+    smoke translate translate runs/reverse "3 1 2"
+    [ "$(wc -l <"$WORK/log/translate.out")" -eq 1 ] || fail "vitlab translate printed not one line"
+}
+
+other_lane() {
+    smoke models models
+    has models vit_tiny_patch4_32
+    smoke recipes recipes
+    has recipes transformer_reverse
+    has recipes cutmix
+    smoke plot plot activations --out plots/activations.png  # one plot: all of them live in vitlab.viz
+    pngs plots/activations.png
+    smoke demo demo legendre --out demo
+    pngs demo/legendre_fit.png
+    smoke reproduce reproduce legendre --quick --jobs 1 --no-progress --out reproduce
+    files reproduce/{report.md,report.html,results.json}
+    grep -q "Legendre" reproduce/report.md || fail "reproduce/report.md does not report the legendre recipe"
+}
+
 note "running every command"
-smoke models models
-has models vit_tiny_patch4_32
-smoke recipes recipes
-has recipes transformer_reverse
-has recipes cutmix
+other_lane >"$WORK/log/other_lane.txt" 2>&1 &
+OTHER=$!
+runs_lane
+wait "$OTHER" || { cat "$WORK/log/other_lane.txt"; OTHER=; fail "see above"; }
+OTHER=
+cat "$WORK/log/other_lane.txt"
 
-TINY=(--set epochs=1 --set threads=1 --set "model_args={depth: 1, embed_dim: 32, num_heads: 2}")
-smoke train train --out runs/digits --quiet "${TINY[@]}"
-files runs/digits/{config.yaml,run.json,metrics.csv,model.safetensors,summary.json}
-pngs runs/digits/{curves.png,confusion.png}
-smoke eval eval runs/digits --json
-"$PY" -c 'import json, sys; m = json.load(open(sys.argv[1])); assert m["n"] > 0 and {"acc1", "ece", "loss"} <= set(m), m' \
-    "$WORK/log/eval.out" || fail "vitlab eval --json printed no metrics"
-"$PY" -c "from PIL import Image; Image.new('L', (8, 8), 128).save('digit.png')"  # the digits model's 8x8 size
-smoke predict predict runs/digits digit.png --topk 2
-has predict "digit.png: "
-
-SEQ=(--set steps=20 --set warmup=5 --set eval_every=20 --set num_train=256 --set num_test=32 --set max_len=6
-     --set batch_size=32 --set d_model=32 --set dim_ff=64 --set num_encoder_layers=1 --set num_decoder_layers=1)
-smoke train_seq2seq train --config transformer_reverse --out runs/reverse --quiet "${SEQ[@]}"
-files runs/reverse/{config.yaml,metrics.csv,model.safetensors}
-pngs runs/reverse/curves.png
-grep -q "task: seq2seq\|dataset: reverse" runs/reverse/config.yaml || fail "runs/reverse/config.yaml is not the recipe's"
-smoke translate translate runs/reverse "3 1 2"
-[ "$(wc -l <"$WORK/log/translate.out")" -eq 1 ] || fail "vitlab translate printed not one line"
-
-smoke plot plot activations --out plots/activations.png  # one plot: all of them live in vitlab.viz
-pngs plots/activations.png
-smoke demo demo legendre --out demo
-pngs demo/legendre_fit.png
-smoke reproduce reproduce legendre --quick --jobs 1 --no-progress --out reproduce
-files reproduce/{report.md,report.html,results.json}
-grep -q "Legendre" reproduce/report.md || fail "reproduce/report.md does not report the legendre recipe"
-
-note "all commands ok from $(basename "$WHEEL") (total $((SECONDS - START)) s)"
+times >"$WORK/log/times.txt"
+CPU=$(awk 'NR == 2 { for (i = 1; i <= 2; i++) { split($i, t, "m"); s += t[1] * 60 + t[2] } } END { printf "%.0f", s }' "$WORK/log/times.txt")
+note "all commands ok from $(basename "$WHEEL") (total: wall $((SECONDS - START)) s, cpu $CPU s)"
