@@ -90,7 +90,12 @@ runs_lane() {
     smoke eval eval runs/digits --json
     "$PY" -c 'import json, sys; m = json.load(open(sys.argv[1])); assert m["n"] > 0 and {"acc1", "ece", "loss"} <= set(m), m' \
         "$WORK/log/eval.out" || fail "vitlab eval --json printed no metrics"
-    "$PY" -c "from PIL import Image; Image.new('L', (8, 8), 128).save('digit.png')"  # the digits model's 8x8 size
+    "$PY" - <<'PNG' || fail "could not write digit.png"
+import json
+from PIL import Image
+channels, height, width = json.load(open("runs/digits/run.json"))["image_shape"]  # the model's input size
+Image.new("L" if channels == 1 else "RGB", (width, height), 128).save("digit.png")
+PNG
     smoke predict predict runs/digits digit.png --topk 2
     has predict "digit.png: "
 
