@@ -25,7 +25,8 @@ A recipe with ``pretrain`` runs that TrainConfig once (seed 0, before every vari
 ``OUT/runs/<recipe>/pretrain/seed0``); a variant whose config says ``init: pretrain`` starts from it (the
 runner puts the run folder's path there).
 
-``expect`` is ``higher`` or ``lower`` (a direction claim on variant − against), ``equal`` (within ±margin,
+``expect`` is ``higher`` or ``lower`` (a direction claim on variant − against; with a ``margin``, "by at
+least the margin": the interval of the difference must clear it), ``equal`` (within ±margin,
 in the metric's unit) or, for the deterministic ``legendre`` recipe, ``match`` (relative tolerance
 ``margin`` against ``paper_values``).
 """
@@ -197,6 +198,8 @@ def recipe_from_dict(data: dict[str, Any], where: str = "recipe") -> Recipe:
         margin = raw.get("margin")
         if expect in ("equal", "match") and not (isinstance(margin, (int, float)) and margin > 0):
             raise ConfigError(f"{at}: expect '{expect}' needs a positive 'margin', got {margin!r}")
+        if expect in ("higher", "lower") and margin is not None and not (isinstance(margin, (int, float)) and margin > 0):
+            raise ConfigError(f"{at}: a margin for expect '{expect}' (the least difference claimed) must be > 0, got {margin!r}")
         claims.append(Claim(_require(raw, "text", str, at), metric, variant, against, expect,
                             float(margin) if margin is not None else None))
     pretrain = data.get("pretrain") or {}

@@ -443,7 +443,7 @@ def load_run(
         info = json.loads((run_dir / RUN_INFO_FILE).read_text(encoding="utf-8"))
     except ValueError:
         raise CheckpointError(f"{run_dir / RUN_INFO_FILE} is damaged (not JSON)") from None
-    model = build_model(cfg, tuple(info["image_shape"]), len(info["classes"]))
+    model = build_model(cfg, tuple(info["image_shape"]), len(info["classes"]), info)
     try:
         model.load_state_dict(load_weights(run_dir / WEIGHTS_FILE))
     except RuntimeError as error:
