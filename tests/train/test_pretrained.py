@@ -195,3 +195,13 @@ def test_bad_finetune_settings_raise_one_line(tmp_path) -> None:
     path, _ = _pretrained(tmp_path / "w.safetensors", img_size=15, patch_size=5)
     with pytest.raises(CheckpointError, match=r"8x8 images do not split into 5x5 patches.*model_args.patch_size=4"):
         _built(_cfg(path, model_args={}))
+
+
+def test_init_args_are_exactly_the_loaders_description_arguments() -> None:
+    import inspect
+
+    from vitlab.train.pretrained import INIT_ARGS, TUNABLE_MODEL_ARGS
+
+    params = inspect.signature(load_pretrained).parameters
+    assert set(INIT_ARGS) == {n for n in params if n not in ("path", "num_classes", "img_size", "patch_size", "in_chans", "overrides")}
+    assert set(TUNABLE_MODEL_ARGS) <= set(inspect.signature(VisionTransformer).parameters)

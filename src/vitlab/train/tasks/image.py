@@ -264,7 +264,9 @@ class ImageTask(Task):
             model = finish_model(cfg, model)
         else:  # from scratch, or a resumed fine-tuning run (its architecture is in run.json)
             model = build_model(cfg, shape, classes, self.info)
-        self.model_config = dict(getattr(model, "config", {}) or {})
+        from vitlab.models.vit import VisionTransformer
+
+        self.model_config = dict(model.config) if isinstance(model, VisionTransformer) else {}
         return model
 
     def build_optimizer(self, model: nn.Module, device: torch.device) -> tuple[torch.optim.Optimizer, Any]:
