@@ -146,6 +146,7 @@ def test_layer_decay_scales_every_groups_rate_along_the_schedule(tmp_path) -> No
         optimizer.step()
         scheduler.step()
     assert {g["layer_id"] for g in optimizer.param_groups} == {0, 1, 2, 3}
+    assert optimizer.param_groups[0]["lr_scale"] == 1.0  # the group the engine's "lr" column shows
 
 
 def test_linear_probe_changes_only_the_head(tmp_path) -> None:

@@ -123,7 +123,8 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) ->
     if cfg.layer_decay < 1.0:
         from vitlab.models.finetune import layer_decay_groups
 
-        groups = layer_decay_groups(model, cfg.lr, cfg.weight_decay, cfg.layer_decay)
+        # Head first: the engine logs the first group's rate, which is then the undecayed lr(t).
+        groups = layer_decay_groups(model, cfg.lr, cfg.weight_decay, cfg.layer_decay)[::-1]
     else:
         groups = parameter_groups(model, cfg.weight_decay)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), **fast)
