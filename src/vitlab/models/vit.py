@@ -420,6 +420,18 @@ def _vit(defaults: dict[str, Any], overrides: dict[str, Any]) -> VisionTransform
 
 
 @register_model
+def vit_mnist_conv4_28(**overrides: Any) -> VisionTransformer:
+    """The default recipe's ViT for 28×28 grayscale digits: a convolutional stem of two stride-2 3×3 convolutions
+    (Xiao et al. 2021) to a 7×7 grid of 49 tokens, D=48, 4 blocks of 4 heads, MLP ratio 2, mean pooling (92 k
+    parameters). Chosen by measurement on the embedded mnist5k set (docs/results/train_mnist5k.md)."""
+    return _vit(
+        dict(img_size=28, patch_size=4, in_chans=1, num_classes=10, embed_dim=48, depth=4, num_heads=4, mlp_ratio=2.0,
+             stem="conv", class_token=False, global_pool="avg"),
+        overrides,
+    )
+
+
+@register_model
 def vit_digits_patch2_8(**overrides: Any) -> VisionTransformer:
     """ViT for 8×8 grayscale digits (the embedded dataset): 2×2 patches, 16 tokens, D=64, 4 blocks."""
     return _vit(

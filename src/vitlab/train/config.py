@@ -36,6 +36,8 @@ class TrainConfig:
         val_fraction: share of the training files held out for validation where a dataset has no
             validation split of its own.
         crop_padding: random-crop padding in pixels (0 = off).
+        rotate, scale: random rotation up to ±``rotate`` degrees and size change up to ±``scale`` (a fraction)
+            per training image (:func:`vitlab.data.transforms.random_rotate_scale`; 0 = off).
         hflip: random horizontal flips (off for digits: a flipped digit is another symbol).
         normalize: subtract the training set's per-channel mean and divide by its std.
     Model:
@@ -77,6 +79,8 @@ class TrainConfig:
     download: bool = False
     val_fraction: float = 0.1
     crop_padding: int = 1
+    rotate: float = 0.0
+    scale: float = 0.0
     hflip: bool = False
     normalize: bool = True
 
@@ -137,6 +141,8 @@ class TrainConfig:
         for key in ("crop_padding", "cutout_size", "checkpoint_steps", "threads", "seed", "train_per_class"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
+        if not (math.isfinite(self.rotate) and self.rotate >= 0) or not (math.isfinite(self.scale) and 0 <= self.scale < 1):
+            raise ConfigError(f"rotate must be >= 0 (degrees) and scale in [0, 1), got rotate={self.rotate}, scale={self.scale}")
         for key in ("lr",):
             value = getattr(self, key)
             if not (math.isfinite(value) and value > 0):

@@ -219,7 +219,8 @@ def _make_transform(cfg: TrainConfig, train_set: ImageDataset, info: dict[str, A
         mean, std = [float(v) for v in mean_t], [max(float(v), 1e-6) for v in std_t]
     else:
         mean, std = None, None
-    return BatchTransform(crop_padding=cfg.crop_padding, hflip=cfg.hflip, mean=mean, std=std), mean, std
+    transform = BatchTransform(crop_padding=cfg.crop_padding, hflip=cfg.hflip, mean=mean, std=std, rotate=cfg.rotate, scale=cfg.scale)
+    return transform, mean, std
 
 
 # ------------------------------------------------------------------------------------------ the task
