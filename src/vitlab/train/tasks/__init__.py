@@ -3,7 +3,8 @@
 ========  ==========================================  ================================================
 task      config dataclass                            module
 ========  ==========================================  ================================================
-image     :class:`vitlab.train.config.TrainConfig`    :mod:`vitlab.train.tasks.image`
+image     :class:`vitlab.train.config.TrainConfig`    :mod:`vitlab.train.tasks.image` (in memory),
+                                                      :mod:`~.image_stream` (photos, shards: ``img_size``)
 seq2seq   :class:`~.seq2seq.Seq2SeqConfig`            :mod:`vitlab.train.tasks.seq2seq`
 ========  ==========================================  ================================================
 
@@ -22,7 +23,7 @@ from vitlab.train.tasks.base import Task
 
 # name -> (module, config class, task class)
 TASKS: dict[str, tuple[str, str, str]] = {
-    "image": ("vitlab.train.config", "TrainConfig", "vitlab.train.tasks.image:ImageTask"),
+    "image": ("vitlab.train.config", "TrainConfig", "vitlab.train.tasks.image_stream:image_task"),
     "seq2seq": ("vitlab.train.tasks.seq2seq", "Seq2SeqConfig", "vitlab.train.tasks.seq2seq:Seq2SeqTask"),
 }
 
