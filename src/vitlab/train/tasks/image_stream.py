@@ -171,7 +171,7 @@ class StreamImageTask(ImageTask):
         train = split == "train"
         return build_image_loader(
             cfg.data_root, split, img_size=cfg.img_size, in_chans=self.in_chans,
-            batch_size=cfg.batch_size // ctx.world_size, train=train, augment=cfg.augment if train else None,
+            batch_size=cfg.batch_size // ctx.world_size, train=train, augment=cfg.augment,  # eval: crop_fraction, interpolation
             seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size, workers=cfg.workers,
             pin_memory=ctx.device.type == "cuda", dtype=torch.uint8, bad_images=cfg.bad_images,
             mode=self.modes[split], memory_limit_mb=cfg.memory_limit_mb, val_fraction=cfg.val_fraction,
