@@ -187,7 +187,13 @@ class TrainConfig:
         if self.augment is not None:
             from vitlab.data.pipeline import AugmentConfig
 
-            AugmentConfig.from_dict(self.augment)  # raises ConfigError naming a bad setting
+            try:
+                AugmentConfig.from_dict(self.augment)  # raises ConfigError naming a bad setting
+            except ConfigError:
+                raise
+            except (TypeError, ValueError, OverflowError) as error:  # a value of the wrong kind, e.g. scale: abc
+                first = (str(error).splitlines() or [type(error).__name__])[0]
+                raise ConfigError(f"augment has a value of the wrong type ({first}); see docs/data.md for the settings") from None
         streaming = self.augment is not None or self.data_mode == "stream"
         if streaming and self.img_size is None:
             raise ConfigError("augment and data_mode: stream need the model's input size; add --set img_size=N (e.g. 224)")

@@ -3,10 +3,13 @@
 ========  ==========================================  ================================================
 task      config dataclass                            module
 ========  ==========================================  ================================================
-image     :class:`vitlab.train.config.TrainConfig`    :mod:`vitlab.train.tasks.image` (in memory),
-                                                      :mod:`~.image_stream` (photos, shards: ``img_size``)
+image     :class:`vitlab.train.config.TrainConfig`    :mod:`vitlab.train.tasks.image`
 seq2seq   :class:`~.seq2seq.Seq2SeqConfig`            :mod:`vitlab.train.tasks.seq2seq`
 ========  ==========================================  ================================================
+
+For ``image``, :func:`vitlab.train.tasks.image_stream.image_task` picks the in-memory
+:class:`~vitlab.train.tasks.image.ImageTask` or, for a folder with ``img_size`` (photos of any size, tar
+shards), :class:`~vitlab.train.tasks.image_stream.StreamImageTask`.
 
 A third task is a module with a config dataclass (holding the engine keys listed in
 :mod:`vitlab.train.tasks.base`) and a :class:`~vitlab.train.tasks.base.Task` subclass, plus a row here.
