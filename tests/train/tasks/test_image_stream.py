@@ -258,7 +258,7 @@ def test_two_gloo_processes_stream_their_own_parts_and_match_one(tmp_path) -> No
     bad = _corrupt(splits["test"][0][0])  # a test image: it changes the evaluation counts, not the weights
     recipe = {"dataset": "folder", "data_root": str(photos), "img_size": 32, "model": "vit_tiny_patch16_224",
               "model_args": dict(TINY, patch_size=8), "epochs": 2, "batch_size": 4, "warmup_epochs": 0.5,
-              "label_smoothing": 0.0, "threads": 1, "workers": 0, "device": "cpu", "bad_images": "skip",
+              "label_smoothing": 0.0, "threads": 1, "workers": 0, "device": "cpu", "bad_images": "skip", "amp": "off",
               "augment": {"policy": "randaugment", "erase_prob": 0.0}}
     loop.train(TrainConfig(**recipe), tmp_path / "one", quiet=True)
     _torchrun(tmp_path / "two", 2, recipe={**recipe, "model_args": recipe["model_args"], "augment": recipe["augment"]})
