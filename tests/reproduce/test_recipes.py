@@ -7,7 +7,7 @@ import pytest
 from vitlab.errors import ConfigError
 from vitlab.reproduce.recipes import load_recipes, recipe_from_dict
 
-SHIPPED = {"cutmix", "label_smoothing", "mish", "posenc", "transformer_label_smoothing", "legendre"}
+SHIPPED = {"cutmix", "label_smoothing", "mish", "posenc", "transformer_label_smoothing", "legendre", "vit_transfer"}
 
 
 def test_shipped_recipes_load_and_every_variant_config_is_valid() -> None:
@@ -23,6 +23,8 @@ def test_shipped_recipes_load_and_every_variant_config_is_valid() -> None:
                 cfg = recipe.config(variant, seed=1, quick=quick)
                 if recipe.kind == "image":
                     assert config_from_dict(cfg).seed == 1
+                    if recipe.pretrain:
+                        assert config_from_dict(recipe.pretrain_config(quick)).init is None
                 elif recipe.kind == "seq2seq":
                     assert Seq2SeqConfig.from_dict(cfg).seed == 1
 

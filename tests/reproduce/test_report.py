@@ -119,3 +119,23 @@ def test_report_files_state_numbers_and_verdicts_and_html_is_self_contained(tmp_
     assert all(s.startswith("data:image/png;base64,") for s in srcs)
     assert "<link" not in page and "<script" not in page and "http" not in page
     assert "<strong>held</strong>" in page
+
+
+def test_higher_by_a_margin_needs_the_interval_to_clear_the_margin() -> None:
+    # "better" − "base" = 5.0 with a Welch interval of about ±1.3 (hand-checked below): it clears a margin of 2
+    # (held), lies entirely below a margin of 8 (reversed), and straddles a margin of its own lower end + 0.1.
+    diff = summarize(_recipe(), _results()).claims[0].diff
+    low, high = diff.low, diff.high
+    assert 3.0 < low < 5.0 < high < 7.0
+
+    def verdict(margin: float) -> str:
+        recipe = recipe_from_dict({
+            "name": "toy", "kind": "image", "variants": {"base": {}, "better": {}}, "metrics": ["test_acc1"],
+            "claims": [{"text": "by a margin", "metric": "test_acc1", "variant": "better", "against": "base",
+                        "expect": "higher", "margin": margin}],
+        })
+        return summarize(recipe, _results()).claims[0].verdict
+
+    assert verdict(2.0) == HELD
+    assert verdict(8.0) == REVERSED
+    assert verdict(low + 0.1) == NOT_RESOLVED

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from vitlab.errors import VitlabError
-from vitlab.reproduce.recipes import Recipe
+from vitlab.reproduce.recipes import PRETRAIN, Recipe
 from vitlab.train.checkpoint import atomic_write_text
 
 
@@ -45,6 +45,7 @@ class RunSpec:
     run_dir: str
     result_path: str
     quick: bool = False
+    stage: int = 0  # runs of stage 0 (a shared pre-training) finish before those of stage 1 start
 
 
 def plan(recipes: list[Recipe], out_dir: str | Path, seeds: int | None = None, quick: bool = False) -> list[RunSpec]:
@@ -55,19 +56,30 @@ def plan(recipes: list[Recipe], out_dir: str | Path, seeds: int | None = None, q
     out = Path(out_dir)
     specs = []
     for recipe in recipes:
+        pretrain_dir = None
+        if recipe.pretrain:  # run once, before the variants that start from it
+            base = out / "runs" / recipe.name / PRETRAIN
+            pretrain_dir = base / "seed0"
+            specs.append(RunSpec(recipe=recipe.name, variant=PRETRAIN, seed=0, kind=recipe.kind,
+                                 config={**recipe.pretrain_config(quick), "seed": 0}, run_dir=str(pretrain_dir),
+                                 result_path=str(base / "seed0.json"), quick=quick, stage=0))
         for seed in recipe.seeds_for(seeds if seeds is not None else recipe.seeds):
             for variant in recipe.variants:
                 base = out / "runs" / recipe.name / variant
+                config = recipe.config(variant, seed, quick)
+                if config.get("init") == PRETRAIN and pretrain_dir is not None:
+                    config["init"] = str(pretrain_dir)
                 specs.append(
                     RunSpec(
                         recipe=recipe.name,
                         variant=variant,
                         seed=seed,
                         kind=recipe.kind,
-                        config=recipe.config(variant, seed, quick),
+                        config=config,
                         run_dir=str(base / f"seed{seed}"),
                         result_path=str(base / f"seed{seed}.json"),
                         quick=quick,
+                        stage=1 if recipe.pretrain else 0,
                     )
                 )
     return specs
@@ -251,18 +263,20 @@ def run_all(
         bar.update(1)
 
     try:
-        if jobs <= 1 or len(todo) <= 1:
-            for i in todo:
-                bar.set_postfix_str(f"{specs[i].recipe}/{specs[i].variant}/seed{specs[i].seed}")
-                finished(i, run_one(specs[i]))
-        else:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor, as_completed
+        for stage in sorted({specs[i].stage for i in todo}):  # a shared pre-training first, then its users
+            stage_todo = [i for i in todo if specs[i].stage == stage]
+            if jobs <= 1 or len(stage_todo) <= 1:
+                for i in stage_todo:
+                    bar.set_postfix_str(f"{specs[i].recipe}/{specs[i].variant}/seed{specs[i].seed}")
+                    finished(i, run_one(specs[i]))
+            else:
+                import multiprocessing
+                from concurrent.futures import ProcessPoolExecutor, as_completed
 
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-                futures = {pool.submit(_run_one_in_worker, asdict(specs[i])): i for i in todo}
-                for future in as_completed(futures):
-                    finished(futures[future], future.result())
+                with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+                    futures = {pool.submit(_run_one_in_worker, asdict(specs[i])): i for i in stage_todo}
+                    for future in as_completed(futures):
+                        finished(futures[future], future.result())
     finally:
         bar.close()
     return [results[i] for i in sorted(results)]
