@@ -275,3 +275,18 @@ def test_two_gloo_processes_stream_their_own_parts_and_match_one(tmp_path) -> No
     for key, split in (("val_acc1", "val"), ("test_acc1", "test")):
         n = info["splits"][split] - s1["skipped_images"][split]
         assert round(s1[key] * n) == round(s2[key] * n), key
+
+
+def test_fine_tuning_a_streamed_run_at_a_larger_img_size_from_photos(tmp_path) -> None:
+    photos = make_photos(tmp_path / "photos")
+    loop.train(stream_config(photos, epochs=1), tmp_path / "pre", quiet=True)
+    cfg = stream_config(photos, epochs=1, img_size=48, init=str(tmp_path / "pre"), layer_decay=0.75,
+                        augment={"policy": "trivialaugment"})
+    summary = loop.train(cfg, tmp_path / "ft", quiet=True)
+    info = json.loads((tmp_path / "ft" / "run.json").read_text())
+    assert "init" in info and info["image_shape"] == [3, 48, 48] and summary["data_modes"]["train"] == "stream"
+    model, _, _ = loop.load_run(tmp_path / "ft")
+    assert model(torch.zeros(1, 3, 48, 48)).shape == (1, 3)  # position embeddings resampled to the 6x6 grid
+    with pytest.raises(ConfigError, match="train_per_class"):
+        loop.train(stream_config(photos, train_per_class=2), tmp_path / "few", quiet=True)
+    assert not (tmp_path / "few").exists()

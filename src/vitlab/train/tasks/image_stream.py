@@ -106,6 +106,11 @@ class StreamImageTask(ImageTask):
         if cfg.img_size is None:
             raise ConfigError(f"{cfg.data_root} holds tar shards, which are streamed at the model's input size; "
                               "add --set img_size=N (e.g. 224)")
+        if cfg.train_per_class:
+            raise ConfigError("train_per_class applies to in-memory sets; for a streamed folder, copy the images to "
+                              "keep into a folder of their own (or drop img_size if they share one size)")
+        self.info = info  # what ImageTask.build_model reads (fine-tuning: init)
+        self.init_record, self.init_notes = (info or {}).get("init"), []
         self.in_chans = int(cfg.model_args.get("in_chans", 3))
         if self.in_chans not in (1, 3):
             raise ConfigError(f"model_args.in_chans must be 1 or 3 for image files, got {self.in_chans}")
