@@ -146,7 +146,7 @@ def test_streamed_run_killed_mid_epoch_resumes_bit_identical(tmp_path, monkeypat
     assert straight.keys() == resumed.keys()
     for name in straight:
         assert torch.equal(straight[name], resumed[name]), name
-    assert (tmp_path / "straight" / "metrics.csv").read_text() .splitlines()[1].split(",")[:5] == \
+    assert (tmp_path / "straight" / "metrics.csv").read_text().splitlines()[1].split(",")[:5] == \
         (tmp_path / "resumed" / "metrics.csv").read_text().splitlines()[1].split(",")[:5]
 
 

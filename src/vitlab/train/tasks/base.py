@@ -15,8 +15,8 @@ for images it is a pass over the training set, for seq2seq ``eval_every`` optimi
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
