@@ -177,3 +177,35 @@ def test_list_keys_prints_every_key_of_the_chosen_task(capsys) -> None:
         assert main(["train", "--list-keys", *extra]) == 0
         lines = capsys.readouterr().out.strip().splitlines()
         assert [line.split()[0] for line in lines[1:]] == [f.name for f in dataclasses.fields(cls)]
+
+
+def test_shards_command_writes_readable_shards_refuses_bad_input_and_trains(tmp_path, capsys) -> None:
+    from tests.train.tasks.test_image_stream import make_photos
+    from vitlab.data.folder import folder_splits
+    from vitlab.data.shards import ShardSource
+
+    photos = make_photos(tmp_path / "photos")
+    out = tmp_path / "shards"
+    assert main(["shards", str(photos), str(out), "--max-count", "4"]) == 0
+    splits, classes = folder_splits(photos, 0.1, 0)  # reference: the folder's own split
+    for split, samples in splits.items():
+        source = ShardSource(out / split)
+        assert len(source) == len(samples) and source.classes == classes
+        assert len(list((out / split).glob("*.tar"))) == -(-len(samples) // 4)
+        assert sorted(source.labels.tolist()) == sorted(label for _, label in samples)
+    assert "train on them with" in capsys.readouterr().out
+    before = sorted(p.name for p in out.rglob("*"))
+    assert main(["shards", str(photos), str(out)]) == 2  # not empty: refused, left alone
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already exists" in err[0]
+    assert sorted(p.name for p in out.rglob("*")) == before
+    assert main(["shards", str(tmp_path / "nowhere"), str(tmp_path / "new")]) == 2
+    assert not (tmp_path / "new").exists()
+    capsys.readouterr()
+    run = tmp_path / "run"
+    assert main(["train", "--quiet", "--out", str(run), "--set", "dataset=folder", "--set", f"data_root={out}",
+                 "--set", "img_size=32", "--set", "model=vit_tiny_patch16_224", "--set", "workers=0",
+                 "--set", "model_args={depth: 1, embed_dim: 32, num_heads: 2, patch_size: 8}",
+                 "--set", "epochs=1", "--set", "batch_size=4", "--set", "threads=1"]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["data_modes"]["train"] == "stream" and summary["steps"] == len(splits["train"]) // 4

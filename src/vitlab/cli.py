@@ -252,6 +252,28 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_shards(args: argparse.Namespace) -> int:
+    """Write an image folder's train / val / test splits as WebDataset-style tar shards (vitlab.data.shards)."""
+    import shutil
+    from pathlib import Path
+
+    from vitlab.data.shards import write_shards
+
+    out = Path(args.out)
+    created = not out.exists()
+    try:
+        written = write_shards(args.folder, out, max_count=args.max_count, seed=args.seed,
+                               val_fraction=args.val_fraction, verify=args.verify)
+    except BaseException:  # no half-written shard folder left behind
+        if created and out.is_dir():
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    for split, counts in written.items():
+        print(f"{split}: {counts['samples']} images in {counts['shards']} shard(s) under {out / split}")
+    print(f"train on them with: vitlab train --set dataset=folder --set data_root={out} --set img_size=224")
+    return 0
+
+
 def cmd_recipes(args: argparse.Namespace) -> int:
     """Print the shipped recipes, one line each: name and the first comment line of its YAML."""
     from vitlab.recipes import describe, list_recipes, recipe_dir
@@ -350,6 +372,15 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--recipes", default=None, metavar="DIR", help="folder of recipe YAMLs (default: the shipped ones)")
     repro.add_argument("--no-progress", action="store_true", help="no progress bar")
     repro.set_defaults(func=cmd_reproduce)
+
+    shards = sub.add_parser("shards", help="write an image folder as tar shards (WebDataset layout) for streaming")
+    shards.add_argument("folder", help="image folder: CLASS/*.jpg, or train/ and test/ [val/] of those")
+    shards.add_argument("out", help="new or empty output folder (receives train/, val/, test/)")
+    shards.add_argument("--max-count", type=int, default=1000, help="images per shard at most (default: 1000)")
+    shards.add_argument("--seed", type=int, default=0, help="seed of the split and of the order in the shards")
+    shards.add_argument("--val-fraction", type=float, default=0.1, help="validation share when there is no val/ (default: 0.1)")
+    shards.add_argument("--verify", action="store_true", help="decode every image first; refuse a corrupt one")
+    shards.set_defaults(func=cmd_shards)
 
     recipes = sub.add_parser("recipes", help="list the shipped recipes (for train --config NAME and reproduce NAME)")
     recipes.set_defaults(func=cmd_recipes)

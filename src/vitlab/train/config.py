@@ -23,6 +23,8 @@ from vitlab.errors import ConfigError, unknown_name_message
 
 NONFINITE_POLICIES = ("stop", "skip")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+DATA_MODES = ("auto", "memory", "stream")
+BAD_IMAGES = ("error", "skip")
 
 
 @dataclass
@@ -40,6 +42,19 @@ class TrainConfig:
             per training image (:func:`vitlab.data.transforms.random_rotate_scale`; 0 = off).
         hflip: random horizontal flips (off for digits: a flipped digit is another symbol).
         normalize: subtract the training set's per-channel mean and divide by its std.
+    Streaming image data (``dataset: folder`` only; :mod:`vitlab.data.stream`, docs/data.md):
+        img_size: the model's input side S; set it to train on a folder of photos of any size and mode
+            (RandomResizedCrop + flip + the ``augment`` policy for training, resize + centre crop for
+            evaluation), or on tar shards (a ``data_root`` written by ``vitlab shards``, which needs it).
+            None (default): the folder is read into memory as before and must hold one image size.
+        augment: the training pipeline's settings (:class:`vitlab.data.pipeline.AugmentConfig` keys,
+            e.g. ``{policy: randaugment, erase_prob: 0.25}``); null: RandomResizedCrop + flip only.
+        data_mode: ``auto`` (memory when the split fits ``memory_limit_mb``, is a folder, has no
+            ``augment`` and every image already has the size; else stream), ``memory`` or ``stream``.
+        workers: DataLoader decoding processes (null: min(4, CPU count); 0: decode in the training process).
+        bad_images: ``error`` (a file that does not decode stops the run naming it) or ``skip`` (dropped
+            and counted in summary.json's ``skipped_images``).
+        memory_limit_mb: the decoded split size up to which ``data_mode: auto`` keeps a split in memory.
     Model:
         model: registered model name; ``img_size``, ``in_chans`` and ``num_classes`` come from the data.
         model_args: constructor overrides, e.g. ``{act: mish, pos_embed: sincos, drop_path_rate: 0.1}``.
@@ -83,6 +98,14 @@ class TrainConfig:
     scale: float = 0.0
     hflip: bool = False
     normalize: bool = True
+
+    # streaming image data (vitlab.data.stream); inactive while img_size is None
+    img_size: int | None = None
+    augment: dict[str, Any] | None = None
+    data_mode: str = "auto"
+    workers: int | None = None
+    bad_images: str = "error"
+    memory_limit_mb: float = 1024.0
 
     model: str = "vit_digits_patch2_8"
     model_args: dict[str, Any] = field(default_factory=lambda: {"global_pool": "avg", "drop_path_rate": 0.1})
@@ -179,6 +202,36 @@ class TrainConfig:
                 f"batch_size {self.batch_size} is not divisible by accum_steps {self.accum_steps}; "
                 "make accum_steps divide batch_size"
             )
+        self.validate_streaming()
+
+    def validate_streaming(self) -> None:
+        """Check the streaming keys (img_size, augment, data_mode, workers, bad_images, memory_limit_mb)."""
+        if self.img_size is not None and self.img_size < 1:
+            raise ConfigError(f"img_size must be a positive integer (the model's input side), got {self.img_size}; e.g. --set img_size=224")
+        if self.data_mode not in DATA_MODES:
+            raise ConfigError(unknown_name_message("data_mode", self.data_mode, DATA_MODES))
+        if self.bad_images not in BAD_IMAGES:
+            raise ConfigError(unknown_name_message("bad_images setting", self.bad_images, BAD_IMAGES))
+        if self.workers is not None and self.workers < 0:
+            raise ConfigError(f"workers must be >= 0 (0 = decode in the training process), got {self.workers}")
+        if not (math.isfinite(self.memory_limit_mb) and self.memory_limit_mb > 0):
+            raise ConfigError(f"memory_limit_mb must be a positive number, got {self.memory_limit_mb}")
+        if self.augment is not None:
+            from vitlab.data.pipeline import AugmentConfig
+
+            try:
+                AugmentConfig.from_dict(self.augment)  # raises ConfigError naming a bad setting
+            except ConfigError:
+                raise
+            except (TypeError, ValueError, OverflowError) as error:  # a value of the wrong kind, e.g. scale: abc
+                first = (str(error).splitlines() or [type(error).__name__])[0]
+                raise ConfigError(f"augment has a value of the wrong type ({first}); see docs/data.md for the settings") from None
+        streaming = self.augment is not None or self.data_mode == "stream"
+        if streaming and self.img_size is None:
+            raise ConfigError("augment and data_mode: stream need the model's input size; add --set img_size=N (e.g. 224)")
+        if self.img_size is not None and self.dataset != "folder":
+            raise ConfigError(f"img_size is for dataset: folder (photos or shards); '{self.dataset}' keeps its own size; "
+                              "remove img_size")
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain YAML-safe data."""

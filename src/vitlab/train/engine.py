@@ -207,6 +207,7 @@ class Engine:
         if len(per_rank) == self.ctx.world_size:
             _rng_restore(per_rank[self.ctx.rank]["rng"], self.generator)
             self.sums.copy_(per_rank[self.ctx.rank]["sums"].to(self.device))
+            self.task.load_rank_state(per_rank[self.ctx.rank].get("task", {}))
         elif self.ctx.is_main:
             print(f"vitlab: resuming with {self.ctx.world_size} processes instead of {len(per_rank)}: random streams restart")
 
@@ -248,14 +249,17 @@ class Engine:
         """One epoch: this rank's sample order, then a step per batch with progress, hooks and checkpoints."""
         from tqdm.auto import tqdm
 
-        order = self.task.epoch_indices(epoch, self.ctx)
         steps = self.steps_in(epoch)
+        items = self.task.epoch_batches(epoch, self.batch_start, self.ctx)  # a streaming task's batches
+        if items is None:  # index batches of the in-memory sample order
+            order = self.task.epoch_indices(epoch, self.ctx)
+            lb = self.local_batch
+            items = (order[b * lb : (b + 1) * lb].to(self.device, non_blocking=True) for b in range(self.batch_start, steps))
         self.t_epoch = time.perf_counter()
         bar = tqdm(total=steps, initial=self.batch_start, desc=f"epoch {epoch + 1}/{self.epochs}",
                    disable=self.quiet or not self.ctx.is_main, leave=False, dynamic_ncols=True)
-        lb = self.local_batch
-        for batch in range(self.batch_start, steps):
-            self.train_step(order[batch * lb : (batch + 1) * lb].to(self.device, non_blocking=True))
+        for batch, item in zip(range(self.batch_start, steps), items):
+            self.train_step(item)
             bar.update(1)
             if self.die_at_step == self.step:
                 os.kill(os.getpid(), signal.SIGKILL)  # test-only: see _test_die_at_step
@@ -270,8 +274,8 @@ class Engine:
         self.batch_start = 0
 
     # ---------------------------------------------------------------------------------- step
-    def train_step(self, index: Tensor) -> None:
-        """One optimizer step over this rank's ``index`` (accumulated over micro-batches)."""
+    def train_step(self, index: Any) -> None:
+        """One optimizer step over this rank's ``index`` (or a streaming task's batch), accumulated over micro-batches."""
         accum = self.cfg.accum_steps
         step_loss = torch.zeros((), device=self.device)
         step_stats = torch.zeros_like(self.sums)
@@ -367,7 +371,8 @@ class Engine:
     def checkpoint(self, next_epoch: int, next_batch: int) -> None:
         """Save everything a resumed run needs (rank 0 writes; every rank's RNG states and sums are gathered)."""
         self.raise_if_nonfinite()
-        state_rank = {"rng": _rng_snapshot(self.generator), "sums": self.sums.detach().cpu().clone()}
+        state_rank = {"rng": _rng_snapshot(self.generator), "sums": self.sums.detach().cpu().clone(),
+                      "task": self.task.rank_state()}
         ranks = self.ctx.all_gather_object(state_rank)
         if self.ctx.is_main:
             state = {

@@ -7,6 +7,10 @@ image     :class:`vitlab.train.config.TrainConfig`    :mod:`vitlab.train.tasks.i
 seq2seq   :class:`~.seq2seq.Seq2SeqConfig`            :mod:`vitlab.train.tasks.seq2seq`
 ========  ==========================================  ================================================
 
+For ``image``, :func:`vitlab.train.tasks.image_stream.image_task` picks the in-memory
+:class:`~vitlab.train.tasks.image.ImageTask` or, for a folder with ``img_size`` (photos of any size, tar
+shards), :class:`~vitlab.train.tasks.image_stream.StreamImageTask`.
+
 A third task is a module with a config dataclass (holding the engine keys listed in
 :mod:`vitlab.train.tasks.base`) and a :class:`~vitlab.train.tasks.base.Task` subclass, plus a row here.
 """
@@ -22,7 +26,7 @@ from vitlab.train.tasks.base import Task
 
 # name -> (module, config class, task class)
 TASKS: dict[str, tuple[str, str, str]] = {
-    "image": ("vitlab.train.config", "TrainConfig", "vitlab.train.tasks.image:ImageTask"),
+    "image": ("vitlab.train.config", "TrainConfig", "vitlab.train.tasks.image_stream:image_task"),
     "seq2seq": ("vitlab.train.tasks.seq2seq", "Seq2SeqConfig", "vitlab.train.tasks.seq2seq:Seq2SeqTask"),
 }
 

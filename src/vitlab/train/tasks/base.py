@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,22 @@ class Task(ABC):
     @abstractmethod
     def epoch_indices(self, epoch: int, ctx: DistContext) -> Tensor:
         """This rank's training-sample indices of ``epoch``: (steps_per_epoch × batch_size / world,) long."""
+
+    def epoch_batches(self, epoch: int, start_batch: int, ctx: DistContext) -> Iterator[Any] | None:
+        """This rank's optimizer-step batches of ``epoch`` from ``start_batch`` on, for tasks that stream.
+
+        ``None`` (the default): the engine slices :meth:`epoch_indices` into index batches instead. A
+        streaming task returns an iterator of at least ``steps_per_epoch - start_batch`` items, each handed
+        to :meth:`micro_batches`; batch ``b`` must be the same whether or not the run was resumed.
+        """
+        return None
+
+    def rank_state(self) -> dict[str, Any]:
+        """This rank's task state for the checkpoint (plain Python values), e.g. a loader's skip counts."""
+        return {}
+
+    def load_rank_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`rank_state` returned (resume with the same number of processes)."""
 
     def micro_batches(self, index: Tensor, accum_steps: int, ctx: DistContext) -> list[Any]:
         """Split one optimizer step's indices (this rank's share) into ``accum_steps`` micro-batches."""

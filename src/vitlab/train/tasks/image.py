@@ -349,8 +349,12 @@ class ImageTask(Task):
         return epoch % self.cfg.eval_every == 0 or last
 
     def evaluate(self, model: nn.Module, ctx: DistContext, amp: str) -> dict[str, float]:
-        self.val = evaluate(model, self.val_set, self.transform, ctx, amp=amp)
+        self.val = self.score(model, "val", ctx, amp)
         return self.val.row("val")
+
+    def score(self, model: nn.Module, split: str, ctx: DistContext, amp: str) -> Evaluation:
+        """The evaluation of ``model`` on split ``"val"`` or ``"test"`` (the streaming task reads its loaders)."""
+        return evaluate(model, self.splits[split], self.transform, ctx, amp=amp)
 
     def finish(self, model: nn.Module, ctx: DistContext, amp: str, history: list[dict[str, Any]], fresh: bool) -> dict[str, Any]:
         from vitlab.metrics import expected_calibration_error, fit_temperature
@@ -358,8 +362,8 @@ class ImageTask(Task):
         # The last epoch has just scored these weights on the validation split, unless this call resumed a
         # run whose epochs were all done.
         self.final_model = getattr(model, "_orig_mod", model)  # for the report's ViT figures (unwrapped if compiled)
-        val = self.val if fresh else evaluate(model, self.val_set, self.transform, ctx, amp=amp)
-        self.test = evaluate(model, self.test_set, self.transform, ctx, amp=amp)
+        val = self.val if fresh else self.score(model, "val", ctx, amp)
+        self.test = self.score(model, "test", ctx, amp)
         self.temperature = fit_temperature(val.logits, val.labels)
         bound = _temperature_bound(self.temperature)
         ece_scaled = float(expected_calibration_error((self.test.logits / self.temperature).softmax(1), self.test.labels))
