@@ -38,6 +38,8 @@ class TrainConfig:
         crop_padding: random-crop padding in pixels (0 = off).
         hflip: random horizontal flips (off for digits: a flipped digit is another symbol).
         normalize: subtract the training set's per-channel mean and divide by its std.
+        train_fraction: keep a seeded stratified share of the training split, in (0, 1] (1 = all; the
+            subset's seed is ``seed``; validation and test splits unchanged), for data-size studies.
     Model:
         model: registered model name; ``img_size``, ``in_chans`` and ``num_classes`` come from the data.
         model_args: constructor overrides, e.g. ``{act: mish, pos_embed: sincos, drop_path_rate: 0.1}``.
@@ -66,6 +68,7 @@ class TrainConfig:
     crop_padding: int = 1
     hflip: bool = False
     normalize: bool = True
+    train_fraction: float = 1.0
 
     model: str = "vit_digits_patch2_8"
     model_args: dict[str, Any] = field(default_factory=lambda: {"global_pool": "avg", "drop_path_rate": 0.1})
@@ -132,6 +135,8 @@ class TrainConfig:
             value = getattr(self, key)
             if not (0.0 <= value < 1.0):
                 raise ConfigError(f"{key} must be in [0, 1), got {value}")
+        if not (0.0 < self.train_fraction <= 1.0):
+            raise ConfigError(f"train_fraction must be in (0, 1] (1 = the whole training split), got {self.train_fraction}")
         for key in ("mix_prob", "switch_prob"):
             value = getattr(self, key)
             if not (0.0 <= value <= 1.0):

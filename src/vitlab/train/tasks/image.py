@@ -152,6 +152,14 @@ def _load_data(cfg: TrainConfig) -> dict[str, ImageDataset]:
     from vitlab.data.registry import load_splits
 
     splits = load_splits(cfg.dataset, cfg.data_root, val_fraction=cfg.val_fraction, seed=0, download=cfg.download)
+    if cfg.train_fraction < 1.0:  # a seeded stratified share of the training split (data-size studies)
+        from vitlab.data.base import stratified_split
+
+        train = splits["train"]
+        keep = stratified_split(train.labels, {"keep": cfg.train_fraction, "rest": 1.0 - cfg.train_fraction}, cfg.seed)["keep"]
+        if keep.numel() == 0:
+            raise DataError(f"train_fraction={cfg.train_fraction} keeps no training image of '{cfg.dataset}'; raise it")
+        splits["train"] = train.subset(keep, f"{train.name} ({cfg.train_fraction:g} of train, seed {cfg.seed})")
     shapes = {name: ds.image_shape for name, ds in splits.items()}
     if len(set(shapes.values())) != 1:
         raise DataError(f"the splits of '{cfg.dataset}' have different image shapes {shapes}; use one image size")
