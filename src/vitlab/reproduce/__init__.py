@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vitlab.reproduce.recipes import Recipe, load_recipes
+from vitlab.reproduce.recipes import Recipe, arm_name, load_recipes
 from vitlab.reproduce.report import RecipeResult, summarize, write_report
 from vitlab.reproduce.runner import default_jobs, load_result, machine_info, plan, run_all
 from vitlab.train.checkpoint import atomic_write_text
@@ -73,9 +73,10 @@ def cluster_spread_ratio(coords: "torch.Tensor", labels: "torch.Tensor") -> floa
 def _extra_images(recipes: list[Recipe], results: list[dict[str, Any]], out: Path) -> dict[str, list[tuple[str, Path]]]:
     extras: dict[str, list[tuple[str, Path]]] = {}
     for recipe in recipes:
-        ok = {(r["variant"], r["seed"]) for r in results if r["recipe"] == recipe.name and not r.get("error")}
+        ok = {(arm_name(r.get("family", ""), r["variant"]), r["seed"]) for r in results
+              if r["recipe"] == recipe.name and not r.get("error")}
         if recipe.figure.get("kind") == "penultimate":
-            variants = recipe.figure.get("variants", list(recipe.variants))
+            variants = recipe.figure.get("variants", recipe.arm_names())  # arm names: family/variant
             classes = [int(k) for k in recipe.figure.get("classes", [0, 1, 2])]
             if all((v, 0) in ok for v in variants):
                 path = penultimate_figure({v: out / "runs" / recipe.name / v / "seed0" for v in variants}, classes,
