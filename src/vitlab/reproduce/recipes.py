@@ -8,7 +8,7 @@ tabulate, the paper's own numbers, and its claims, each a comparison between two
     paper: Müller, Kornblith & Hinton 2019, When does label smoothing help?, Table ...
     kind: image                  # image (vitlab.train.loop.train), seq2seq or legendre
     base: {epochs: 40, ...}      # TrainConfig (or Seq2SeqConfig) keys shared by every variant
-    quick: {epochs: 4}           # applied on top of base with --quick
+    quick: {epochs: 4}           # applied last (over base and the variant) with --quick
     seeds: 3                     # default number of seeds (--seeds overrides)
     variants: {no_smoothing: {label_smoothing: 0.0}, smoothing: {label_smoothing: 0.1}}
     metrics: [test_acc1, test_ece, test_ece_ts]
@@ -34,7 +34,7 @@ base overrides, e.g. the ViT and the CNN)::
       cnn: {model: resnet8, model_args: {}}
 
 Each (family, variant) is an *arm*, named ``family/variant`` (its config: base, then the family's overrides,
-then ``quick``, then the variant, then the seed; a family's ``model_args`` replace the base's). A claim
+then the variant, then ``quick``, then the seed; a family's ``model_args`` replace the base's). A claim
 written with plain variant names is evaluated within each family separately (and the report says whether the
 families agree); a claim may instead name arms (``variant: cnn/frac10, against: vit/frac10``) to compare
 across families, once.
@@ -156,7 +156,7 @@ class Recipe:
         return out
 
     def config(self, variant: str, seed: int, quick: bool, family: str = "") -> dict[str, Any]:
-        """The run's config: base, the family's overrides, quick overrides (if ``quick``), the variant, the seed."""
+        """The run's config: base, the family's overrides, the variant, quick overrides (if ``quick``), the seed."""
         if variant not in self.variants:
             raise ConfigError(f"recipe '{self.name}': " + unknown_name_message("variant", variant, self.variants))
         if family and family not in self.families:
@@ -164,8 +164,8 @@ class Recipe:
         merged = copy.deepcopy(self.base)
         if family:  # a family names its own model: its model_args replace the base's rather than merge
             merged.update(copy.deepcopy(self.families[family]))
-        merged = _merge(merged, self.quick) if quick else merged
         merged = _merge(merged, self.variants[variant])
+        merged = _merge(merged, self.quick) if quick else merged  # last: --quick caps every variant's budget
         if self.kind != "legendre":
             merged["seed"] = seed
         return merged
