@@ -34,6 +34,10 @@ def test_variant_overrides_merge_into_the_family_model_args() -> None:
     cnn = mish.config("mish", seed=0, quick=False, family="cnn")
     assert cnn["model"] == "resnet8" and cnn["model_args"] == {"act": "mish"}  # the ViT's model_args do not leak in
     assert "act" not in mish.families["vit"]["model_args"]  # the recipe is not modified
+    with pytest.raises(ConfigError, match="name one"):
+        mish.config("mish", seed=0, quick=False)
+    with pytest.raises(ConfigError, match="unknown family"):
+        mish.config("mish", seed=0, quick=False, family="vitt")
 
 
 def test_image_claims_run_on_a_vit_and_a_cnn_on_mnist5k() -> None:
@@ -109,3 +113,22 @@ def test_bad_recipes_raise_config_errors(change: dict, message: str) -> None:
     data = {"name": "x", "kind": "image", "variants": {"a": {}}, "metrics": ["test_acc1"], **change}
     with pytest.raises(ConfigError, match=message):
         recipe_from_dict(data)
+
+
+def test_every_image_arm_builds_its_model_and_gives_logits_for_its_data() -> None:
+    # reference: the data's image shape (mnist5k 1×28×28; the quick digits 1×8×8) and 10 classes
+    import torch
+
+    from vitlab.train.config import config_from_dict
+    from vitlab.train.tasks.image import build_model
+
+    shapes = {"mnist5k": (1, 28, 28), "digits": (1, 8, 8)}
+    for recipe in load_recipes():
+        if recipe.kind != "image":
+            continue
+        for family, variant in recipe.arms():
+            for quick in (False, True):
+                cfg = config_from_dict(recipe.config(variant, seed=0, quick=quick, family=family))
+                model = build_model(cfg, shapes[cfg.dataset], 10).eval()
+                with torch.no_grad():
+                    assert model(torch.zeros(2, *shapes[cfg.dataset])).shape == (2, 10), (recipe.name, family, variant)

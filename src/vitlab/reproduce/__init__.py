@@ -111,7 +111,7 @@ def reproduce(
     Args:
         names: recipe names (None: all of the shipped ``vitlab/recipes/reproduce``).
         out_dir: output folder; finished runs already in it are reused.
-        seeds: seeds per recipe (None: each recipe's default, 3).
+        seeds: seeds per recipe (None: each recipe's default; at most 2 with ``quick``).
         quick: apply each recipe's ``quick`` overrides (a few minutes in all on 2 CPU cores).
         jobs: parallel runs (None: one per CPU core on the CPU, one on a GPU).
         recipe_dir: folder of recipe YAMLs (None: the shipped ``vitlab/recipes/reproduce``).

@@ -161,6 +161,8 @@ class Recipe:
             raise ConfigError(f"recipe '{self.name}': " + unknown_name_message("variant", variant, self.variants))
         if family and family not in self.families:
             raise ConfigError(f"recipe '{self.name}': " + unknown_name_message("family", family, self.families))
+        if self.families and not family:
+            raise ConfigError(f"recipe '{self.name}' runs on the families {sorted(self.families)}; name one")
         merged = copy.deepcopy(self.base)
         if family:  # a family names its own model: its model_args replace the base's rather than merge
             merged.update(copy.deepcopy(self.families[family]))

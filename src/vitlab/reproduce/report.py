@@ -319,7 +319,7 @@ def _fmt_resolution(c: ClaimResult) -> str:
     if c.mde is not None:
         parts.append(f"MDE {fmt(metric, c.mde)}")
     if c.seeds_needed is not None:
-        parts.append(f"{c.seeds_needed} seeds for ±{TARGET_HALF_WIDTH:g}")
+        parts.append(f"{c.seeds_needed} seeds for ±{TARGET_HALF_WIDTH:g} pp")
     return "; ".join(parts)
 
 
