@@ -26,16 +26,16 @@ def penultimate_figure(run_dirs: dict[str, Path], classes: list[int], out: Path)
     """Müller et al. Fig. 1 for each run (rows) on the training and test images (columns) of three classes."""
     import torch
 
-    from vitlab.data.registry import load_splits
     from vitlab.reproduce.penultimate import head_templates, penultimate_features, project_onto_template_plane
     from vitlab.train.loop import load_run, run_transform
+    from vitlab.train.tasks.image import _load_data
     from vitlab.viz import plot_penultimate_projection
 
     panels = []
     for label, run_dir in run_dirs.items():
         model, cfg, info = load_run(run_dir)
         transform = run_transform(cfg, info)
-        splits = load_splits(cfg.dataset, cfg.data_root, val_fraction=cfg.val_fraction, seed=0, download=False)
+        splits = _load_data(cfg)  # the run's own splits (its train_fraction subset included)
         templates = head_templates(model, classes)
         names = [info["classes"][k] for k in classes]
         for split in ("train", "test"):
