@@ -135,6 +135,7 @@ def test_explain_refuses_a_cnn_run_and_a_non_png_name_in_one_line(mnist_run, tmp
     cnn = tmp_path / "cnn"
     assert main(["train", "--out", str(cnn), "--quiet", "--config", "mnist5k_resnet", "--set", "epochs=1",
                  "--set", "threads=1", "--set", "model_args={widths: [4, 8, 8]}"]) == 0
+    assert (cnn / "confusion.png").is_file() and not (cnn / "attention_rollout.png").exists()  # ViT figures: ViTs only
     capsys.readouterr()
     assert main(["predict", str(cnn), str(paths[0]), "--explain", str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err.strip()

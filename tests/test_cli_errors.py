@@ -171,6 +171,30 @@ def _unsafe_state(ws: Workspace) -> list[str]:
     return ["train", "--resume", str(run)]
 
 
+def _bad_init(kind: str) -> Callable[[Workspace], list[str]]:
+    """``train --set init=FILE`` with a missing, non-ViT, unsafe or truncated checkpoint (fine-tuning)."""
+
+    def argv(ws: Workspace) -> list[str]:
+        from safetensors.torch import save_file
+
+        if kind == "missing":
+            path = ws.root / "nowhere.safetensors"
+        elif kind == "not-vit":
+            path = ws.root / "resnet.safetensors"
+            save_file({"conv1.weight": torch.zeros(8, 1, 3, 3), "fc.weight": torch.zeros(10, 8)}, str(path))
+        elif kind == "unsafe":
+            path = ws.root / "evil.pth"
+            torch.save({"patch_embed.proj.weight": torch.zeros(4, 1, 2, 2), "payload": _Evil(ws.root / "pwned")}, path)
+        else:  # truncated
+            path = ws.root / "cut.safetensors"
+            save_file({"patch_embed.proj.weight": torch.zeros(32, 1, 2, 2), "pos_embed.weight": torch.zeros(17, 32)},
+                      str(path))
+            path.write_bytes(path.read_bytes()[:100])
+        return _train(f"init={path}")(ws)
+
+    return argv
+
+
 def _unsafe_cifar(ws: Workspace) -> list[str]:
     folder = ws.root / "cifar" / "cifar-10-batches-py"
     folder.mkdir(parents=True)
@@ -378,6 +402,14 @@ CASES = [
     Case("resume-with-set", lambda ws: ["train", "--resume", str(ws.root), "--set", "lr=1"], r"--resume continues a run with its saved config; drop --config/--set"),
     Case("resume-damaged-checkpoint", _damaged_checkpoint, r"state.pt failed its SHA-256 check \(truncated or changed\)"),
     Case("resume-unsafe-checkpoint", _unsafe_state, r"state.pt refused: it contains code or objects that weights_only loading does not allow; do not load it unless you trust its source$"),
+    # fine-tuning from a bad checkpoint (issue 14)
+    Case("init-missing", _bad_init("missing"), r"nowhere.safetensors does not exist; check the path$"),
+    Case("init-not-a-vit", _bad_init("not-vit"), r"resnet.safetensors: not a ViT checkpoint .*no patch-embedding weights"),
+    Case("init-unsafe-pickle", _bad_init("unsafe"), r"evil.pth refused: it contains code .*do not load it unless you trust its source$"),
+    Case("init-truncated", _bad_init("truncated"), r"cut.safetensors is truncated or not a safetensors file"),
+    Case("init-bad-arg", _train("init=x.pth", "init_args.heads=2"), r"unknown init argument 'heads'; did you mean 'num_heads'"),
+    Case("layer-decay-out-of-range", _train("layer_decay=0"), r"layer_decay must be in \(0, 1\] \(1 = off\), got 0"),
+    Case("train-per-class-too-many", _train("train_per_class=500"), r"fewer than the 500 per class asked for; lower train_per_class"),
     Case("disk-full", _disk_full, r"No space left on device: .*config.yaml; free disk space or choose another --out", True),
     Case("read-only-output-folder", _read_only_out, r"Permission denied: .*locked/run; choose a folder you can write to", True),
     # using a run

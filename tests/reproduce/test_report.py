@@ -229,3 +229,23 @@ def test_seeds_needed_for_accuracy_claims_follow_the_observed_spread() -> None:
                for v, xs in (("a", a), ("b", b)) for k, x in enumerate(xs)]
     (claim,) = summarize(recipe, results).claims
     assert claim.seeds_needed == seeds_for_half_width(paired_interval(b, a).sd, 0.5)
+
+
+def test_higher_by_a_margin_needs_the_interval_to_clear_the_margin() -> None:
+    # "better" − "base" = 5.0 with a paired interval of about ±1.0 (hand-checked below): it clears a margin of 2
+    # (held), lies entirely below a margin of 8 (reversed), and straddles a margin of its own lower end + 0.1.
+    diff = summarize(_recipe(), _results()).claims[0].diff
+    low, high = diff.low, diff.high
+    assert 3.0 < low < 5.0 < high < 7.0
+
+    def verdict(margin: float) -> str:
+        recipe = recipe_from_dict({
+            "name": "toy", "kind": "image", "variants": {"base": {}, "better": {}}, "metrics": ["test_acc1"],
+            "claims": [{"text": "by a margin", "metric": "test_acc1", "variant": "better", "against": "base",
+                        "expect": "higher", "margin": margin}],
+        })
+        return summarize(recipe, _results()).claims[0].verdict
+
+    assert verdict(2.0) == HELD
+    assert verdict(8.0) == REVERSED
+    assert verdict(low + 0.1) == NOT_RESOLVED

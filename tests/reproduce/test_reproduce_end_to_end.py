@@ -65,7 +65,7 @@ def test_quick_label_smoothing_recipe_end_to_end_on_both_families(tmp_path: Path
 
 
 @pytest.mark.slow
-def test_quick_data_size_recipe_uses_train_fraction_and_cross_family_claims(tmp_path: Path) -> None:
+def test_quick_data_size_recipe_uses_train_per_class_and_cross_family_claims(tmp_path: Path) -> None:
     from vitlab.reproduce.stats import mean_interval
 
     out = tmp_path / "size"
@@ -79,9 +79,32 @@ def test_quick_data_size_recipe_uses_train_fraction_and_cross_family_claims(tmp_
     iv = mean_interval(per_seed)
     md = (out / "report.md").read_text()
     assert f"{iv.mean:+.2f} [{iv.low:+.2f}, {iv.high:+.2f}]" in md
-    from vitlab.data.registry import load_splits
-
-    labels = load_splits("digits", None, val_fraction=0.1, seed=0)["train"].labels
-    expected = sum(round(0.1 * int((labels == c).sum())) for c in range(10))  # per class, round(f · n_c)
     frac10 = json.loads((out / "runs" / "data_size" / "cnn" / "frac10" / "seed0" / "run.json").read_text())
-    assert frac10["splits"]["train"] == expected
+    assert frac10["splits"]["train"] == 35 * 10  # train_per_class 35 of each of the 10 digit classes
+
+
+def test_a_shared_pretraining_is_fine_tuned_from_end_to_end(tmp_path: Path) -> None:
+    """Real runs: a 1-epoch pre-training on the digits, then one fine-tuning run that starts from it."""
+    import json
+
+    import yaml
+
+    from vitlab.reproduce import reproduce
+
+    tiny = {"model_args": {"depth": 1, "embed_dim": 32, "num_heads": 2}, "epochs": 1, "threads": 1}
+    recipe = {
+        "name": "tiny_transfer", "kind": "image", "seeds": 1, "metrics": ["test_acc1"],
+        "pretrain": {"config": {"dataset": "digits", "model": "vit_digits_patch2_8", **tiny}},
+        "base": {"dataset": "digits", "train_per_class": 10, "batch_size": 20, "epochs": 1, "threads": 1},
+        "variants": {"finetuned": {"init": "pretrain", "model_args": {"patch_size": 4}}},
+    }
+    folder = tmp_path / "recipes"
+    folder.mkdir()
+    (folder / "tiny.yaml").write_text(yaml.safe_dump(recipe))
+    reproduce(None, tmp_path / "out", recipe_dir=folder, progress=False, jobs=1)
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [(r["variant"], r["error"]) for r in results] == [("pretrain", None), ("finetuned", None)]
+    info = json.loads((tmp_path / "out" / "runs" / "tiny_transfer" / "finetuned" / "seed0" / "run.json").read_text())
+    assert info["init"]["path"] == str(tmp_path / "out" / "runs" / "tiny_transfer" / "pretrain" / "seed0")
+    assert info["init"]["report"]["resampled"] == ["patch_embed.proj.weight", "pos_embed.weight"]
+    assert info["splits"]["train"] == 100

@@ -119,3 +119,45 @@ def test_a_run_that_fails_with_a_vitlab_error_is_recorded(tmp_path: Path, monkey
     monkeypatch.setitem(runner.EXECUTORS, "image", diverges)
     result = runner.run_one(plan([_recipe()], tmp_path, seeds=1)[0])
     assert result["metrics"] == {} and "nan at step 3" in result["error"]
+
+
+def _transfer_recipe():
+    return recipe_from_dict({
+        "name": "transfer",
+        "kind": "image",
+        "pretrain": {"config": {"dataset": "mnist5k", "epochs": 9, "lr": 0.03}, "quick": {"epochs": 1}},
+        "base": {"epochs": 5, "lr": 0.01},
+        "variants": {"finetuned": {"init": "pretrain"}, "scratch": {}},
+        "metrics": ["test_acc1"],
+    })
+
+
+def test_a_shared_pretraining_is_planned_once_first_and_fills_init(tmp_path: Path) -> None:
+    specs = plan([_transfer_recipe()], tmp_path, seeds=2)
+    assert [(s.variant, s.seed, s.stage) for s in specs] == [
+        ("pretrain", 0, 0), ("finetuned", 0, 1), ("scratch", 0, 1), ("finetuned", 1, 1), ("scratch", 1, 1)]
+    pretrain_dir = str(tmp_path / "runs" / "transfer" / "pretrain" / "seed0")
+    assert specs[0].run_dir == pretrain_dir and specs[0].config == {"dataset": "mnist5k", "epochs": 9, "lr": 0.03, "seed": 0}
+    assert specs[1].config["init"] == specs[3].config["init"] == pretrain_dir and "init" not in specs[2].config
+    assert plan([_transfer_recipe()], tmp_path, seeds=1, quick=True)[0].config["epochs"] == 1
+
+
+def test_the_pretraining_stage_finishes_before_its_users_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeTraining()
+    monkeypatch.setitem(runner.EXECUTORS, "image", fake)
+    specs = plan([_transfer_recipe()], tmp_path, seeds=2)
+    specs = specs[1:3] + specs[:1] + specs[3:]  # even listed later, stage 0 runs first
+    run_all(specs, jobs=1, progress=False)
+    assert fake.calls[0] == ("pretrain", 0) and len(fake.calls) == 5
+    run_all(specs, jobs=1, progress=False)  # everything reused, the pre-training included
+    assert len(fake.calls) == 5
+
+
+def test_init_pretrain_without_a_pretraining_is_refused() -> None:
+    from vitlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="says init: pretrain but the recipe has no 'pretrain'"):
+        recipe_from_dict({"name": "x", "kind": "image", "variants": {"a": {"init": "pretrain"}}, "metrics": ["test_acc1"]})
+    with pytest.raises(ConfigError, match="unknown pretrain key 'confg'"):
+        recipe_from_dict({"name": "x", "kind": "image", "pretrain": {"config": {}, "confg": {}}, "variants": {"a": {}},
+                          "metrics": ["test_acc1"]})

@@ -53,6 +53,7 @@ RECIPE = {
     "ema_decay": 0.9,
     "checkpoint_steps": 5,
     "device": "cpu",
+    "amp": "off",  # float32 everywhere: amp: auto would pick bf16 on a CPU that has it, beyond the tolerance
     "model_args": {"depth": 1, "embed_dim": 32, "num_heads": 2},
 }
 
@@ -246,7 +247,7 @@ SEQ_RECIPE = {
     "d_model": 32, "num_heads": 2, "num_encoder_layers": 1, "num_decoder_layers": 1, "dim_ff": 64, "dropout": 0.0,
     "batch_size": 32, "steps": 16, "warmup": 8, "lr_factor": 0.2, "eval_every": 8, "accum_steps": 2, "threads": 1,
     "device": "cpu",
-    "checkpoint_steps": 5,
+    "checkpoint_steps": 5, "amp": "off",
 }
 
 

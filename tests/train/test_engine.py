@@ -29,7 +29,8 @@ def tiny_config(**overrides) -> TrainConfig:
 def test_run_folder_holds_config_weights_metrics_plots_and_summary(tmp_path) -> None:
     run = tmp_path / "run"
     summary = loop.train(tiny_config(), run, quiet=True)
-    for name in ("config.yaml", "run.json", "metrics.csv", "model.safetensors", "summary.json", "curves.png", "confusion.png"):
+    for name in ("config.yaml", "run.json", "metrics.csv", "model.safetensors", "summary.json", "curves.png", "confusion.png",
+                 "patch_embedding_pcs.png", "position_similarity.png", "attention_rollout.png"):  # the last three: ViT runs
         assert (run / name).is_file(), name
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2]

@@ -120,3 +120,34 @@ def stratified_split(labels: Tensor, fractions: dict[str, float], seed: int) -> 
             parts[name].append(members[start : start + take])
             start += take
     return {name: torch.sort(torch.cat(chunks)).values for name, chunks in parts.items()}
+
+
+def take_per_class(labels: Tensor, count: int, seed: int, name: str = "dataset") -> Tensor:
+    """A seeded stratified subset with exactly ``count`` samples of every class (few-label training).
+
+    For every class, in increasing label order, the first ``count`` samples of a random permutation drawn
+    from one ``torch.Generator`` seeded with ``seed`` (the same draw as :func:`stratified_split`).
+
+    Args:
+        labels: (N,) integer labels.
+        count: samples to keep per class (>= 1).
+        seed: seed of the per-class permutations.
+        name: the dataset, for the error message.
+
+    Returns:
+        (K · count,) sorted int64 indices into ``labels``.
+
+    Raises:
+        DataError: a class has fewer than ``count`` samples.
+    """
+    if count < 1:
+        raise DataError(f"{name}: samples per class must be >= 1, got {count}")
+    generator = torch.Generator().manual_seed(seed)
+    chosen = []
+    for c in torch.unique(labels).tolist():
+        members = torch.nonzero(labels == c).flatten()
+        if members.numel() < count:
+            raise DataError(f"{name}: class {c} has {members.numel()} training samples, fewer than the {count} per class "
+                            f"asked for; lower train_per_class to at most {members.numel()}")
+        chosen.append(members[torch.randperm(members.numel(), generator=generator)[:count]])
+    return torch.sort(torch.cat(chosen)).values

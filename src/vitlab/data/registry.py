@@ -25,8 +25,6 @@ from vitlab.errors import ConfigError, DataError, unknown_name_message
 
 __all__ = ["DEFAULT_AUGMENTATION", "list_datasets", "load_splits"]
 
-FOLDER_FRACTIONS = {"train": 0.70, "val": 0.15, "test": 0.15}
-
 # The usual training augmentation for each dataset (for BatchTransform): no flips for digits and
 # characters, whose mirror images are other symbols; crop padding 1/8 of the side.
 DEFAULT_AUGMENTATION: dict[str, dict[str, object]] = {
@@ -88,26 +86,10 @@ def _split_off_val(train: ImageDataset, val_fraction: float, seed: int, name: st
 
 
 def _load_folder(root: Path, val_fraction: float, seed: int) -> dict[str, ImageDataset]:
-    from vitlab.data.folder import load_image_folder
+    from vitlab.data.folder import folder_splits, load_image_files
 
-    if (root / "train").is_dir():
-        train = load_image_folder(root / "train", name="folder/train")
-        if not (root / "test").is_dir():
-            raise DataError(f"{root / 'train'} exists but {root / 'test'} does not; add {root}/test/CLASS/*.png, "
-                            f"or put the class folders directly in {root} to split them 70/15/15")
-        test = load_image_folder(root / "test", classes=train.classes, name="folder/test")
-        if (root / "val").is_dir():
-            splits = {"train": train, "val": load_image_folder(root / "val", classes=train.classes, name="folder/val")}
-        else:
-            splits = _split_off_val(train, val_fraction, seed, "folder")
-        return {**splits, "test": test}
-    full = load_image_folder(root, name="folder")
-    parts = stratified_split(full.labels, FOLDER_FRACTIONS, seed)
-    for part, index in parts.items():
-        if index.numel() == 0:
-            raise DataError(f"folder {root}: only {len(full)} images, the 70/15/15 split leaves '{part}' empty; "
-                            f"add images (a few per class at least)")
-    return {part: full.subset(index, f"folder/{part}") for part, index in parts.items()}
+    splits, classes = folder_splits(root, val_fraction, seed)
+    return {part: load_image_files(samples, classes, f"folder/{part}", str(root)) for part, samples in splits.items()}
 
 
 def load_splits(

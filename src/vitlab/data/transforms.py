@@ -21,7 +21,7 @@ None of these functions modifies its input; each returns a new tensor.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -130,7 +130,7 @@ def normalize(images: Tensor, mean: Sequence[float] | Tensor, std: Sequence[floa
     return (x - mu) / sigma
 
 
-def channel_stats(images: Tensor, chunk_size: int = 4096) -> tuple[Tensor, Tensor]:
+def channel_stats(images: Tensor | Iterable[Tensor], chunk_size: int = 4096) -> tuple[Tensor, Tensor]:
     """Per-channel mean and (population) standard deviation of a dataset's images in [0, 1].
 
     Computed in float64 chunk by chunk (so a uint8 dataset is never converted to float all at once),
@@ -139,26 +139,34 @@ def channel_stats(images: Tensor, chunk_size: int = 4096) -> tuple[Tensor, Tenso
     mean = mean_a + δ·n_b/n, M2 = M2_a + M2_b + δ²·n_a·n_b/n, and std = sqrt(M2 / n).
 
     Args:
-        images: (N, C, H, W) uint8 (0..255, scaled by 1/255) or float in [0, 1].
-        chunk_size: images per chunk.
+        images: (N, C, H, W) uint8 (0..255, scaled by 1/255) or float in [0, 1]; or an iterable of such
+            (B, C, H, W) batches (e.g. the images of a streaming loader), merged the same way.
+        chunk_size: images per chunk (for a tensor).
 
     Returns:
         mean (C,), std (C,) float32 on the images' device.
     """
-    _check_batch(images, "channel_stats")
-    if images.shape[0] == 0:
-        raise DataError("channel_stats: no images")
-    c = images.shape[1]
+    if isinstance(images, Tensor):
+        _check_batch(images, "channel_stats")
+        step = max(1, int(chunk_size))
+        chunks: Iterable[Tensor] = (images[start : start + step] for start in range(0, images.shape[0], step))
+    else:
+        chunks = images
     count = 0
-    mean = torch.zeros(c, dtype=torch.float64, device=images.device)
-    m2 = torch.zeros(c, dtype=torch.float64, device=images.device)
-    for start in range(0, images.shape[0], max(1, int(chunk_size))):
-        chunk = images[start : start + chunk_size]
+    mean = m2 = None
+    for chunk in chunks:
+        _check_batch(chunk, "channel_stats")
+        c = chunk.shape[1]
+        if mean is None:
+            mean = torch.zeros(c, dtype=torch.float64, device=chunk.device)
+            m2 = torch.zeros(c, dtype=torch.float64, device=chunk.device)
         x = chunk.to(torch.float64)
         if chunk.dtype == torch.uint8:
             x = x / 255.0
         x = x.transpose(0, 1).reshape(c, -1)  # (C, n_chunk)
         n_b = x.shape[1]
+        if n_b == 0:
+            continue
         mean_b = x.mean(dim=1)
         m2_b = ((x - mean_b[:, None]) ** 2).sum(dim=1)
         total = count + n_b
@@ -166,6 +174,8 @@ def channel_stats(images: Tensor, chunk_size: int = 4096) -> tuple[Tensor, Tenso
         mean = mean + delta * (n_b / total)
         m2 = m2 + m2_b + delta**2 * (count * n_b / total)
         count = total
+    if count == 0 or mean is None or m2 is None:
+        raise DataError("channel_stats: no images")
     return mean.float(), (m2 / count).sqrt().float()
 
 

@@ -35,7 +35,7 @@ def penultimate_figure(run_dirs: dict[str, Path], classes: list[int], out: Path)
     for label, run_dir in run_dirs.items():
         model, cfg, info = load_run(run_dir)
         transform = run_transform(cfg, info)
-        splits = _load_data(cfg)  # the run's own splits (its train_fraction subset included)
+        splits = _load_data(cfg)  # the run's own splits (its train_per_class subset included)
         templates = head_templates(model, classes)
         names = [info["classes"][k] for k in classes]
         for split in ("train", "test"):

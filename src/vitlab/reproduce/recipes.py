@@ -19,8 +19,14 @@ tabulate, the paper's own numbers, and its claims, each a comparison between two
       - {text: ..., metric: test_acc1, variant: smoothing, against: no_smoothing, expect: equal, margin: 1.0}
     setting: how this run differs from the paper's (data, model, budget)
     figure: {kind: penultimate, variants: [no_smoothing, smoothing], classes: [0, 1, 2]}   # optional
+    pretrain: {config: {...}, quick: {...}}   # optional, image recipes: one shared pre-training run
 
-``expect`` is ``higher`` or ``lower`` (a direction claim on variant − against), ``equal`` (within ±margin,
+A recipe with ``pretrain`` runs that TrainConfig once (seed 0, before every variant, into
+``OUT/runs/<recipe>/pretrain/seed0``); a variant whose config says ``init: pretrain`` starts from it (the
+runner puts the run folder's path there).
+
+``expect`` is ``higher`` or ``lower`` (a direction claim on variant − against; with a ``margin``, "by at
+least the margin": the interval of the difference must clear it), ``equal`` (within ±margin,
 in the metric's unit) or, for the deterministic ``legendre`` recipe, ``match`` (relative tolerance
 ``margin`` against ``paper_values``). A claim may also subtract a second difference, ``minus: [c, d]``: the
 claim is then on (variant − against) − (c − d) per seed, e.g. "the ViT's deficit against the CNN shrinks
@@ -52,6 +58,7 @@ import yaml
 from vitlab.errors import ConfigError, unknown_name_message
 
 KINDS = ("image", "seq2seq", "legendre")
+PRETRAIN = "pretrain"  # the variant name of the shared pre-training run, and the init value that refers to it
 EXPECTS = ("higher", "lower", "equal", "match")
 
 
@@ -135,7 +142,15 @@ class Recipe:
     setting: str = ""
     figure: dict[str, Any] = field(default_factory=dict)
     families: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pretrain: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+
+    def pretrain_config(self, quick: bool) -> dict[str, Any]:
+        """The shared pre-training run's config (``{}`` when the recipe has none)."""
+        if not self.pretrain:
+            return {}
+        config = copy.deepcopy(self.pretrain.get("config") or {})
+        return _merge(config, self.pretrain.get("quick") or {}) if quick else config
 
     def arms(self) -> list[tuple[str, str]]:
         """Every (family, variant) pair, family-major (family ``""`` when the recipe has no families)."""
@@ -208,7 +223,7 @@ def recipe_from_dict(data: dict[str, Any], where: str = "recipe") -> Recipe:
     if not isinstance(data, dict):
         raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
     known = {"name", "title", "paper", "kind", "base", "quick", "variants", "metrics", "claims", "seeds",
-             "paper_metric", "paper_values", "paper_quote", "setting", "figure", "families"}
+             "paper_metric", "paper_values", "paper_quote", "setting", "figure", "families", "pretrain"}
     for key in data:
         if key not in known:
             raise ConfigError(f"{where}: " + unknown_name_message("recipe key", str(key), known))
@@ -265,8 +280,22 @@ def recipe_from_dict(data: dict[str, Any], where: str = "recipe") -> Recipe:
         margin = raw.get("margin")
         if expect in ("equal", "match") and not (isinstance(margin, (int, float)) and margin > 0):
             raise ConfigError(f"{at}: expect '{expect}' needs a positive 'margin', got {margin!r}")
+        if expect in ("higher", "lower") and margin is not None and not (isinstance(margin, (int, float)) and margin > 0):
+            raise ConfigError(f"{at}: a margin for expect '{expect}' (the least difference claimed) must be > 0, got {margin!r}")
         claims.append(Claim(_require(raw, "text", str, at), metric, variant, against, expect,
                             float(margin) if margin is not None else None, tuple(minus) if minus else None))
+    pretrain = data.get("pretrain") or {}
+    if pretrain:
+        if kind != "image" or not isinstance(pretrain, dict) or not isinstance(pretrain.get("config"), dict):
+            raise ConfigError(f"{where}: 'pretrain' must be a mapping with a 'config' mapping (image recipes only)")
+        for key in pretrain:
+            if key not in ("config", "quick"):
+                raise ConfigError(f"{where}: " + unknown_name_message("pretrain key", str(key), ("config", "quick")))
+        if PRETRAIN in variants:
+            raise ConfigError(f"{where}: a variant may not be named '{PRETRAIN}' (the pre-training run's name)")
+    for variant, overrides in variants.items():
+        if overrides.get("init") == PRETRAIN and not pretrain:
+            raise ConfigError(f"{where}: variant '{variant}' says init: {PRETRAIN} but the recipe has no 'pretrain'")
     seeds = data.get("seeds", 3)
     if not isinstance(seeds, int) or seeds < 1:
         raise ConfigError(f"{where}: seeds must be a positive integer, got {seeds!r}")
@@ -287,6 +316,7 @@ def recipe_from_dict(data: dict[str, Any], where: str = "recipe") -> Recipe:
         setting=str(data.get("setting", "")),
         figure=dict(data.get("figure") or {}),
         families=families,
+        pretrain=dict(pretrain),
     )
 
 

@@ -177,8 +177,15 @@ def evaluate_claim(
         verdict = equivalence_verdict(diff, claim.margin)
         ours = f"{fmt_diff(metric, diff)}, margin ±{fmt(metric, claim.margin)}"
     else:
-        verdict = direction_verdict(diff, sign)
-        ours = fmt_diff(metric, diff)
+        sign = 1 if claim.expect == "higher" else -1
+        if claim.margin:  # "higher by at least the margin": the direction verdict of diff − sign·margin
+            shift = sign * claim.margin
+            moved = Interval(diff.mean - shift, diff.low - shift, diff.high - shift, diff.n, diff.df)
+            verdict = direction_verdict(moved, sign)
+            ours = f"{fmt_diff(metric, diff)}, by at least {fmt(metric, claim.margin)} expected"
+        else:
+            verdict = direction_verdict(diff, sign)
+            ours = fmt_diff(metric, diff)
     return ClaimResult(claim, verdict, diff, ours, paper, family, index, prob, mde, seeds)
 
 
@@ -469,6 +476,8 @@ def build_report(
          "**not resolved by the interval**: it contains 0 (more seeds or a larger budget would be needed to tell)."],
         ["\"About equal\" claims: **held** when the whole interval lies within ± the margin stated in the claim; "
          "**went the other way** when it lies entirely outside; otherwise not resolved."],
+        ["\"Higher by at least m\" claims: **held** when the whole interval lies above m; **went the other way** when "
+         "it lies entirely below m; otherwise not resolved."],
         ["Temperature scaling divides the logits by T fitted on the validation split: T < 1 means the model was "
          "under-confident (scaling sharpens it), T > 1 over-confident."],
         ["The paper's numbers are on its own data, models and budgets (named per section): compare directions, not values."],

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from vitlab.errors import VitlabError
-from vitlab.reproduce.recipes import Recipe, arm_name
+from vitlab.reproduce.recipes import PRETRAIN, Recipe, arm_name
 from vitlab.train.checkpoint import atomic_write_text
 
 
@@ -47,6 +47,7 @@ class RunSpec:
     result_path: str
     quick: bool = False
     family: str = ""  # the model family in a recipe with families ("" otherwise)
+    stage: int = 0  # runs of stage 0 (a shared pre-training) finish before those of stage 1 start
 
     @property
     def arm(self) -> str:
@@ -66,21 +67,32 @@ def plan(recipes: list[Recipe], out_dir: str | Path, seeds: int | None = None, q
     out = Path(out_dir)
     specs = []
     for recipe in recipes:
+        pretrain_dir = None
+        if recipe.pretrain:  # run once, before the variants that start from it
+            base = out / "runs" / recipe.name / PRETRAIN
+            pretrain_dir = base / "seed0"
+            specs.append(RunSpec(recipe=recipe.name, variant=PRETRAIN, seed=0, kind=recipe.kind,
+                                 config={**recipe.pretrain_config(quick), "seed": 0}, run_dir=str(pretrain_dir),
+                                 result_path=str(base / "seed0.json"), quick=quick, stage=0))
         count = seeds if seeds is not None else (min(recipe.seeds, QUICK_SEEDS) if quick else recipe.seeds)
         for seed in recipe.seeds_for(count):
             for family, variant in recipe.arms():
                 base = out / "runs" / recipe.name / arm_name(family, variant)
+                config = recipe.config(variant, seed, quick, family)
+                if config.get("init") == PRETRAIN and pretrain_dir is not None:
+                    config["init"] = str(pretrain_dir)
                 specs.append(
                     RunSpec(
                         recipe=recipe.name,
                         variant=variant,
                         seed=seed,
                         kind=recipe.kind,
-                        config=recipe.config(variant, seed, quick, family),
+                        config=config,
                         run_dir=str(base / f"seed{seed}"),
                         result_path=str(base / f"seed{seed}.json"),
                         quick=quick,
                         family=family,
+                        stage=1 if recipe.pretrain else 0,
                     )
                 )
     return specs
@@ -139,7 +151,7 @@ def training_accuracy(run_dir: str | Path) -> float:
     """Top-1 accuracy of a finished image run on its own training split, without augmentation (in [0, 1]).
 
     With the validation accuracy it gives the train/validation gap, the regime a regulariser acts in. The
-    split is rebuilt from the run's config (``train_fraction`` included), scored on the CPU.
+    split is rebuilt from the run's config (``train_per_class`` included), scored on the CPU.
     """
     from vitlab.train.distributed import DistContext
     from vitlab.train.tasks.image import _load_data, evaluate, load_run, run_transform
@@ -283,18 +295,20 @@ def run_all(
         bar.update(1)
 
     try:
-        if jobs <= 1 or len(todo) <= 1:
-            for i in todo:
-                bar.set_postfix_str(f"{specs[i].recipe}/{specs[i].arm}/seed{specs[i].seed}")
-                finished(i, run_one(specs[i]))
-        else:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor, as_completed
+        for stage in sorted({specs[i].stage for i in todo}):  # a shared pre-training first, then its users
+            stage_todo = [i for i in todo if specs[i].stage == stage]
+            if jobs <= 1 or len(stage_todo) <= 1:
+                for i in stage_todo:
+                    bar.set_postfix_str(f"{specs[i].recipe}/{specs[i].arm}/seed{specs[i].seed}")
+                    finished(i, run_one(specs[i]))
+            else:
+                import multiprocessing
+                from concurrent.futures import ProcessPoolExecutor, as_completed
 
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-                futures = {pool.submit(_run_one_in_worker, asdict(specs[i])): i for i in todo}
-                for future in as_completed(futures):
-                    finished(futures[future], future.result())
+                with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+                    futures = {pool.submit(_run_one_in_worker, asdict(specs[i])): i for i in stage_todo}
+                    for future in as_completed(futures):
+                        finished(futures[future], future.result())
     finally:
         bar.close()
     return [results[i] for i in sorted(results)]

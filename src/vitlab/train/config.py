@@ -38,11 +38,22 @@ class TrainConfig:
         crop_padding: random-crop padding in pixels (0 = off).
         hflip: random horizontal flips (off for digits: a flipped digit is another symbol).
         normalize: subtract the training set's per-channel mean and divide by its std.
-        train_fraction: keep a seeded stratified share of the training split, in (0, 1] (1 = all; the
-            subset's seed is ``seed``; validation and test splits unchanged), for data-size studies.
     Model:
         model: registered model name; ``img_size``, ``in_chans`` and ``num_classes`` come from the data.
         model_args: constructor overrides, e.g. ``{act: mish, pos_embed: sincos, drop_path_rate: 0.1}``.
+    Fine-tuning (:mod:`vitlab.train.pretrained`, docs/finetune.md):
+        init: a pretrained ViT to start from (a timm / Hugging Face / torchvision / vitlab weights file or
+            model folder, or a vitlab run folder); the architecture then comes from the checkpoint, not from
+            ``model``, and is adapted to the data (new zero-initialised head, position embeddings resampled
+            to the new grid, channels). Of ``model_args`` only ``patch_size`` (PI-resize of the patch kernel)
+            and the regularisers ``drop_rate``, ``attn_drop_rate``, ``drop_path_rate`` apply.
+        init_args: what the checkpoint does not record, passed to :func:`vitlab.load_pretrained`:
+            ``num_heads``, ``global_pool``, ``fc_norm``, ``norm_eps``, ``act``, ``source_img_size``.
+        layer_decay: layer-wise lr decay in (0, 1] (BEiT / MAE; 1 = off): layer i of L gets
+            ``lr · layer_decay^(L + 1 − i)``, the warm-up/cosine schedule scaling every group alike.
+        linear_probe: train the head only (everything else frozen).
+        train_per_class: keep a seeded stratified subset of N training images per class (0 = all; the
+            subset's seed is ``seed``; validation and test splits unchanged).
     Optimisation:
         epochs, batch_size (global, over all processes), lr (peak), min_lr (end of the cosine),
         weight_decay (AdamW, not applied to ``no_weight_decay()`` parameters, biases and norms),
@@ -68,10 +79,15 @@ class TrainConfig:
     crop_padding: int = 1
     hflip: bool = False
     normalize: bool = True
-    train_fraction: float = 1.0
 
     model: str = "vit_digits_patch2_8"
     model_args: dict[str, Any] = field(default_factory=lambda: {"global_pool": "avg", "drop_path_rate": 0.1})
+
+    init: str | None = None
+    init_args: dict[str, Any] = field(default_factory=dict)
+    layer_decay: float = 1.0
+    linear_probe: bool = False
+    train_per_class: int = 0
 
     epochs: int = 150
     batch_size: int = 64
@@ -118,7 +134,7 @@ class TrainConfig:
         for key in positive_int:
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be a positive integer, got {getattr(self, key)}; e.g. --set {key}=1")
-        for key in ("crop_padding", "cutout_size", "checkpoint_steps", "threads", "seed"):
+        for key in ("crop_padding", "cutout_size", "checkpoint_steps", "threads", "seed", "train_per_class"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
         for key in ("lr",):
@@ -135,12 +151,17 @@ class TrainConfig:
             value = getattr(self, key)
             if not (0.0 <= value < 1.0):
                 raise ConfigError(f"{key} must be in [0, 1), got {value}")
-        if not (0.0 < self.train_fraction <= 1.0):
-            raise ConfigError(f"train_fraction must be in (0, 1] (1 = the whole training split), got {self.train_fraction}")
         for key in ("mix_prob", "switch_prob"):
             value = getattr(self, key)
             if not (0.0 <= value <= 1.0):
                 raise ConfigError(f"{key} must be in [0, 1], got {value}")
+        if not (math.isfinite(self.layer_decay) and 0.0 < self.layer_decay <= 1.0):
+            raise ConfigError(f"layer_decay must be in (0, 1] (1 = off), got {self.layer_decay}; MAE uses 0.65 for ViT-B")
+        if self.init is not None and not str(self.init).strip():
+            raise ConfigError("init is empty; pass the path of a pretrained checkpoint or run folder, or leave init out")
+        from vitlab.train.pretrained import check_init_args
+
+        check_init_args(self.init_args)
         if not (0.0 <= self.ema_decay < 1.0):
             raise ConfigError(f"ema_decay must be in [0, 1) (0 = off), got {self.ema_decay}; e.g. 0.999")
         if self.nonfinite not in NONFINITE_POLICIES:

@@ -75,31 +75,3 @@ def test_three_class_run_has_no_top5_and_says_when_the_temperature_is_on_its_bou
     if bound is not None:
         assert "sits on its search bound" in out
 
-
-def test_train_fraction_keeps_a_seeded_stratified_share_of_the_training_split() -> None:
-    # reference: per class, round(f · n_c) images of the full training split (stratified_split's rule),
-    # a subset of it, the same for the same seed; validation and test untouched
-    from vitlab.train.config import TrainConfig
-
-    full = image._load_data(TrainConfig(dataset="digits"))
-    part = image._load_data(TrainConfig(dataset="digits", train_fraction=0.3, seed=4))
-    for c in range(10):
-        n_c = int((full["train"].labels == c).sum())
-        assert int((part["train"].labels == c).sum()) == round(0.3 * n_c)
-    as_rows = {tuple(row) for row in full["train"].images.flatten(1).tolist()}
-    assert all(tuple(row) in as_rows for row in part["train"].images.flatten(1).tolist())
-    again = image._load_data(TrainConfig(dataset="digits", train_fraction=0.3, seed=4))
-    other = image._load_data(TrainConfig(dataset="digits", train_fraction=0.3, seed=5))
-    assert torch.equal(again["train"].images, part["train"].images)
-    assert not torch.equal(other["train"].images, part["train"].images)
-    for split in ("val", "test"):
-        assert torch.equal(part[split].images, full[split].images)
-
-
-@pytest.mark.parametrize("bad", [0.0, -0.1, 1.5])
-def test_train_fraction_out_of_range_is_a_config_error(bad: float) -> None:
-    from vitlab.errors import ConfigError
-    from vitlab.train.config import TrainConfig
-
-    with pytest.raises(ConfigError, match="train_fraction"):
-        TrainConfig(train_fraction=bad)

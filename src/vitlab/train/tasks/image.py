@@ -37,11 +37,45 @@ TOP5_MIN_CLASSES = 6  # top-5 accuracy is reported only when it can be below 1
 
 
 # ------------------------------------------------------------------------------------------ pieces
-def build_model(cfg: TrainConfig, image_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+def build_model(
+    cfg: TrainConfig, image_shape: tuple[int, int, int], num_classes: int, info: dict[str, Any] | None = None
+) -> nn.Module:
     """``create_model(cfg.model)`` with ``img_size``, ``in_chans`` and ``num_classes`` taken from the data.
 
-    This is where a pretrained initialisation (fine-tuning) would be applied to the new model.
+    With ``cfg.init`` the model is the pretrained one adapted to the data
+    (:func:`vitlab.train.pretrained.build_init_model`), or, when ``info`` (a run's run.json) records the
+    initialisation, the same architecture rebuilt without reading the init file again (resume, eval). With
+    ``cfg.linear_probe`` everything but the head is frozen.
     """
+    return finish_model(cfg, _build_init_or_named(cfg, image_shape, num_classes, info))
+
+
+def finish_model(cfg: TrainConfig, model: nn.Module) -> nn.Module:
+    """Check that ``layer_decay`` / ``linear_probe`` have a ViT to act on; freeze all but the head for a probe."""
+    if cfg.linear_probe or cfg.layer_decay < 1.0:
+        from vitlab.models.vit import VisionTransformer
+
+        if not isinstance(model, VisionTransformer):
+            used = "linear_probe" if cfg.linear_probe else "layer_decay"
+            raise ConfigError(f"{used} needs a ViT, but model '{cfg.model}' is a {type(model).__name__}; use a vit_* "
+                              f"model or init, or drop {used}")
+    if cfg.linear_probe:
+        from vitlab.models.finetune import freeze_for_linear_probe
+
+        freeze_for_linear_probe(model)
+    return model
+
+
+def _build_init_or_named(
+    cfg: TrainConfig, image_shape: tuple[int, int, int], num_classes: int, info: dict[str, Any] | None
+) -> nn.Module:
+    if cfg.init is not None:
+        from vitlab.train.pretrained import build_init_model, model_from_record
+
+        if info is not None and "init" in info:
+            return model_from_record(info["init"])
+        model, _, _ = build_init_model(cfg, image_shape, num_classes)
+        return model
     from vitlab.models import create_model
 
     channels, height, width = image_shape
@@ -79,11 +113,21 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
 def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     """AdamW (Loshchilov & Hutter 2019) over :func:`parameter_groups`; PyTorch's fused kernel on CUDA and the CPU.
 
+    With ``cfg.layer_decay < 1`` the groups are :func:`vitlab.models.finetune.layer_decay_groups` (BEiT / MAE),
+    each with its own rate ``lr · lr_scale``; the schedule (a ``LambdaLR`` multiplier) scales every group alike.
+
     The fused kernel makes one pass over each parameter's memory; on the CPU the ``foreach`` path falls back to
     one kernel per operation and parameter, several times slower on ViT-Ti (benchmarks/bench_vit.py).
     """
     fast = {"fused": True} if device.type in ("cuda", "cpu") else {"foreach": True}
-    return torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999), **fast)
+    if cfg.layer_decay < 1.0:
+        from vitlab.models.finetune import layer_decay_groups
+
+        # Head first: the engine logs the first group's rate, which is then the undecayed lr(t).
+        groups = layer_decay_groups(model, cfg.lr, cfg.weight_decay, cfg.layer_decay)[::-1]
+    else:
+        groups = parameter_groups(model, cfg.weight_decay)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), **fast)
 
 
 @dataclass
@@ -149,17 +193,15 @@ def evaluate(
 
 
 def _load_data(cfg: TrainConfig) -> dict[str, ImageDataset]:
+    """The splits of ``cfg.dataset``; with ``train_per_class`` N, the training split cut to N images per class."""
+    from vitlab.data.base import take_per_class
     from vitlab.data.registry import load_splits
 
     splits = load_splits(cfg.dataset, cfg.data_root, val_fraction=cfg.val_fraction, seed=0, download=cfg.download)
-    if cfg.train_fraction < 1.0:  # a seeded stratified share of the training split (data-size studies)
-        from vitlab.data.base import stratified_split
-
+    if cfg.train_per_class:
         train = splits["train"]
-        keep = stratified_split(train.labels, {"keep": cfg.train_fraction, "rest": 1.0 - cfg.train_fraction}, cfg.seed)["keep"]
-        if keep.numel() == 0:
-            raise DataError(f"train_fraction={cfg.train_fraction} keeps no training image of '{cfg.dataset}'; raise it")
-        splits["train"] = train.subset(keep, f"{train.name} ({cfg.train_fraction:g} of train, seed {cfg.seed})")
+        keep = take_per_class(train.labels, cfg.train_per_class, cfg.seed, f"{cfg.dataset} training split")
+        splits["train"] = train.subset(keep, f"{train.name} ({cfg.train_per_class} per class, seed {cfg.seed})")
     shapes = {name: ds.image_shape for name, ds in splits.items()}
     if len(set(shapes.values())) != 1:
         raise DataError(f"the splits of '{cfg.dataset}' have different image shapes {shapes}; use one image size")
@@ -194,6 +236,8 @@ class ImageTask(Task):
         return self.cfg.to_dict()
 
     def load_data(self, info: dict[str, Any] | None) -> None:
+        self.info = info
+        self.init_record, self.init_notes = (info or {}).get("init"), []
         self.splits = _load_data(self.cfg)
         self.train_set, self.val_set, self.test_set = self.splits["train"], self.splits["val"], self.splits["test"]
         self.transform, self.mean, self.std = _make_transform(self.cfg, self.train_set, info)
@@ -212,7 +256,19 @@ class ImageTask(Task):
         return cfg.epochs, steps_per_epoch, steps_per_epoch * cfg.epochs
 
     def build_model(self) -> nn.Module:
-        return build_model(self.cfg, self.train_set.image_shape, self.train_set.num_classes)
+        cfg, shape, classes = self.cfg, self.train_set.image_shape, self.train_set.num_classes
+        if cfg.init is not None and self.info is None:  # a new fine-tuning run: read, adapt and record the checkpoint
+            from vitlab.train.pretrained import build_init_model, init_record
+
+            model, report, self.init_notes = build_init_model(cfg, shape, classes)
+            self.init_record = init_record(cfg, report)
+            model = finish_model(cfg, model)
+        else:  # from scratch, or a resumed fine-tuning run (its architecture is in run.json)
+            model = build_model(cfg, shape, classes, self.info)
+        from vitlab.models.vit import VisionTransformer
+
+        self.model_config = dict(model.config) if isinstance(model, VisionTransformer) else {}
+        return model
 
     def build_optimizer(self, model: nn.Module, device: torch.device) -> tuple[torch.optim.Optimizer, Any]:
         cfg = self.cfg
@@ -229,17 +285,20 @@ class ImageTask(Task):
             "mean": self.mean,
             "std": self.std,
             "splits": {name: len(ds) for name, ds in self.splits.items()},
+            **({"train_per_class": self.cfg.train_per_class} if self.cfg.train_per_class else {}),
+            **({"init": self.init_record} if self.init_record is not None else {}),
         }
 
     def warnings(self) -> list[str]:
         cfg = self.cfg
+        notes = list(self.init_notes)
         if cfg.warmup_epochs >= cfg.epochs:
-            return [
+            return notes + [
                 f"warmup_epochs {cfg.warmup_epochs:g} >= epochs {cfg.epochs}: the whole run is warm-up and ends at "
                 f"the peak rate lr={cfg.lr:g} without decaying; lower warmup_epochs (e.g. --set warmup_epochs="
                 f"{cfg.epochs / 10:g}) for a run that decays"
             ]
-        return []
+        return notes
 
     def setup_training(self, ctx: DistContext, generator: torch.Generator) -> None:
         from vitlab.mixing import build_mixing
@@ -297,6 +356,7 @@ class ImageTask(Task):
 
         # The last epoch has just scored these weights on the validation split, unless this call resumed a
         # run whose epochs were all done.
+        self.final_model = getattr(model, "_orig_mod", model)  # for the report's ViT figures (unwrapped if compiled)
         val = self.val if fresh else evaluate(model, self.val_set, self.transform, ctx, amp=amp)
         self.test = evaluate(model, self.test_set, self.transform, ctx, amp=amp)
         self.temperature = fit_temperature(val.logits, val.labels)
@@ -319,12 +379,36 @@ class ImageTask(Task):
         # Reliability diagram of the test split before (left) and after (right) temperature scaling with the
         # temperature fitted on the validation split.
         viz.plot_temperature_scaling(self.test.logits, self.test.labels, self.temperature, run_dir / "reliability.png")
+        self._write_vit_figures(run_dir)
+
+    def _write_vit_figures(self, run_dir: Path, count: int = 8) -> None:
+        """ViT runs: the paper's Fig. 7 views (patch-filter PCs, position-embedding similarity) and the attention
+        rollout of the first test image of each of ``count`` classes (viz.write_vit_figures); nothing for CNNs."""
+        from vitlab import viz
+
+        labels = self.test_set.labels
+        picks = [int(torch.nonzero(labels == c)[0]) for c in range(self.test_set.num_classes) if bool((labels == c).any())][:count]
+        model = self.final_model
+        device = next(model.parameters()).device
+        images = self.transform(self.test_set.images[picks].to(device), None, train=False)
+        with torch.no_grad():
+            predicted = model.eval()(images).argmax(1).tolist()
+        classes = self.test_set.classes
+        titles = [f"true {classes[int(labels[i])]} / pred {classes[p]}" for i, p in zip(picks, predicted)]
+        viz.write_vit_figures(model, images, run_dir, titles)
 
     def format_summary(self, summary: dict[str, Any]) -> str:
         return format_summary(summary)
 
     def weights_metadata(self) -> dict[str, str]:
-        return {"model": self.cfg.model}
+        """The model name, and for a ViT its constructor arguments (``vitlab.load_pretrained`` reads them)."""
+        meta = {"model": self.cfg.model if self.cfg.init is None else f"init:{self.cfg.init}"}
+        config = getattr(self, "model_config", None)
+        if config:
+            from vitlab.models.convert.loader import CONFIG_KEY
+
+            meta[CONFIG_KEY] = json.dumps({k: (list(v) if isinstance(v, tuple) else v) for k, v in config.items()})
+        return meta
 
 
 def _temperature_bound(temperature: float, t_min: float = 0.05, t_max: float = 20.0) -> float | None:
@@ -380,7 +464,7 @@ def load_run(
         info = json.loads((run_dir / RUN_INFO_FILE).read_text(encoding="utf-8"))
     except ValueError:
         raise CheckpointError(f"{run_dir / RUN_INFO_FILE} is damaged (not JSON)") from None
-    model = build_model(cfg, tuple(info["image_shape"]), len(info["classes"]))
+    model = build_model(cfg, tuple(info["image_shape"]), len(info["classes"]), info)
     try:
         model.load_state_dict(load_weights(run_dir / WEIGHTS_FILE))
     except RuntimeError as error:

@@ -1,0 +1,133 @@
+"""Starting an image run from pretrained weights (``init:``): load, adapt to the data, record, rebuild on resume.
+
+The ViT paper's fine-tuning recipe (Dosovitskiy et al. 2021, Sec. 3.2, App. B.1.1): the pretrained body,
+a new zero-initialised head for the new classes, position embeddings resampled in 2-D to the new patch grid.
+vitlab adds FlexiViT's pseudo-inverse resize of the patch kernel when ``model_args.patch_size`` differs
+(Beyer et al. 2023) and grayscale ↔ RGB channel mapping (:mod:`vitlab.models.finetune`).
+
+``init`` may be
+
+* a weights file or model folder of timm, Hugging Face, torchvision or vitlab, read by
+  :func:`vitlab.load_pretrained` (``init_args`` supplies what a bare state dict does not record, e.g.
+  ``num_heads``);
+* a vitlab run folder, or its ``model.safetensors``: the model is rebuilt from the run's ``config.yaml`` and
+  ``run.json``, so nothing needs to be passed.
+
+The run records the source (path as given, absolute path, SHA-256 of the weights file) and the
+:class:`~vitlab.models.convert.common.LoadReport` in ``run.json`` under ``"init"``. Resuming (and ``vitlab eval``)
+rebuilds the architecture from the recorded ``config`` and loads the run's own weights; the init file is
+not read again (it may have moved or changed since).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from vitlab.errors import ConfigError
+from vitlab.models.convert.common import ConvertError, LoadReport, sha256_of
+
+__all__ = ["INIT_ARGS", "TUNABLE_MODEL_ARGS", "build_init_model", "check_init_args", "model_from_record"]
+
+# What a checkpoint may not record, passed through to vitlab.load_pretrained (its keyword arguments).
+INIT_ARGS = ("num_heads", "global_pool", "fc_norm", "norm_eps", "act", "source_img_size")
+# The model_args that still apply when the architecture comes from a checkpoint.
+TUNABLE_MODEL_ARGS = ("patch_size", "drop_rate", "attn_drop_rate", "drop_path_rate")
+
+
+def check_init_args(init_args: dict[str, Any]) -> None:
+    """Raise :class:`ConfigError` for a key of ``init_args`` that :func:`vitlab.load_pretrained` does not take."""
+    from vitlab.errors import unknown_name_message
+
+    for key in init_args:
+        if key not in INIT_ARGS:
+            raise ConfigError("init_args: " + unknown_name_message("init argument", str(key), INIT_ARGS)
+                              + " (other model arguments go to model_args)")
+
+
+def _run_folder(path: Path) -> Path | None:
+    """The vitlab run folder ``path`` is, or whose ``model.safetensors`` it is; else ``None``."""
+    from vitlab.train.runs import CONFIG_FILE, RUN_INFO_FILE, WEIGHTS_FILE
+
+    folder = path.parent if path.is_file() and path.name == WEIGHTS_FILE else path
+    if folder.is_dir() and (folder / CONFIG_FILE).is_file() and (folder / RUN_INFO_FILE).is_file():
+        return folder
+    return None
+
+
+def _check_patch(image_hw: tuple[int, int], patch: int, source: str) -> None:
+    if image_hw[0] % patch or image_hw[1] % patch:
+        fits = max(p for p in range(1, min(patch, *image_hw) + 1) if image_hw[0] % p == 0 and image_hw[1] % p == 0)
+        raise ConvertError(f"{source}: the data's {image_hw[0]}x{image_hw[1]} images do not split into {patch}x{patch} "
+                           f"patches; choose a patch size that divides them, e.g. --set model_args.patch_size={fits}")
+
+
+def build_init_model(cfg: Any, image_shape: tuple[int, int, int], num_classes: int) -> tuple[nn.Module, LoadReport, list[str]]:
+    """The model ``cfg.init`` gives, adapted to images of ``image_shape`` (C, H, W) and ``num_classes``.
+
+    Returns:
+        (model, report, notes): ``notes`` are one-line warnings for ``model_args`` entries that differ from the
+        checkpoint and are therefore not used.
+
+    Raises:
+        ConvertError: the init file or folder is missing, damaged, unsafe or not a ViT, or cannot be adapted.
+    """
+    from vitlab.models.finetune import adapt_pretrained
+    from vitlab.models.vit import VisionTransformer
+
+    path = Path(str(cfg.init)).expanduser()
+    channels, height, width = image_shape
+    tunable = {k: v for k, v in cfg.model_args.items() if k in TUNABLE_MODEL_ARGS}
+    patch = tunable.pop("patch_size", None)
+    run = _run_folder(path)
+    if run is not None:
+        from vitlab.train.runs import WEIGHTS_FILE
+        from vitlab.train.tasks.image import load_run
+
+        model, _, _ = load_run(run, command="train --set init=")
+        if not isinstance(model, VisionTransformer):
+            raise ConvertError(f"{path}: its run trained a {type(model).__name__}, not a ViT; fine-tuning starts from a ViT")
+        model.train()
+        report = LoadReport(source=str(path), format="vitlab run", sha256=sha256_of(run / WEIGHTS_FILE),
+                            config=dict(model.config), loaded=list(model.state_dict()))
+        _check_patch((height, width), int(patch or model.config["patch_size"]), str(path))
+        model, report = adapt_pretrained(model, num_classes=num_classes, img_size=(height, width), patch_size=patch,
+                                         in_chans=channels, report=report, **tunable)
+    else:
+        from vitlab.models.convert.loader import load_pretrained
+
+        source, report = load_pretrained(path, **cfg.init_args)  # read first: the patch check needs its size
+        _check_patch((height, width), int(patch or source.config["patch_size"]), str(path))
+        model, report = adapt_pretrained(source, num_classes=num_classes, img_size=(height, width), patch_size=patch,
+                                         in_chans=channels, report=report, **tunable)
+    notes = []
+    for key, value in cfg.model_args.items():
+        if key in TUNABLE_MODEL_ARGS:
+            continue
+        if key not in report.config:
+            notes.append(f"model_args.{key} is not used with init: the architecture comes from {path}")
+            continue
+        have = report.config[key]
+        have = list(have) if isinstance(have, tuple) else have
+        if have != value:
+            notes.append(f"model_args.{key}={value!r} is not used: init {path} has {key}={have!r} (with init only "
+                         f"model_args {', '.join(TUNABLE_MODEL_ARGS)} apply)")
+    return model, report, notes
+
+
+def init_record(cfg: Any, report: LoadReport) -> dict[str, Any]:
+    """What run.json keeps about the initial weights: path as given, absolute path, SHA-256, the full report."""
+    return {"path": str(cfg.init), "resolved": str(Path(str(cfg.init)).expanduser().resolve()), "sha256": report.sha256,
+            "format": report.format, "report": report.to_dict()}
+
+
+def model_from_record(record: dict[str, Any]) -> nn.Module:
+    """The (untrained) architecture a fine-tuning run used, from its run.json ``"init"`` record."""
+    from vitlab.models.vit import VisionTransformer
+
+    config = dict(record["report"]["config"])
+    if isinstance(config.get("img_size"), list):
+        config["img_size"] = tuple(config["img_size"])
+    return VisionTransformer(**config)

@@ -1,0 +1,172 @@
+"""Tests for vitlab.data.shards. References: the ``webdataset`` package (test-only) as the independent
+reader of vitlab's shards and writer of shards vitlab reads; the source files' bytes; Python's tarfile
+listing; the folder loader for the same split."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vitlab.data.folder import folder_splits
+from vitlab.data.shards import INDEX_FILE, ShardSource, write_shards
+from vitlab.data.stream import EpochBatchSampler, build_image_loader
+from vitlab.errors import DataError
+
+
+def _folder(root: Path, per_class: int = 10) -> Path:
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(["ant", "bee", "cat"]):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            size = (int(rng.integers(10, 40)), int(rng.integers(10, 40)))
+            array = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+            ext, fmt = [("jpg", "JPEG"), ("png", "PNG"), ("webp", "WEBP")][i % 3]
+            Image.fromarray(array).save(root / name / f"{i:03d}.{ext}", format=fmt)
+    return root
+
+
+def test_write_shards_splits_like_the_folder_and_webdataset_reads_them(tmp_path):
+    wds = pytest.importorskip("webdataset")
+    folder = _folder(tmp_path / "photos")
+    written = write_shards(folder, tmp_path / "shards", max_count=4, seed=1)
+    splits, classes = folder_splits(folder, 0.1, 1)
+    for split, samples in splits.items():
+        assert written[split] == {"shards": -(-len(samples) // 4), "samples": len(samples)}
+        index = json.loads((tmp_path / "shards" / split / INDEX_FILE).read_text())
+        assert index["classes"] == classes
+        files = sorted((tmp_path / "shards" / split).glob("*.tar"))
+        assert [f.name for f in files] == [s["file"] for s in index["shards"]]
+        # every source file's exact bytes and label, read back by the independent webdataset reader
+        expected = sorted((p.read_bytes(), label) for p, label in samples)
+        dataset = wds.WebDataset([str(f) for f in files], shardshuffle=False, empty_check=False)
+        got = []
+        for sample in dataset:
+            image_key = next(k for k in sample if k in ("jpg", "png", "webp"))
+            got.append((sample[image_key], int(sample["cls"].decode())))
+        assert sorted(got) == expected
+
+
+def test_shard_order_mixes_classes_and_is_seeded(tmp_path):
+    folder = _folder(tmp_path / "photos")
+    write_shards(folder, tmp_path / "a", max_count=5, seed=1)
+    write_shards(folder, tmp_path / "b", max_count=5, seed=1)
+    write_shards(folder, tmp_path / "c", max_count=5, seed=2)
+    read = lambda d: (tmp_path / d / "train" / "shard-000000.tar").read_bytes()  # noqa: E731
+    assert read("a") == read("b") and read("a") != read("c")
+    labels = ShardSource(tmp_path / "a" / "train").labels
+    assert len(set(labels[:5].tolist())) > 1
+
+
+def test_reads_shards_written_by_webdataset_without_an_index(tmp_path):
+    wds = pytest.importorskip("webdataset")
+    rng = np.random.default_rng(1)
+    target = tmp_path / "foreign"
+    target.mkdir()
+    arrays = []
+    for shard in range(2):
+        with wds.TarWriter(str(target / f"part-{shard}.tar")) as sink:
+            for i in range(5):
+                array = rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)
+                arrays.append((array, (shard * 5 + i) % 3))
+                sink.write({"__key__": f"sample{shard * 5 + i:04d}", "png": Image.fromarray(array),
+                            "cls": (shard * 5 + i) % 3})
+    source = ShardSource(target)
+    assert len(source) == 10 and source.classes == ["0", "1", "2"]
+    for index, (array, label) in enumerate(arrays):
+        assert int(source.labels[index]) == label
+        assert np.array_equal(np.asarray(source.open(index).convert("RGB")), array)  # PNG is lossless
+
+
+def test_streaming_from_shards_equals_streaming_from_the_folder_in_eval(tmp_path):
+    folder = _folder(tmp_path / "photos")
+    write_shards(folder, tmp_path / "shards", max_count=4, seed=0)
+    from_shards = build_image_loader(tmp_path / "shards", "test", img_size=16, batch_size=3, train=False, workers=2)
+    from_folder = build_image_loader(folder, "test", img_size=16, batch_size=3, train=False, workers=0,
+                                     mode="stream")
+    assert from_shards.mode == "stream" and from_shards.classes == from_folder.classes
+    key = lambda batches: sorted(  # noqa: E731 (the shards hold the split in another order)
+        (int(y), x.flatten().tolist()) for xs, ys in batches for x, y in zip(xs, ys))
+    assert key(list(from_shards)) == key(list(from_folder))
+
+
+def test_shard_training_is_deterministic_with_workers_and_ranks_read_their_own_shards(tmp_path):
+    folder = _folder(tmp_path / "photos", per_class=14)
+    write_shards(folder, tmp_path / "shards", max_count=5, seed=0)
+    common = dict(img_size=16, batch_size=2, train=True, seed=4)
+    a = list(build_image_loader(tmp_path / "shards", "train", workers=0, **common))
+    b = list(build_image_loader(tmp_path / "shards", "train", workers=2, **common))
+    assert all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(a, b)) and len(a) == len(b)
+    source = ShardSource(tmp_path / "shards" / "train")
+    parts = []
+    for rank in (0, 1):
+        sampler = EpochBatchSampler(len(source), 2, True, seed=4, rank=rank, world_size=2, groups=source.groups)
+        parts.append([i for batch in sampler for _, i in batch])
+    assert not set(parts[0]) & set(parts[1]) and len(parts[0]) == len(parts[1])
+    shards = [set(source.groups[p].tolist()) for p in parts]
+    assert len(shards[0] & shards[1]) <= 1  # contiguous runs of a shard-grouped order: one shard at most is shared
+    for part in parts:  # within a rank, a shard is read in one run, not revisited
+        runs = [g for i, g in enumerate(source.groups[part].tolist()) if i == 0 or g != source.groups[part[i - 1]]]
+        assert len(runs) == len(set(runs))
+
+
+def test_truncated_or_missing_shards_are_named(tmp_path):
+    folder = _folder(tmp_path / "photos")
+    write_shards(folder, tmp_path / "shards", max_count=4)
+    shard = tmp_path / "shards" / "train" / "shard-000001.tar"
+    shard.write_bytes(shard.read_bytes()[:1000])
+    with pytest.raises(DataError, match="shard-000001.tar is 1000 bytes but the index says"):
+        ShardSource(tmp_path / "shards" / "train")
+    (tmp_path / "shards" / "train" / INDEX_FILE).unlink()
+    with pytest.raises(DataError, match="shard-000001.tar is unreadable"):
+        ShardSource(tmp_path / "shards" / "train")
+    shard.unlink()
+    (tmp_path / "shards" / "val" / "shard-000000.tar").unlink()
+    with pytest.raises(DataError, match="shard-000000.tar is listed .* but missing"):
+        ShardSource(tmp_path / "shards" / "val")
+
+
+def test_corrupt_member_raises_naming_shard_and_member_or_is_skipped(tmp_path):
+    folder = _folder(tmp_path / "photos")
+    write_shards(folder, tmp_path / "shards", max_count=100)
+    shard = tmp_path / "shards" / "test" / "shard-000000.tar"
+    index = json.loads((tmp_path / "shards" / "test" / INDEX_FILE).read_text())
+    key, ext, offset, size, _ = index["shards"][0]["samples"][1]
+    data = bytearray(shard.read_bytes())
+    data[offset : offset + size] = b"\0" * size  # same length: the tar stays valid, the image does not
+    shard.write_bytes(bytes(data))
+    loader = build_image_loader(tmp_path / "shards", "test", img_size=16, batch_size=4, train=False, workers=2)
+    with pytest.raises(DataError, match=rf"shard-000000.tar:{key}.{ext}: ") as caught:
+        list(loader)
+    assert "\n" not in str(caught.value)
+    skipping = build_image_loader(tmp_path / "shards", "test", img_size=16, batch_size=4, train=False, workers=2,
+                                  bad_images="skip")
+    delivered = sum(int(y.numel()) for _, y in skipping)
+    assert skipping.skipped == 1 and delivered == len(index["shards"][0]["samples"]) - 1
+    assert skipping.skipped_files == [f"{shard}:{key}.{ext}"]
+
+
+def test_write_shards_refuses_a_non_empty_target_and_bad_counts(tmp_path):
+    folder = _folder(tmp_path / "photos", per_class=4)
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "x").write_text("keep me")
+    with pytest.raises(DataError, match="not an empty folder"):
+        write_shards(folder, tmp_path / "busy")
+    with pytest.raises(DataError, match="max_count"):
+        write_shards(folder, tmp_path / "new", max_count=0)
+    with pytest.raises(DataError, match="not a folder of shards"):
+        ShardSource(tmp_path / "busy")
+
+
+def test_written_tars_are_plain_ustar(tmp_path):
+    folder = _folder(tmp_path / "photos", per_class=7)
+    write_shards(folder, tmp_path / "shards", max_count=100)
+    with tarfile.open(tmp_path / "shards" / "train" / "shard-000000.tar") as tar:
+        names = tar.getnames()
+    assert len(names) % 2 == 0 and all(n.split(".")[-1] in ("jpg", "png", "webp", "cls") for n in names)
+    assert not list((tmp_path / "shards").rglob("*.partial"))

@@ -1,0 +1,208 @@
+"""Fine-tuning runs (``init``, ``layer_decay``, ``linear_probe``, ``train_per_class``): vitlab.train.pretrained + the image task.
+
+References: the library loader :func:`vitlab.load_pretrained` with the same adaptation arguments is the
+reference for the model a run starts from; an uninterrupted run is the reference for a resumed one
+(bit-identical weights on the CPU); the BEiT/MAE rule lr · decay^(L+1−i) times the warm-up/cosine multiplier
+(:class:`WarmupCosine`, evaluated separately) is the reference for each group's rate; the initial weights are
+the reference for what a linear probe may change; counting labels is the reference for the few-label subset.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from vitlab.errors import CheckpointError, ConfigError, DataError
+from vitlab.models.convert.common import sha256_of
+from vitlab.models.convert.loader import export_pretrained, load_pretrained
+from vitlab.models.vit import VisionTransformer
+from vitlab.train import engine, loop
+from vitlab.train.checkpoint import latest_checkpoint, load_weights
+from vitlab.train.config import TrainConfig
+from vitlab.train.schedule import WarmupCosine
+from vitlab.train.tasks.image import ImageTask
+
+
+def _pretrained(path, fmt="timm", **kw):
+    """A small random "pretrained" ViT on 24x24 RGB images, patch 4 (a 6x6 grid), 5 classes, saved as ``fmt``."""
+    torch.manual_seed(0)
+    args = dict(img_size=24, patch_size=4, in_chans=3, num_classes=5, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0)
+    args.update(kw)
+    model = VisionTransformer(**args)
+    return export_pretrained(model, path, fmt), model
+
+
+def _cfg(init, **overrides) -> TrainConfig:
+    base = dict(init=str(init), init_args={"num_heads": 2}, model_args={"patch_size": 2}, epochs=2, batch_size=64,
+                warmup_epochs=1.0, threads=1, log_every=5)
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
+def _built(cfg: TrainConfig):
+    task = ImageTask(cfg)
+    task.load_data(None)
+    return task, task.build_model()
+
+
+def test_run_starts_from_the_adapted_checkpoint_and_records_it(tmp_path) -> None:
+    path, _ = _pretrained(tmp_path / "w.safetensors")
+    task, model = _built(_cfg(path))
+    # Reference: the library loader with the adaptation the digits need (8x8 gray, 10 classes, patch 4 -> 2).
+    reference, report = load_pretrained(path, num_heads=2, num_classes=10, img_size=8, patch_size=2, in_chans=1)
+    assert model.state_dict().keys() == reference.state_dict().keys()
+    for name, value in reference.state_dict().items():
+        assert torch.equal(model.state_dict()[name], value), name
+    assert torch.count_nonzero(model.head.weight) == 0 and model.patch_embed.grid_size == (4, 4)
+    info = task.run_info()["init"]
+    assert info["sha256"] == sha256_of(path) and info["format"] == "timm" and info["path"] == str(path)
+    assert set(info["report"]["resampled"]) == {"patch_embed.proj.weight", "pos_embed.weight"}
+    assert set(info["report"]["new"]) == {"head.weight", "head.bias"}
+    json.dumps(task.run_info())  # run.json must be JSON
+
+
+def test_model_args_that_the_checkpoint_fixes_are_named_in_a_warning(tmp_path) -> None:
+    path, _ = _pretrained(tmp_path / "w.safetensors")
+    task, _ = _built(_cfg(path, model_args={"patch_size": 2, "embed_dim": 64, "stem": "conv", "drop_path_rate": 0.1}))
+    notes = task.warnings()
+    assert any("model_args.embed_dim=64 is not used: init" in n and "embed_dim=32" in n for n in notes)
+    assert any("model_args.stem='conv' is not used" in n for n in notes)
+    assert not any(n.startswith(("model_args.drop_path_rate", "model_args.patch_size")) for n in notes)
+    assert len(notes) == 2
+
+
+class _Crash(Exception):
+    pass
+
+
+@pytest.mark.parametrize("extra", [{}, {"layer_decay": 0.7, "ema_decay": 0.9}])
+def test_resumed_finetune_ends_with_bit_identical_weights_without_reading_init_again(tmp_path, monkeypatch, extra) -> None:
+    path, _ = _pretrained(tmp_path / "w.pth")
+    cfg = _cfg(path, checkpoint_steps=7, **extra)
+    loop.train(cfg, tmp_path / "straight", quiet=True)
+
+    real_save = engine.save_checkpoint
+    calls = {"n": 0}
+
+    def crash_after_second_checkpoint(*args, **kwargs):
+        folder = real_save(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 2:  # mid-epoch 1 (step 14 of 19)
+            raise _Crash
+        return folder
+
+    monkeypatch.setattr(engine, "save_checkpoint", crash_after_second_checkpoint)
+    with pytest.raises(_Crash):
+        loop.train(cfg, tmp_path / "resumed", quiet=True)
+    assert latest_checkpoint(tmp_path / "resumed").name == "step_00000014"
+    monkeypatch.setattr(engine, "save_checkpoint", real_save)
+    path.unlink()  # resume rebuilds the architecture from run.json, never from the init file
+    loop.train(None, tmp_path / "resumed", resume=True, quiet=True)
+    straight = load_weights(tmp_path / "straight" / "model.safetensors")
+    resumed = load_weights(tmp_path / "resumed" / "model.safetensors")
+    assert straight.keys() == resumed.keys()
+    for name in straight:
+        assert torch.equal(straight[name], resumed[name]), name
+    # The finished fine-tuning run loads for eval without the init file, and can itself be an init.
+    model, _, info = loop.load_run(tmp_path / "resumed")
+    assert info["init"]["sha256"] and isinstance(model, VisionTransformer)
+    again, report = load_pretrained(tmp_path / "resumed" / "model.safetensors")  # its vitlab.config metadata
+    assert report.format == "vitlab" and again.config["patch_size"] == 2
+
+
+def test_init_from_a_vitlab_run_folder_needs_no_arguments(tmp_path) -> None:
+    scratch = TrainConfig(epochs=1, threads=1, model_args={"depth": 1, "embed_dim": 32, "num_heads": 2})
+    loop.train(scratch, tmp_path / "pre", quiet=True)
+    weights = load_weights(tmp_path / "pre" / "model.safetensors")
+    for init in (tmp_path / "pre", tmp_path / "pre" / "model.safetensors"):
+        task, model = _built(TrainConfig(init=str(init), model_args={}, threads=1))
+        state = model.state_dict()
+        for name, value in weights.items():  # same data size and patch: the body is copied unchanged
+            if not name.startswith("head."):
+                assert torch.equal(state[name], value), name
+        assert torch.count_nonzero(state["head.weight"]) == 0
+        assert task.run_info()["init"]["format"] == "vitlab run"
+        assert task.run_info()["init"]["sha256"] == sha256_of(tmp_path / "pre" / "model.safetensors")
+
+
+def test_layer_decay_scales_every_groups_rate_along_the_schedule(tmp_path) -> None:
+    path, _ = _pretrained(tmp_path / "w.safetensors")
+    cfg = _cfg(path, layer_decay=0.5, lr=1e-3, min_lr=1e-5, warmup_epochs=1.0)
+    task, model = _built(cfg)
+    task.schedule(1)
+    optimizer, lr_lambda = task.build_optimizer(model, torch.device("cpu"))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+    depth, steps = 2, 19
+    reference = WarmupCosine(2 * steps, steps, 1e-3, 1e-5)
+    for t in range(2 * steps):
+        for group in optimizer.param_groups:
+            names = group["param_names"]
+            layer = 0 if names[0].startswith(("cls_token", "pos_embed", "patch_embed")) else (
+                int(names[0].split(".")[1]) + 1 if names[0].startswith("blocks.") else depth + 1)
+            expected = 1e-3 * 0.5 ** (depth + 1 - layer) * reference(t)
+            assert group["lr"] == pytest.approx(expected, rel=1e-12), (t, names[0])
+        optimizer.step()
+        scheduler.step()
+    assert {g["layer_id"] for g in optimizer.param_groups} == {0, 1, 2, 3}
+    assert optimizer.param_groups[0]["lr_scale"] == 1.0  # the group the engine's "lr" column shows
+
+
+def test_linear_probe_changes_only_the_head(tmp_path) -> None:
+    path, _ = _pretrained(tmp_path / "w.safetensors")
+    cfg = _cfg(path, linear_probe=True, epochs=1, model_args={"patch_size": 2})
+    _, start = _built(cfg)
+    loop.train(cfg, tmp_path / "probe", quiet=True)
+    end = load_weights(tmp_path / "probe" / "model.safetensors")
+    for name, value in start.state_dict().items():
+        if name.startswith("head."):
+            assert not torch.equal(end[name], value), name
+        else:
+            assert torch.equal(end[name], value), name
+
+
+def test_train_per_class_keeps_n_images_of_every_class_seeded(tmp_path) -> None:
+    from vitlab.data.digits import load_digits_dataset
+
+    full = load_digits_dataset()
+
+    def train_set(seed):
+        task = ImageTask(TrainConfig(train_per_class=7, seed=seed))
+        task.load_data(None)
+        return task
+
+    a, b, c = train_set(0), train_set(0), train_set(1)
+    assert torch.bincount(a.train_set.labels).tolist() == [7] * 10
+    assert torch.equal(a.train_set.images, b.train_set.images)
+    assert not torch.equal(a.train_set.images, c.train_set.images)
+    # every kept image is one of the full training split's
+    rows = {bytes(x.numpy().tobytes()) for x in full["train"].images}
+    assert all(bytes(x.numpy().tobytes()) in rows for x in a.train_set.images)
+    assert len(a.val_set) == len(full["val"]) and len(a.test_set) == len(full["test"])
+    assert a.run_info()["splits"]["train"] == 70 and a.run_info()["train_per_class"] == 7
+    with pytest.raises(DataError, match="fewer than the 1000 per class"):
+        train_set_big = ImageTask(TrainConfig(train_per_class=1000))
+        train_set_big.load_data(None)
+
+
+def test_bad_finetune_settings_raise_one_line(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="unknown init argument 'heads'"):
+        TrainConfig(init="x", init_args={"heads": 2})
+    with pytest.raises(ConfigError, match=r"layer_decay must be in \(0, 1\]"):
+        TrainConfig(layer_decay=1.5)
+    with pytest.raises(ConfigError, match="linear_probe needs a ViT"):
+        _built(TrainConfig(model="resnet8", model_args={}, linear_probe=True))
+    path, _ = _pretrained(tmp_path / "w.safetensors", img_size=15, patch_size=5)
+    with pytest.raises(CheckpointError, match=r"8x8 images do not split into 5x5 patches.*model_args.patch_size=4"):
+        _built(_cfg(path, model_args={}))
+
+
+def test_init_args_are_exactly_the_loaders_description_arguments() -> None:
+    import inspect
+
+    from vitlab.train.pretrained import INIT_ARGS, TUNABLE_MODEL_ARGS
+
+    params = inspect.signature(load_pretrained).parameters
+    assert set(INIT_ARGS) == {n for n in params if n not in ("path", "num_classes", "img_size", "patch_size", "in_chans", "overrides")}
+    assert set(TUNABLE_MODEL_ARGS) <= set(inspect.signature(VisionTransformer).parameters)
