@@ -74,4 +74,3 @@ def test_three_class_run_has_no_top5_and_says_when_the_temperature_is_on_its_bou
     assert ("temperature_note" in summary) == (bound is not None)
     if bound is not None:
         assert "sits on its search bound" in out
-
