@@ -1,7 +1,8 @@
 """vitlab.reproduce.report on synthetic results: intervals, the three verdicts, Markdown and self-contained HTML.
 
 Reference: the verdict rules of vitlab.reproduce.stats applied by hand to made-up per-seed numbers whose
-intervals are known in advance (differences far from 0, straddling 0, or reversed).
+intervals are known in advance (differences far from 0, straddling 0, or reversed); scipy's ttest_rel for the
+paired interval of a claim; per-seed contrasts computed by hand.
 """
 
 from __future__ import annotations
@@ -12,8 +13,18 @@ from pathlib import Path
 import pytest
 
 from vitlab.reproduce.recipes import recipe_from_dict
-from vitlab.reproduce.report import summarize, write_report
-from vitlab.reproduce.stats import HELD, NOT_RESOLVED, REVERSED, mean_interval
+from vitlab.reproduce.report import ClaimResult, family_agreement, summarize, write_report
+from vitlab.reproduce.stats import (
+    HELD,
+    NOT_RESOLVED,
+    REVERSED,
+    mean_interval,
+    minimum_detectable_effect,
+    paired_interval,
+    prob_greater,
+    seeds_for_half_width,
+    welch_interval,
+)
 
 
 def _recipe():
@@ -121,8 +132,107 @@ def test_report_files_state_numbers_and_verdicts_and_html_is_self_contained(tmp_
     assert "<strong>held</strong>" in page
 
 
+# ------------------------------------------------------------------------------------------ paired, families
+def _family_recipe():
+    return recipe_from_dict({
+        "name": "fam", "kind": "image",
+        "families": {"vit": {"model": "v"}, "cnn": {"model": "c"}},
+        "variants": {"base": {}, "reg": {}},
+        "metrics": ["test_error"],
+        "claims": [
+            {"text": "reg lowers the error", "metric": "test_error", "variant": "reg", "against": "base", "expect": "lower"},
+            {"text": "the cnn's edge shrinks with reg", "metric": "test_error", "variant": "vit/reg", "against": "cnn/reg",
+             "minus": ["vit/base", "cnn/base"], "expect": "lower"},
+        ],
+    })
+
+
+SEED_EFFECT = [-2.0, 0.5, 2.0, -1.0, 0.8]  # shared by every arm of a seed: pairing removes it, Welch does not
+FAMILY_ERRORS = {
+    "vit/base": [10.0 + s for s in SEED_EFFECT],
+    "vit/reg": [9.6 + s + d for s, d in zip(SEED_EFFECT, [0.05, -0.05, 0.1, 0.0, -0.1])],
+    "cnn/base": [5.0 + s for s in SEED_EFFECT],
+    "cnn/reg": [5.0 + s + d for s, d in zip(SEED_EFFECT, [0.3, -0.3, 0.2, -0.25, 0.05])],
+}
+
+
+def _family_results():
+    out = []
+    for arm, errors in FAMILY_ERRORS.items():
+        family, variant = arm.split("/")
+        for seed, err in enumerate(errors):
+            out.append({"recipe": "fam", "family": family, "variant": variant, "seed": seed, "error": None, "seconds": 1.0,
+                        "metrics": {"test_error": err, "train_val_gap": 1.0 + seed, "temperature": 0.9}})
+    return out
+
+
+def test_claims_use_the_paired_interval_of_shared_seeds() -> None:
+    # reference: scipy's ttest_rel confidence interval on the per-seed errors; the bootstrap P(better) of stats
+    stats = pytest.importorskip("scipy.stats")
+    res = summarize(_family_recipe(), _family_results())
+    vit = next(c for c in res.claims if c.family == "vit")
+    ref = stats.ttest_rel(FAMILY_ERRORS["vit/reg"], FAMILY_ERRORS["vit/base"]).confidence_interval(0.95)
+    assert vit.diff.method == "paired" and vit.diff.n == 5
+    assert vit.diff.low == pytest.approx(ref.low) and vit.diff.high == pytest.approx(ref.high)
+    assert vit.verdict == HELD  # Welch's interval on the same numbers contains 0: the seed effect dominates it
+    assert welch_interval(FAMILY_ERRORS["vit/reg"], FAMILY_ERRORS["vit/base"]).low < 0 < welch_interval(
+        FAMILY_ERRORS["vit/reg"], FAMILY_ERRORS["vit/base"]).high
+    # "lower" claim: P(better) is the share of seeds where reg's error is below base's
+    assert vit.prob == prob_greater([-x for x in FAMILY_ERRORS["vit/reg"]], [-x for x in FAMILY_ERRORS["vit/base"]])
+    assert vit.prob.p == 1.0
+    assert vit.mde == pytest.approx(minimum_detectable_effect(vit.diff.sd, 5))
+    assert vit.seeds_needed == seeds_for_half_width(vit.diff.sd, 0.5)  # top-1 error is in %
+    cnn = next(c for c in res.claims if c.family == "cnn")
+    assert cnn.verdict == NOT_RESOLVED
+
+
+def test_contrast_claims_subtract_the_second_difference_per_seed() -> None:
+    res = summarize(_family_recipe(), _family_results())
+    (contrast,) = [c for c in res.claims if c.index == 1]
+    e = FAMILY_ERRORS
+    per_seed = [(e["vit/reg"][k] - e["cnn/reg"][k]) - (e["vit/base"][k] - e["cnn/base"][k]) for k in range(5)]
+    assert contrast.family == "" and contrast.diff.mean == pytest.approx(sum(per_seed) / 5)
+    assert contrast.diff.half_width == pytest.approx(mean_interval(per_seed).half_width)
+
+
+def test_arms_without_shared_seeds_fall_back_to_welch() -> None:
+    results = [r for r in _family_results() if not (r["family"] == "vit" and r["variant"] == "reg" and r["seed"] > 0)]
+    results += [dict(r, seed=r["seed"] + 10) for r in _family_results() if r["family"] == "vit" and r["variant"] == "reg"]
+    res = summarize(_family_recipe(), results)
+    vit = next(c for c in res.claims if c.family == "vit")
+    assert vit.diff.method == "welch"  # only seed 0 is shared
+    assert vit.diff.mean == pytest.approx(welch_interval(res.values["vit/reg"]["test_error"], FAMILY_ERRORS["vit/base"]).mean)
+    assert "Welch" in vit.ours
+
+
+def test_family_agreement_and_regime_columns_in_the_report(tmp_path: Path) -> None:
+    res = summarize(_family_recipe(), _family_results())
+    per = [c for c in res.claims if c.index == 0]
+    assert family_agreement(per) == "partly: one is not resolved"
+    assert family_agreement([per[0], per[0]]) == "agree (held)"
+    flipped = ClaimResult(per[1].claim, REVERSED, per[1].diff, "", "", "cnn")
+    assert family_agreement([per[0], flipped]) == "disagree (opposite directions)"
+    md_path, _ = write_report([res], tmp_path, {"command": "c", "machine": {}})
+    md = md_path.read_text()
+    assert "Do the model families agree?" in md and "| reg lowers the error | held | not resolved by the interval | partly" in md
+    assert "train − validation accuracy gap (pp)" in md and "fitted temperature T" in md
+    assert "| vit | base | " in md and "[vit] reg lowers the error" in md
+
+
+def test_seeds_needed_for_accuracy_claims_follow_the_observed_spread() -> None:
+    recipe = recipe_from_dict({
+        "name": "acc", "kind": "image", "variants": {"a": {}, "b": {}}, "metrics": ["test_acc1"],
+        "claims": [{"text": "b beats a", "metric": "test_acc1", "variant": "b", "against": "a", "expect": "higher"}],
+    })
+    a, b = [97.0, 97.4, 96.9, 97.2], [97.5, 97.6, 97.8, 97.3]
+    results = [{"recipe": "acc", "variant": v, "seed": k, "error": None, "metrics": {"test_acc1": x}}
+               for v, xs in (("a", a), ("b", b)) for k, x in enumerate(xs)]
+    (claim,) = summarize(recipe, results).claims
+    assert claim.seeds_needed == seeds_for_half_width(paired_interval(b, a).sd, 0.5)
+
+
 def test_higher_by_a_margin_needs_the_interval_to_clear_the_margin() -> None:
-    # "better" − "base" = 5.0 with a Welch interval of about ±1.3 (hand-checked below): it clears a margin of 2
+    # "better" − "base" = 5.0 with a paired interval of about ±1.0 (hand-checked below): it clears a margin of 2
     # (held), lies entirely below a margin of 8 (reversed), and straddles a margin of its own lower end + 0.1.
     diff = summarize(_recipe(), _results()).claims[0].diff
     low, high = diff.low, diff.high

@@ -39,21 +39,48 @@ def test_cli_reproduce_bad_input_is_one_line_exit_2(tmp_path: Path, capsys: pyte
 
 
 @pytest.mark.slow
-def test_quick_label_smoothing_recipe_end_to_end(tmp_path: Path) -> None:
-    from vitlab.reproduce.stats import mean_interval
+def test_quick_label_smoothing_recipe_end_to_end_on_both_families(tmp_path: Path) -> None:
+    from vitlab.reproduce.stats import mean_interval, paired_interval
 
     out = tmp_path / "ls"
-    assert main(["reproduce", "label_smoothing", "--quick", "--seeds", "2", "--out", str(out), "--no-progress", "--jobs", "1"]) == 0
+    assert main(["reproduce", "label_smoothing", "--quick", "--out", str(out), "--no-progress", "--jobs", "1"]) == 0
     results = json.loads((out / "results.json").read_text())
-    assert sorted((r["variant"], r["seed"]) for r in results) == [
-        ("no_smoothing", 0), ("no_smoothing", 1), ("smoothing", 0), ("smoothing", 1)]
-    assert all(r["error"] is None and r["config"]["epochs"] == 4 for r in results)
+    assert sorted((r["family"], r["variant"], r["seed"]) for r in results) == [
+        (f, v, k) for f in ("cnn", "vit") for v in ("no_smoothing", "smoothing") for k in (0, 1)]  # --quick: 2 seeds
+    assert all(r["error"] is None and r["config"]["epochs"] == 2 for r in results)
+    for r in results:  # the regime: clean training accuracy minus validation accuracy
+        m = r["metrics"]
+        assert m["train_val_gap"] == pytest.approx(m["train_acc1"] - m["val_acc1"]) and m["temperature"] > 0
     md = (out / "report.md").read_text()
-    accs = [r["metrics"]["test_acc1"] for r in results if r["variant"] == "smoothing"]
-    iv = mean_interval(accs)
+    def accs(family: str, variant: str) -> list[float]:
+        return [r["metrics"]["test_acc1"] for r in sorted(results, key=lambda r: r["seed"])
+                if r["family"] == family and r["variant"] == variant]
+    iv = mean_interval(accs("cnn", "smoothing"))
     assert f"{iv.mean:.2f} ± {iv.half_width:.2f}" in md
+    diff = paired_interval(accs("vit", "smoothing"), accs("vit", "no_smoothing"))
+    assert f"{diff.mean:+.2f} [{diff.low:+.2f}, {diff.high:+.2f}]" in md  # the claim's paired interval
+    assert "Do the model families agree?" in md
     assert (out / "label_smoothing_penultimate.png").is_file()
     assert "(label_smoothing_penultimate.png)" in md
+
+
+@pytest.mark.slow
+def test_quick_data_size_recipe_uses_train_per_class_and_cross_family_claims(tmp_path: Path) -> None:
+    from vitlab.reproduce.stats import mean_interval
+
+    out = tmp_path / "size"
+    assert main(["reproduce", "data_size", "--quick", "--out", str(out), "--no-progress", "--jobs", "1"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert len(results) == 2 * 3 * 2 and all(r["error"] is None for r in results)
+    value = {(r["family"], r["variant"], r["seed"]): r["metrics"]["test_acc1"] for r in results}
+    # the contrast claim by hand: (vit − cnn at 100 %) − (vit − cnn at 10 %), per seed
+    per_seed = [(value["vit", "frac100", k] - value["cnn", "frac100", k]) - (value["vit", "frac10", k] - value["cnn", "frac10", k])
+                for k in (0, 1)]
+    iv = mean_interval(per_seed)
+    md = (out / "report.md").read_text()
+    assert f"{iv.mean:+.2f} [{iv.low:+.2f}, {iv.high:+.2f}]" in md
+    frac10 = json.loads((out / "runs" / "data_size" / "cnn" / "frac10" / "seed0" / "run.json").read_text())
+    assert frac10["splits"]["train"] == 35 * 10  # train_per_class 35 of each of the 10 digit classes
 
 
 def test_a_shared_pretraining_is_fine_tuned_from_end_to_end(tmp_path: Path) -> None:

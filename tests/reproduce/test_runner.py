@@ -51,6 +51,22 @@ def test_plan_is_seed_major_with_merged_configs(tmp_path: Path) -> None:
     assert quick[0].config == {"epochs": 1, "lr": 0.01, "seed": 0}
 
 
+def test_plan_runs_every_family_and_quick_defaults_to_two_seeds(tmp_path: Path) -> None:
+    recipe = recipe_from_dict({
+        "name": "fam", "kind": "image", "seeds": 5, "base": {"epochs": 5, "model_args": {"depth": 2}},
+        "quick": {"epochs": 1}, "families": {"vit": {"model": "v", "model_args": {"depth": 4}}, "cnn": {"model": "c", "model_args": {}}},
+        "variants": {"a": {}, "b": {"model_args": {"act": "mish"}}}, "metrics": ["test_acc1"],
+    })
+    specs = plan([recipe], tmp_path)
+    assert len(specs) == 5 * 4
+    assert [(s.family, s.variant, s.seed) for s in specs[:4]] == [("vit", "a", 0), ("vit", "b", 0), ("cnn", "a", 0), ("cnn", "b", 0)]
+    assert specs[1].config == {"epochs": 5, "model": "v", "model_args": {"depth": 4, "act": "mish"}, "seed": 0}
+    assert specs[3].config == {"epochs": 5, "model": "c", "model_args": {"act": "mish"}, "seed": 0}
+    assert specs[3].result_path == str(tmp_path / "runs" / "fam" / "cnn" / "b" / "seed0.json") and specs[3].arm == "cnn/b"
+    quick = plan([recipe], tmp_path, quick=True)
+    assert sorted({s.seed for s in quick}) == [0, 1] and all(s.config["epochs"] == 1 for s in quick)
+
+
 def test_killed_run_resumes_without_redoing_finished_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     specs = plan([_recipe()], tmp_path, seeds=3)
     first = FakeTraining(stop_at=3)  # killed while doing the third run

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vitlab.reproduce.recipes import Recipe, load_recipes
+from vitlab.reproduce.recipes import Recipe, arm_name, load_recipes
 from vitlab.reproduce.report import RecipeResult, summarize, write_report
 from vitlab.reproduce.runner import default_jobs, load_result, machine_info, plan, run_all
 from vitlab.train.checkpoint import atomic_write_text
@@ -26,16 +26,16 @@ def penultimate_figure(run_dirs: dict[str, Path], classes: list[int], out: Path)
     """Müller et al. Fig. 1 for each run (rows) on the training and test images (columns) of three classes."""
     import torch
 
-    from vitlab.data.registry import load_splits
     from vitlab.reproduce.penultimate import head_templates, penultimate_features, project_onto_template_plane
     from vitlab.train.loop import load_run, run_transform
+    from vitlab.train.tasks.image import _load_data
     from vitlab.viz import plot_penultimate_projection
 
     panels = []
     for label, run_dir in run_dirs.items():
         model, cfg, info = load_run(run_dir)
         transform = run_transform(cfg, info)
-        splits = load_splits(cfg.dataset, cfg.data_root, val_fraction=cfg.val_fraction, seed=0, download=False)
+        splits = _load_data(cfg)  # the run's own splits (its train_per_class subset included)
         templates = head_templates(model, classes)
         names = [info["classes"][k] for k in classes]
         for split in ("train", "test"):
@@ -73,9 +73,10 @@ def cluster_spread_ratio(coords: "torch.Tensor", labels: "torch.Tensor") -> floa
 def _extra_images(recipes: list[Recipe], results: list[dict[str, Any]], out: Path) -> dict[str, list[tuple[str, Path]]]:
     extras: dict[str, list[tuple[str, Path]]] = {}
     for recipe in recipes:
-        ok = {(r["variant"], r["seed"]) for r in results if r["recipe"] == recipe.name and not r.get("error")}
+        ok = {(arm_name(r.get("family", ""), r["variant"]), r["seed"]) for r in results
+              if r["recipe"] == recipe.name and not r.get("error")}
         if recipe.figure.get("kind") == "penultimate":
-            variants = recipe.figure.get("variants", list(recipe.variants))
+            variants = recipe.figure.get("variants", recipe.arm_names())  # arm names: family/variant
             classes = [int(k) for k in recipe.figure.get("classes", [0, 1, 2])]
             if all((v, 0) in ok for v in variants):
                 path = penultimate_figure({v: out / "runs" / recipe.name / v / "seed0" for v in variants}, classes,
@@ -110,7 +111,7 @@ def reproduce(
     Args:
         names: recipe names (None: all of the shipped ``vitlab/recipes/reproduce``).
         out_dir: output folder; finished runs already in it are reused.
-        seeds: seeds per recipe (None: each recipe's default, 3).
+        seeds: seeds per recipe (None: each recipe's default; at most 2 with ``quick``).
         quick: apply each recipe's ``quick`` overrides (a few minutes in all on 2 CPU cores).
         jobs: parallel runs (None: one per CPU core on the CPU, one on a GPU).
         recipe_dir: folder of recipe YAMLs (None: the shipped ``vitlab/recipes/reproduce``).

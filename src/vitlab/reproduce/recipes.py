@@ -8,7 +8,7 @@ tabulate, the paper's own numbers, and its claims, each a comparison between two
     paper: Müller, Kornblith & Hinton 2019, When does label smoothing help?, Table ...
     kind: image                  # image (vitlab.train.loop.train), seq2seq or legendre
     base: {epochs: 40, ...}      # TrainConfig (or Seq2SeqConfig) keys shared by every variant
-    quick: {epochs: 4}           # applied on top of base with --quick
+    quick: {epochs: 4}           # applied last (over base and the variant) with --quick
     seeds: 3                     # default number of seeds (--seeds overrides)
     variants: {no_smoothing: {label_smoothing: 0.0}, smoothing: {label_smoothing: 0.1}}
     metrics: [test_acc1, test_ece, test_ece_ts]
@@ -28,7 +28,22 @@ runner puts the run folder's path there).
 ``expect`` is ``higher`` or ``lower`` (a direction claim on variant − against; with a ``margin``, "by at
 least the margin": the interval of the difference must clear it), ``equal`` (within ±margin,
 in the metric's unit) or, for the deterministic ``legendre`` recipe, ``match`` (relative tolerance
-``margin`` against ``paper_values``).
+``margin`` against ``paper_values``). A claim may also subtract a second difference, ``minus: [c, d]``: the
+claim is then on (variant − against) − (c − d) per seed, e.g. "the ViT's deficit against the CNN shrinks
+as the data grows".
+
+**Model families.** An image recipe may run every variant on several models (``families``, each a mapping of
+base overrides, e.g. the ViT and the CNN)::
+
+    families:
+      vit: {model: vit_tiny_patch4_32, model_args: {stem: conv, ...}}
+      cnn: {model: resnet8, model_args: {}}
+
+Each (family, variant) is an *arm*, named ``family/variant`` (its config: base, then the family's overrides,
+then the variant, then ``quick``, then the seed; a family's ``model_args`` replace the base's). A claim
+written with plain variant names is evaluated within each family separately (and the report says whether the
+families agree); a claim may instead name arms (``variant: cnn/frac10, against: vit/frac10``) to compare
+across families, once.
 """
 
 from __future__ import annotations
@@ -63,6 +78,9 @@ METRICS: dict[str, Metric] = {
     "test_ece": Metric("test ECE", "", "{:.4f}", False),
     "test_ece_ts": Metric("test ECE after temperature scaling", "", "{:.4f}", False),
     "temperature": Metric("fitted temperature T", "", "{:.3f}", False),
+    "train_acc1": Metric("training-split top-1 accuracy (no augmentation)", "%", "{:.2f}", True),
+    "val_acc1": Metric("validation top-1 accuracy", "%", "{:.2f}", True),
+    "train_val_gap": Metric("train − validation accuracy gap", "pp", "{:.2f}", False),
     "test_nll": Metric("test NLL", "nats", "{:.4f}", False),
     "seq_accuracy": Metric("test exact-match sequence accuracy", "%", "{:.2f}", True),
     "token_accuracy": Metric("test token accuracy (teacher forcing)", "%", "{:.2f}", True),
@@ -84,6 +102,24 @@ class Claim:
     against: str | None
     expect: str
     margin: float | None = None
+    minus: tuple[str, str] | None = None  # claim on (variant − against) − (minus[0] − minus[1])
+
+    def arms(self, family: str) -> "Claim":
+        """This claim within ``family``: plain variant names become ``family/variant`` (arm names are kept)."""
+        def name(v: str | None) -> str | None:
+            return None if v is None or "/" in v or not family else f"{family}/{v}"
+        minus = None if self.minus is None else (name(self.minus[0]), name(self.minus[1]))
+        return Claim(self.text, self.metric, name(self.variant), name(self.against), self.expect, self.margin, minus)
+
+    @property
+    def across_families(self) -> bool:
+        """Whether the claim names arms (``family/variant``) itself, rather than being run within each family."""
+        return "/" in self.variant
+
+
+def arm_name(family: str, variant: str) -> str:
+    """``family/variant``, or the variant alone when the recipe has no families."""
+    return f"{family}/{variant}" if family else variant
 
 
 @dataclass
@@ -105,6 +141,7 @@ class Recipe:
     paper_quote: str = ""
     setting: str = ""
     figure: dict[str, Any] = field(default_factory=dict)
+    families: dict[str, dict[str, Any]] = field(default_factory=dict)
     pretrain: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
 
@@ -115,12 +152,37 @@ class Recipe:
         config = copy.deepcopy(self.pretrain.get("config") or {})
         return _merge(config, self.pretrain.get("quick") or {}) if quick else config
 
-    def config(self, variant: str, seed: int, quick: bool) -> dict[str, Any]:
-        """The run's config mapping: base, then quick overrides (if ``quick``), then the variant, then the seed."""
+    def arms(self) -> list[tuple[str, str]]:
+        """Every (family, variant) pair, family-major (family ``""`` when the recipe has no families)."""
+        return [(f, v) for f in (self.families or {"": {}}) for v in self.variants]
+
+    def arm_names(self) -> list[str]:
+        """The arms' names, ``family/variant`` (or the variant alone), in :meth:`arms` order."""
+        return [arm_name(f, v) for f, v in self.arms()]
+
+    def evaluated_claims(self) -> list[tuple[int, str, Claim]]:
+        """(claim index, family, claim on arm names): a within-family claim once per family, others once."""
+        out = []
+        for i, claim in enumerate(self.claims):
+            if self.families and not claim.across_families:
+                out += [(i, family, claim.arms(family)) for family in self.families]
+            else:
+                out.append((i, "", claim))
+        return out
+
+    def config(self, variant: str, seed: int, quick: bool, family: str = "") -> dict[str, Any]:
+        """The run's config: base, the family's overrides, the variant, quick overrides (if ``quick``), the seed."""
         if variant not in self.variants:
             raise ConfigError(f"recipe '{self.name}': " + unknown_name_message("variant", variant, self.variants))
-        merged = _merge(self.base, self.quick) if quick else copy.deepcopy(self.base)
+        if family and family not in self.families:
+            raise ConfigError(f"recipe '{self.name}': " + unknown_name_message("family", family, self.families))
+        if self.families and not family:
+            raise ConfigError(f"recipe '{self.name}' runs on the families {sorted(self.families)}; name one")
+        merged = copy.deepcopy(self.base)
+        if family:  # a family names its own model: its model_args replace the base's rather than merge
+            merged.update(copy.deepcopy(self.families[family]))
         merged = _merge(merged, self.variants[variant])
+        merged = _merge(merged, self.quick) if quick else merged  # last: --quick caps every variant's budget
         if self.kind != "legendre":
             merged["seed"] = seed
         return merged
@@ -161,7 +223,7 @@ def recipe_from_dict(data: dict[str, Any], where: str = "recipe") -> Recipe:
     if not isinstance(data, dict):
         raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
     known = {"name", "title", "paper", "kind", "base", "quick", "variants", "metrics", "claims", "seeds",
-             "paper_metric", "paper_values", "paper_quote", "setting", "figure", "pretrain"}
+             "paper_metric", "paper_values", "paper_quote", "setting", "figure", "families", "pretrain"}
     for key in data:
         if key not in known:
             raise ConfigError(f"{where}: " + unknown_name_message("recipe key", str(key), known))
@@ -173,6 +235,14 @@ def recipe_from_dict(data: dict[str, Any], where: str = "recipe") -> Recipe:
     if not variants:
         raise ConfigError(f"{where}: 'variants' is empty; list at least one variant")
     variants = {str(k): dict(v or {}) for k, v in variants.items()}
+    families = data.get("families") or {}
+    if not isinstance(families, dict) or not all(isinstance(v, dict) for v in families.values()):
+        raise ConfigError(f"{where}: 'families' must map each family name to a mapping of base overrides")
+    families = {str(k): dict(v) for k, v in families.items()}
+    if families and kind != "image":
+        raise ConfigError(f"{where}: 'families' needs kind 'image', got '{kind}'; remove 'families'")
+    if any("/" in name for name in list(families) + list(variants)):
+        raise ConfigError(f"{where}: family and variant names may not contain '/'; rename them")
     metrics = list(_require(data, "metrics", list, where))
     for metric in metrics:
         if metric not in METRICS:
@@ -190,18 +260,30 @@ def recipe_from_dict(data: dict[str, Any], where: str = "recipe") -> Recipe:
             raise ConfigError(f"{at}: " + unknown_name_message("metric", metric, METRICS))
         variant = _require(raw, "variant", str, at)
         against = raw.get("against")
-        for v in (variant, against):
-            if v is not None and v not in variants:
-                raise ConfigError(f"{at}: " + unknown_name_message("variant", str(v), variants))
+        minus = raw.get("minus")
+        if minus is not None and not (isinstance(minus, list) and len(minus) == 2 and all(isinstance(m, str) for m in minus)):
+            raise ConfigError(f"{at}: 'minus' must be a list of two variant names [c, d], got {minus!r}")
+        named = [v for v in (variant, against, *(minus or [])) if v is not None]
+        qualified = ["/" in v for v in named]
+        if any(qualified) and not all(qualified):
+            raise ConfigError(f"{at}: name every variant of a claim as 'family/variant', or none of them")
+        arms = {arm_name(f, v) for f in families for v in variants} if any(qualified) else set(variants)
+        if any(qualified) and not families:
+            raise ConfigError(f"{at}: '{variant}' names a family, but the recipe has no 'families'; use variant names")
+        for v in named:
+            if v not in arms:
+                raise ConfigError(f"{at}: " + unknown_name_message("variant", str(v), arms))
         if expect in ("higher", "lower", "equal") and against is None:
             raise ConfigError(f"{at}: expect '{expect}' compares two variants; add 'against: <variant>'")
+        if minus is not None and expect not in ("higher", "lower"):
+            raise ConfigError(f"{at}: 'minus' needs expect 'higher' or 'lower', got '{expect}'")
         margin = raw.get("margin")
         if expect in ("equal", "match") and not (isinstance(margin, (int, float)) and margin > 0):
             raise ConfigError(f"{at}: expect '{expect}' needs a positive 'margin', got {margin!r}")
         if expect in ("higher", "lower") and margin is not None and not (isinstance(margin, (int, float)) and margin > 0):
             raise ConfigError(f"{at}: a margin for expect '{expect}' (the least difference claimed) must be > 0, got {margin!r}")
         claims.append(Claim(_require(raw, "text", str, at), metric, variant, against, expect,
-                            float(margin) if margin is not None else None))
+                            float(margin) if margin is not None else None, tuple(minus) if minus else None))
     pretrain = data.get("pretrain") or {}
     if pretrain:
         if kind != "image" or not isinstance(pretrain, dict) or not isinstance(pretrain.get("config"), dict):
@@ -233,6 +315,7 @@ def recipe_from_dict(data: dict[str, Any], where: str = "recipe") -> Recipe:
         paper_quote=str(data.get("paper_quote", "")),
         setting=str(data.get("setting", "")),
         figure=dict(data.get("figure") or {}),
+        families=families,
         pretrain=dict(pretrain),
     )
 

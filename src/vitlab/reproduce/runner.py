@@ -1,10 +1,11 @@
 """Running the recipes, resumably: one result JSON per (recipe, variant, seed).
 
-Layout under the output folder ``OUT``::
+Layout under the output folder ``OUT`` (``<arm>`` is the variant, or ``<family>/<variant>`` in a recipe
+with model families)::
 
-    OUT/runs/<recipe>/<variant>/seed<k>/        the run folder (vitlab.train.loop.train or train_seq2seq)
-    OUT/runs/<recipe>/<variant>/seed<k>.json    its result: config, metrics, seconds, device (written last,
-                                                atomically)
+    OUT/runs/<recipe>/<arm>/seed<k>/        the run folder (vitlab.train.loop.train or train_seq2seq)
+    OUT/runs/<recipe>/<arm>/seed<k>.json    its result: config, metrics, seconds, device (written last,
+                                            atomically)
 
 A result is reused when its JSON exists and holds the same config (so a killed ``vitlab reproduce`` picks
 up where it stopped, and a changed recipe or ``--quick`` redoes the runs it changes). An image run killed
@@ -29,7 +30,7 @@ from typing import Any
 import torch
 
 from vitlab.errors import VitlabError
-from vitlab.reproduce.recipes import PRETRAIN, Recipe
+from vitlab.reproduce.recipes import PRETRAIN, Recipe, arm_name
 from vitlab.train.checkpoint import atomic_write_text
 
 
@@ -45,13 +46,23 @@ class RunSpec:
     run_dir: str
     result_path: str
     quick: bool = False
+    family: str = ""  # the model family in a recipe with families ("" otherwise)
     stage: int = 0  # runs of stage 0 (a shared pre-training) finish before those of stage 1 start
+
+    @property
+    def arm(self) -> str:
+        """``family/variant`` (or the variant alone): the name the report groups seeds by."""
+        return arm_name(self.family, self.variant)
+
+
+QUICK_SEEDS = 2  # --quick without --seeds: two seeds, the fewest that give a (paired) interval
 
 
 def plan(recipes: list[Recipe], out_dir: str | Path, seeds: int | None = None, quick: bool = False) -> list[RunSpec]:
-    """All runs of ``recipes`` (seeds 0..n−1; ``seeds=None``: each recipe's own default), seed-major per recipe.
+    """All runs of ``recipes`` (seeds 0..n−1; ``seeds=None``: each recipe's own default, or at most
+    :data:`QUICK_SEEDS` with ``quick``), seed-major per recipe.
 
-    Seed-major order (every variant of seed 0, then of seed 1, ...) gives a complete first comparison early.
+    Seed-major order (every arm of seed 0, then of seed 1, ...) gives a complete first comparison early.
     """
     out = Path(out_dir)
     specs = []
@@ -63,10 +74,11 @@ def plan(recipes: list[Recipe], out_dir: str | Path, seeds: int | None = None, q
             specs.append(RunSpec(recipe=recipe.name, variant=PRETRAIN, seed=0, kind=recipe.kind,
                                  config={**recipe.pretrain_config(quick), "seed": 0}, run_dir=str(pretrain_dir),
                                  result_path=str(base / "seed0.json"), quick=quick, stage=0))
-        for seed in recipe.seeds_for(seeds if seeds is not None else recipe.seeds):
-            for variant in recipe.variants:
-                base = out / "runs" / recipe.name / variant
-                config = recipe.config(variant, seed, quick)
+        count = seeds if seeds is not None else (min(recipe.seeds, QUICK_SEEDS) if quick else recipe.seeds)
+        for seed in recipe.seeds_for(count):
+            for family, variant in recipe.arms():
+                base = out / "runs" / recipe.name / arm_name(family, variant)
+                config = recipe.config(variant, seed, quick, family)
                 if config.get("init") == PRETRAIN and pretrain_dir is not None:
                     config["init"] = str(pretrain_dir)
                 specs.append(
@@ -79,6 +91,7 @@ def plan(recipes: list[Recipe], out_dir: str | Path, seeds: int | None = None, q
                         run_dir=str(base / f"seed{seed}"),
                         result_path=str(base / f"seed{seed}.json"),
                         quick=quick,
+                        family=family,
                         stage=1 if recipe.pretrain else 0,
                     )
                 )
@@ -118,8 +131,12 @@ def _run_image(spec: RunSpec) -> dict[str, float]:
         if not resume:
             shutil.rmtree(run_dir)
     summary = train(None if resume else cfg, run_dir, resume=resume, quiet=True)
+    train_acc1 = 100.0 * training_accuracy(run_dir)
     return {
         "test_acc1": 100.0 * summary["test_acc1"],
+        "train_acc1": train_acc1,
+        "val_acc1": 100.0 * summary["val_acc1"],
+        "train_val_gap": train_acc1 - 100.0 * summary["val_acc1"],  # the regime: how far the run overfits
         "test_error": 100.0 * (1.0 - summary["test_acc1"]),
         "test_ece": summary["test_ece"],
         "test_ece_ts": summary["test_ece_temperature_scaled"],
@@ -128,6 +145,20 @@ def _run_image(spec: RunSpec) -> dict[str, float]:
         "train_seconds": summary["train_seconds"],
         "device": summary.get("device", "cpu"),
     }
+
+
+def training_accuracy(run_dir: str | Path) -> float:
+    """Top-1 accuracy of a finished image run on its own training split, without augmentation (in [0, 1]).
+
+    With the validation accuracy it gives the train/validation gap, the regime a regulariser acts in. The
+    split is rebuilt from the run's config (``train_per_class`` included), scored on the CPU.
+    """
+    from vitlab.train.distributed import DistContext
+    from vitlab.train.tasks.image import _load_data, evaluate, load_run, run_transform
+
+    model, cfg, info = load_run(run_dir)
+    model = model.cpu()
+    return evaluate(model, _load_data(cfg)["train"], run_transform(cfg, info), DistContext()).acc1
 
 
 @torch.no_grad()
@@ -204,6 +235,7 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     device = metrics.pop("device", "cpu") if metrics else "cpu"
     result = {
         "recipe": spec.recipe,
+        "family": spec.family,
         "variant": spec.variant,
         "seed": spec.seed,
         "quick": spec.quick,
@@ -259,7 +291,7 @@ def run_all(
         results[i] = result
         spec = specs[i]
         shown = ", ".join(f"{k}={v:.4g}" for k, v in list(result["metrics"].items())[:3]) or result["error"]
-        say(f"{spec.recipe}/{spec.variant}/seed{spec.seed}: {shown} ({result['seconds']:.0f} s)")
+        say(f"{spec.recipe}/{spec.arm}/seed{spec.seed}: {shown} ({result['seconds']:.0f} s)")
         bar.update(1)
 
     try:
@@ -267,7 +299,7 @@ def run_all(
             stage_todo = [i for i in todo if specs[i].stage == stage]
             if jobs <= 1 or len(stage_todo) <= 1:
                 for i in stage_todo:
-                    bar.set_postfix_str(f"{specs[i].recipe}/{specs[i].variant}/seed{specs[i].seed}")
+                    bar.set_postfix_str(f"{specs[i].recipe}/{specs[i].arm}/seed{specs[i].seed}")
                     finished(i, run_one(specs[i]))
             else:
                 import multiprocessing
