@@ -195,3 +195,41 @@ def test_on_cuda_output_stays_on_the_device_and_matches_window_property():
         padded = F.pad(x[b], (2, 2, 2, 2))
         ok = _find_offset(padded, out[b].cpu(), 2) or _find_offset(padded, out[b].cpu().flip(-1), 2)
         assert ok
+
+
+def test_rotate_scale_by_zero_is_the_identity_and_a_quarter_turn_is_rot90() -> None:
+    # References: the identity, and torch.rot90 (a 90° turn maps pixel centres onto pixel centres exactly).
+    from vitlab.data.transforms import random_rotate_scale
+
+    x = torch.rand(3, 2, 12, 12, dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    torch.testing.assert_close(random_rotate_scale(x, 0.0, 0.0, g), x, rtol=0, atol=1e-12)
+
+    # θ = +90° for every image: draws of 1.0 map to +degrees, a scale draw of 0.5 to s = 1.
+    import unittest.mock
+
+    with unittest.mock.patch("torch.rand", return_value=torch.tensor([[1.0, 0.5]] * 3)):
+        turned = random_rotate_scale(x, 90.0, 0.1, g)
+    candidates = [torch.rot90(x, k, dims=(2, 3)) for k in (1, -1)]
+    assert min(float((turned - c).abs().max()) for c in candidates) < 1e-6  # θ is drawn in float32
+
+
+def test_rotate_scale_is_seeded_per_image_and_keeps_the_range() -> None:
+    from vitlab.data.transforms import random_rotate_scale
+
+    x = torch.rand(8, 1, 28, 28)
+    a = random_rotate_scale(x, 15.0, 0.2, torch.Generator().manual_seed(3))
+    b = random_rotate_scale(x, 15.0, 0.2, torch.Generator().manual_seed(3))
+    c = random_rotate_scale(x, 15.0, 0.2, torch.Generator().manual_seed(4))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0 + 1e-6  # bilinear mixing of [0, 1] values and zeros
+    same = random_rotate_scale(x[:1].expand(2, -1, -1, -1), 15.0, 0.2, torch.Generator().manual_seed(3))
+    assert not torch.allclose(same[0], same[1])  # two copies of one image get their own draws
+
+
+def test_batch_transform_rejects_bad_rotate_and_scale() -> None:
+    from vitlab.data.transforms import BatchTransform
+
+    for kwargs in ({"rotate": -1.0}, {"scale": 1.0}, {"scale": -0.1}):
+        with pytest.raises(ConfigError, match="rotate must be"):
+            BatchTransform(**kwargs)
