@@ -159,7 +159,7 @@ def test_gpu_check_without_cuda_prints_one_line_exits_2_and_writes_nothing(tmp_p
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.gpu_check", "--out", str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,  # importing torch is slow on a loaded machine
     )
     assert proc.returncode == 2
     assert proc.stdout == "" and proc.stderr.count("\n") == 1 and "no CUDA GPU" in proc.stderr

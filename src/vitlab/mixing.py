@@ -484,6 +484,8 @@ class Mixer:
     def __call__(self, images: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         """Mix a batch: ``images`` (B, C, H, W) float, ``target`` (B,) integer -> (images, soft targets (B, K))."""
         self._check(images, target)
+        if images.shape[2] < 1 or images.shape[3] < 1:
+            raise DataError(f"Mixer: images must be at least 1×1, got shape {tuple(images.shape)}")
         params = self.sample(images.shape[0], images.shape[2], images.shape[3])
         return self.apply(images, target, params)
 

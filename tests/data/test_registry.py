@@ -30,7 +30,7 @@ def _write_mnist(root: Path, n_train: int = 100, n_test: int = 20) -> None:
 
 
 def test_list_datasets_names_every_loader():
-    assert list_datasets() == ["digits", "mnist", "fashion_mnist", "kmnist", "cifar10", "cifar100", "folder"]
+    assert list_datasets() == ["mnist5k", "digits", "mnist", "fashion_mnist", "kmnist", "cifar10", "cifar100", "folder"]
 
 
 def test_digits_gives_the_fixed_split_and_ignores_root():

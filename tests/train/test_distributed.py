@@ -80,6 +80,8 @@ def _torchrun(
         f"--max-restarts={restarts}", "--monitor-interval=0.1",
         "-m", "vitlab", "train", "--quiet", "--auto-resume", "--out", str(out), *_set_args(recipe or RECIPE),
     ]  # fmt: skip
+    if (recipe or RECIPE).get("task", "image") == "image":  # TrainConfig(**RECIPE) = the digits_vit recipe + RECIPE
+        command[command.index("--quiet"):command.index("--quiet")] = ["--config", "digits_vit"]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         stdout, stderr = process.communicate(timeout=240)
