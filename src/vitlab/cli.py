@@ -139,9 +139,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
                              "drop --explain or use a ViT run")
         if not str(args.explain).lower().endswith(".png"):
             raise ValueError(f"--explain writes a PNG; name the file *.png, got {args.explain}")
+    resize = None
+    if getattr(cfg, "img_size", None) is not None:  # a streamed run: its evaluation pipeline (resize + centre crop)
+        from vitlab.data.folder import open_image
+        from vitlab.data.pipeline import AugmentConfig, build_pipeline
+
+        pipeline = build_pipeline(False, cfg.img_size, channels, AugmentConfig.from_dict(cfg.augment))
+        resize = lambda p: pipeline(open_image(p, lazy=True), name=str(p))  # noqa: E731 - (C, S, S) uint8
     inputs, titles = [], []
     for path in args.images:
-        image = read_image(path, channels)  # (C, H, W) uint8
+        image = read_image(path, channels) if resize is None else resize(path)  # (C, H, W) uint8
         if tuple(image.shape[1:]) != (height, width):
             raise ValueError(
                 f"image {path} is {image.shape[2]}x{image.shape[1]} but the model expects {width}x{height}; resize it first"

@@ -75,7 +75,7 @@ def _corrupt(path: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ end to end
-def test_photo_folder_trains_end_to_end_and_the_summary_matches_an_independent_evaluation(tmp_path) -> None:
+def test_photo_folder_trains_end_to_end_and_the_summary_matches_an_independent_evaluation(tmp_path, capsys) -> None:
     photos = make_photos(tmp_path / "photos")
     cfg = stream_config(photos, augment={"policy": "randaugment", "erase_prob": 0.25}, mixup_alpha=0.2)
     assert isinstance(task_for(cfg), StreamImageTask)
@@ -102,6 +102,21 @@ def test_photo_folder_trains_end_to_end_and_the_summary_matches_an_independent_e
             total += labels.numel()
     assert total == info["splits"]["test"]
     assert summary["test_acc1"] == pytest.approx(correct / total, abs=1e-12)
+
+    # `vitlab predict` on photos of other sizes applies the run's evaluation pipeline (resize + centre crop).
+    # Reference: the model on build_pipeline(False, ...) of the same file, normalised with the run's statistics.
+    from vitlab.cli import main
+    from vitlab.data.folder import open_image
+    from vitlab.data.pipeline import build_pipeline
+
+    photo = sorted(photos.rglob("*.jpg"))[0]
+    with torch.no_grad():
+        image = build_pipeline(False, 32, 3)(open_image(photo, lazy=True)).unsqueeze(0)
+        probs = model(normalize(image.float() / 255, info["mean"], info["std"])).softmax(1)[0]
+    capsys.readouterr()
+    assert main(["predict", str(run), str(photo), "--topk", "1"]) == 0
+    top = int(probs.argmax())
+    assert capsys.readouterr().out.strip() == f"{photo}: {info['classes'][top]} {float(probs[top]):.3f}"
 
 
 def test_folder_of_images_already_at_img_size_stays_in_memory_with_the_tensor_crop(tmp_path) -> None:
