@@ -51,7 +51,12 @@ class _Crash(Exception):
     pass
 
 
-@pytest.mark.parametrize("extra", [{}, {"mixup_alpha": 0.4, "cutmix_alpha": 1.0, "ema_decay": 0.9, "label_smoothing": 0.1}])
+@pytest.mark.parametrize("extra", [
+    {},
+    {"mixup_alpha": 0.4, "cutmix_alpha": 1.0, "ema_decay": 0.9, "label_smoothing": 0.1},
+    # the CNN baseline: BatchNorm's running statistics and its 0-dim num_batches_tracked go through the checkpoint
+    {"model": "resnet8", "model_args": {"widths": [8, 8, 16]}, "ema_decay": 0.9},
+], ids=["vit", "vit-mixing-ema", "resnet8-bn-ema"])
 def test_resumed_run_ends_with_bit_identical_weights(tmp_path, monkeypatch, extra) -> None:
     cfg = tiny_config(checkpoint_steps=7, **extra)
     loop.train(cfg, tmp_path / "straight", quiet=True)
@@ -78,6 +83,8 @@ def test_resumed_run_ends_with_bit_identical_weights(tmp_path, monkeypatch, extr
     assert straight.keys() == resumed.keys()
     for name in straight:
         assert torch.equal(straight[name], resumed[name]), name
+    if extra.get("model") == "resnet8":
+        assert int(straight["stem.1.num_batches_tracked"]) == 2 * (1258 // 64)  # every step's BN update counted once
     assert (tmp_path / "straight" / "metrics.csv").read_text().count("\n") == (tmp_path / "resumed" / "metrics.csv").read_text().count("\n")
 
 
