@@ -386,20 +386,27 @@ class ImageTask(Task):
         viz.plot_temperature_scaling(self.test.logits, self.test.labels, self.temperature, run_dir / "reliability.png")
         self._write_vit_figures(run_dir)
 
-    def _write_vit_figures(self, run_dir: Path, count: int = 8) -> None:
-        """ViT runs: the paper's Fig. 7 views (patch-filter PCs, position-embedding similarity) and the attention
-        rollout of the first test image of each of ``count`` classes (viz.write_vit_figures); nothing for CNNs."""
-        from vitlab import viz
-
+    def _figure_samples(self, count: int) -> tuple[Tensor, list[int]]:
+        """The first test image of each of up to ``count`` classes: images (k, C, H, W) as stored, their labels."""
         labels = self.test_set.labels
         picks = [int(torch.nonzero(labels == c)[0]) for c in range(self.test_set.num_classes) if bool((labels == c).any())][:count]
+        return self.test_set.images[picks], [int(labels[i]) for i in picks]
+
+    def _write_vit_figures(self, run_dir: Path, count: int = 8) -> None:
+        """ViT runs: the paper's Fig. 7 views (patch-filter PCs, position-embedding similarity) and the attention
+        rollout of :meth:`_figure_samples` (viz.write_vit_figures); nothing for CNNs."""
+        from vitlab import viz
+
+        samples, labels = self._figure_samples(count)
+        if not labels:
+            return
         model = self.final_model
         device = next(model.parameters()).device
-        images = self.transform(self.test_set.images[picks].to(device), None, train=False)
+        images = self.transform(samples.to(device), None, train=False)
         with torch.no_grad():
             predicted = model.eval()(images).argmax(1).tolist()
         classes = self.test_set.classes
-        titles = [f"true {classes[int(labels[i])]} / pred {classes[p]}" for i, p in zip(picks, predicted)]
+        titles = [f"true {classes[c]} / pred {classes[p]}" for c, p in zip(labels, predicted)]
         viz.write_vit_figures(model, images, run_dir, titles)
 
     def format_summary(self, summary: dict[str, Any]) -> str:

@@ -23,7 +23,6 @@ scaling, the report) is :class:`~vitlab.train.tasks.image.ImageTask`'s.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -270,10 +269,8 @@ class StreamImageTask(ImageTask):
         summary["skipped_files"] = sorted({n for g in gathered for n in g[1]})[:KEEP_NAMES]
         return summary
 
-    def _write_vit_figures(self, run_dir: Path, count: int = 8) -> None:
+    def _figure_samples(self, count: int) -> tuple[Tensor, list[int]]:
         """As :class:`ImageTask`'s, with the first test image of each class read from the test loader."""
-        from vitlab import viz
-
         loader = self.eval_loaders["test"]
         picked: dict[int, Tensor] = {}
         loader.set_epoch(0, 0)
@@ -283,17 +280,8 @@ class StreamImageTask(ImageTask):
                     picked[label] = image
             if len(picked) >= min(count, self.test_set.num_classes):
                 break
-        if not picked:
-            return
         labels = sorted(picked)
-        model = self.final_model
-        device = next(model.parameters()).device
-        images = self.transform(torch.stack([picked[c] for c in labels]).to(device), None, train=False)
-        with torch.no_grad():
-            predicted = model.eval()(images).argmax(1).tolist()
-        classes = self.test_set.classes
-        titles = [f"true {classes[c]} / pred {classes[p]}" for c, p in zip(labels, predicted)]
-        viz.write_vit_figures(model, images, run_dir, titles)
+        return (torch.stack([picked[c] for c in labels]) if labels else torch.empty(0)), labels
 
     def format_summary(self, summary: dict[str, Any]) -> str:
         text = format_summary(summary)
