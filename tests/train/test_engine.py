@@ -17,6 +17,8 @@ from vitlab.train import engine, loop
 from vitlab.train.checkpoint import latest_checkpoint, load_weights
 from vitlab.train.config import TrainConfig
 
+from tests.train.resume import crash_resume_compare
+
 TINY = {"depth": 1, "embed_dim": 32, "num_heads": 2}
 
 
@@ -47,10 +49,6 @@ def test_run_folder_holds_config_weights_metrics_plots_and_summary(tmp_path) -> 
     assert result.acc1 == pytest.approx(summary["test_acc1"], abs=1e-12)
 
 
-class _Crash(Exception):
-    pass
-
-
 @pytest.mark.parametrize("extra", [
     {},
     {"mixup_alpha": 0.4, "cutmix_alpha": 1.0, "ema_decay": 0.9, "label_smoothing": 0.1},
@@ -59,30 +57,8 @@ class _Crash(Exception):
 ], ids=["vit", "vit-mixing-ema", "resnet8-bn-ema"])
 def test_resumed_run_ends_with_bit_identical_weights(tmp_path, monkeypatch, extra) -> None:
     cfg = tiny_config(checkpoint_steps=7, **extra)
-    loop.train(cfg, tmp_path / "straight", quiet=True)
-
-    real_save = engine.save_checkpoint
-    calls = {"n": 0}
-
-    def crash_after_second_checkpoint(*args, **kwargs):
-        folder = real_save(*args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] == 2:  # mid-epoch 1 (step 14 of 19): kill the run right after the write
-            raise _Crash
-        return folder
-
-    monkeypatch.setattr(engine, "save_checkpoint", crash_after_second_checkpoint)
-    with pytest.raises(_Crash):
-        loop.train(cfg, tmp_path / "resumed", quiet=True)
-    assert latest_checkpoint(tmp_path / "resumed").name == "step_00000014"
-    monkeypatch.setattr(engine, "save_checkpoint", real_save)
-    loop.train(None, tmp_path / "resumed", resume=True, quiet=True)
-
-    straight = load_weights(tmp_path / "straight" / "model.safetensors")
-    resumed = load_weights(tmp_path / "resumed" / "model.safetensors")
-    assert straight.keys() == resumed.keys()
-    for name in straight:
-        assert torch.equal(straight[name], resumed[name]), name
+    # crash after the second checkpoint: mid-epoch 1 (step 14 of 19)
+    straight, _ = crash_resume_compare(cfg, tmp_path, monkeypatch, crash_after=2, expect_latest="step_00000014")
     if extra.get("model") == "resnet8":
         assert int(straight["stem.1.num_batches_tracked"]) == 2 * (1258 // 64)  # every step's BN update counted once
     assert (tmp_path / "straight" / "metrics.csv").read_text().count("\n") == (tmp_path / "resumed" / "metrics.csv").read_text().count("\n")

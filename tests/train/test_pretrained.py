@@ -18,11 +18,13 @@ from vitlab.errors import CheckpointError, ConfigError, DataError
 from vitlab.models.convert.common import sha256_of
 from vitlab.models.convert.loader import export_pretrained, load_pretrained
 from vitlab.models.vit import VisionTransformer
-from vitlab.train import engine, loop
-from vitlab.train.checkpoint import latest_checkpoint, load_weights
+from vitlab.train import loop
+from vitlab.train.checkpoint import load_weights
 from vitlab.train.config import TrainConfig
 from vitlab.train.schedule import WarmupCosine
 from vitlab.train.tasks.image import ImageTask
+
+from tests.train.resume import crash_resume_compare
 
 
 def _pretrained(path, fmt="timm", **kw):
@@ -73,38 +75,13 @@ def test_model_args_that_the_checkpoint_fixes_are_named_in_a_warning(tmp_path) -
     assert len(notes) == 2
 
 
-class _Crash(Exception):
-    pass
-
-
 @pytest.mark.parametrize("extra", [{}, {"layer_decay": 0.7, "ema_decay": 0.9}])
 def test_resumed_finetune_ends_with_bit_identical_weights_without_reading_init_again(tmp_path, monkeypatch, extra) -> None:
     path, _ = _pretrained(tmp_path / "w.pth")
     cfg = _cfg(path, checkpoint_steps=7, **extra)
-    loop.train(cfg, tmp_path / "straight", quiet=True)
-
-    real_save = engine.save_checkpoint
-    calls = {"n": 0}
-
-    def crash_after_second_checkpoint(*args, **kwargs):
-        folder = real_save(*args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] == 2:  # mid-epoch 1 (step 14 of 19)
-            raise _Crash
-        return folder
-
-    monkeypatch.setattr(engine, "save_checkpoint", crash_after_second_checkpoint)
-    with pytest.raises(_Crash):
-        loop.train(cfg, tmp_path / "resumed", quiet=True)
-    assert latest_checkpoint(tmp_path / "resumed").name == "step_00000014"
-    monkeypatch.setattr(engine, "save_checkpoint", real_save)
-    path.unlink()  # resume rebuilds the architecture from run.json, never from the init file
-    loop.train(None, tmp_path / "resumed", resume=True, quiet=True)
-    straight = load_weights(tmp_path / "straight" / "model.safetensors")
-    resumed = load_weights(tmp_path / "resumed" / "model.safetensors")
-    assert straight.keys() == resumed.keys()
-    for name in straight:
-        assert torch.equal(straight[name], resumed[name]), name
+    # crash after the second checkpoint (mid-epoch 1, step 14 of 19); delete the init file before resuming:
+    # resume rebuilds the architecture from run.json, never from the init file
+    crash_resume_compare(cfg, tmp_path, monkeypatch, crash_after=2, expect_latest="step_00000014", before_resume=path.unlink)
     # The finished fine-tuning run loads for eval without the init file, and can itself be an init.
     model, _, info = loop.load_run(tmp_path / "resumed")
     assert info["init"]["sha256"] and isinstance(model, VisionTransformer)

@@ -31,11 +31,13 @@ import torch
 from PIL import Image
 
 from vitlab.errors import ConfigError, DataError
-from vitlab.train import engine, loop
-from vitlab.train.checkpoint import latest_checkpoint, load_weights
+from vitlab.train import loop
+from vitlab.train.checkpoint import load_weights
 from vitlab.train.config import TrainConfig
 from vitlab.train.tasks import task_for
 from vitlab.train.tasks.image_stream import StreamImageTask
+
+from tests.train.resume import crash_resume_compare
 
 MODES = ["RGB", "L", "RGBA", "P", "CMYK"]
 TINY = {"depth": 1, "embed_dim": 32, "num_heads": 2}
@@ -138,29 +140,8 @@ def test_folder_of_images_already_at_img_size_stays_in_memory_with_the_tensor_cr
 def test_streamed_run_killed_mid_epoch_resumes_bit_identical(tmp_path, monkeypatch, workers: int) -> None:
     photos = make_photos(tmp_path / "photos")
     cfg = stream_config(photos, workers=workers, checkpoint_steps=3, augment={"policy": "trivialaugment"}, mixup_alpha=0.4)
-    loop.train(cfg, tmp_path / "straight", quiet=True)
-
-    real_save = engine.save_checkpoint
-
-    class Crash(Exception):
-        pass
-
-    def crash_after_first_checkpoint(*args, **kwargs):
-        folder = real_save(*args, **kwargs)
-        raise Crash  # step 3 of the 5 of epoch 1: mid-epoch
-
-    monkeypatch.setattr(engine, "save_checkpoint", crash_after_first_checkpoint)
-    with pytest.raises(Crash):
-        loop.train(cfg, tmp_path / "resumed", quiet=True)
-    assert latest_checkpoint(tmp_path / "resumed").name == "step_00000003"
-    monkeypatch.setattr(engine, "save_checkpoint", real_save)
-    loop.train(None, tmp_path / "resumed", resume=True, quiet=True)
-
-    straight = load_weights(tmp_path / "straight" / "model.safetensors")
-    resumed = load_weights(tmp_path / "resumed" / "model.safetensors")
-    assert straight.keys() == resumed.keys()
-    for name in straight:
-        assert torch.equal(straight[name], resumed[name]), name
+    # crash after the first checkpoint: step 3 of the 5 of epoch 1, mid-epoch
+    crash_resume_compare(cfg, tmp_path, monkeypatch, crash_after=1, expect_latest="step_00000003")
     assert (tmp_path / "straight" / "metrics.csv").read_text().splitlines()[1].split(",")[:5] == \
         (tmp_path / "resumed" / "metrics.csv").read_text().splitlines()[1].split(",")[:5]
 
