@@ -108,3 +108,44 @@ def test_a_shared_pretraining_is_fine_tuned_from_end_to_end(tmp_path: Path) -> N
     assert info["init"]["path"] == str(tmp_path / "out" / "runs" / "tiny_transfer" / "pretrain" / "seed0")
     assert info["init"]["report"]["resampled"] == ["patch_embed.proj.weight", "pos_embed.weight"]
     assert info["splits"]["train"] == 100
+
+
+def test_a_killed_sequence_run_continues_from_its_checkpoint_and_matches_a_straight_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reference: the same spec run straight through in another folder; the resumed run must give the same
+    metrics (seeded data, init and dropout), and must have resumed rather than started over."""
+    from vitlab.reproduce import runner
+    from vitlab.train import engine
+
+    config = {"dataset": "reverse", "min_len": 1, "max_len": 5, "num_train": 200, "num_test": 20, "d_model": 16,
+              "num_heads": 2, "num_encoder_layers": 1, "num_decoder_layers": 1, "dim_ff": 32, "batch_size": 16,
+              "steps": 12, "warmup": 4, "eval_every": 6, "checkpoint_every": 1, "threads": 1, "seed": 0}
+
+    def spec(folder: str) -> runner.RunSpec:
+        return runner.RunSpec(recipe="r", variant="v", seed=0, kind="seq2seq", config=config, run_dir=str(tmp_path / folder),
+                              result_path=str(tmp_path / f"{folder}.json"))
+
+    straight = runner.run_one(spec("straight"))
+    real_save, real_train = engine.save_checkpoint, engine.train
+    resumes: list[bool] = []
+
+    def crash_after_first_checkpoint(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - save_checkpoint's signature
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    def spy_train(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - train's signature
+        resumes.append(kwargs["resume"])
+        assert kwargs["plots"] is False  # reproduce runs want numbers, not per-run figures
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "save_checkpoint", crash_after_first_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_one(spec("killed"))
+    monkeypatch.setattr(engine, "save_checkpoint", real_save)
+    monkeypatch.setattr(engine, "train", spy_train)
+    resumed = runner.run_one(spec("killed"))
+    assert resumes == [True]
+    for name in ("seq_accuracy", "perplexity", "token_accuracy"):
+        assert resumed["metrics"][name] == pytest.approx(straight["metrics"][name], rel=1e-6), name
+    assert not list((tmp_path / "killed").glob("*.png"))  # no plots in a reproduce run

@@ -3,13 +3,13 @@
 Layout under the output folder ``OUT`` (``<arm>`` is the variant, or ``<family>/<variant>`` in a recipe
 with model families)::
 
-    OUT/runs/<recipe>/<arm>/seed<k>/        the run folder (vitlab.train.loop.train or train_seq2seq)
+    OUT/runs/<recipe>/<arm>/seed<k>/        the run folder (vitlab.train.engine.train, without plots)
     OUT/runs/<recipe>/<arm>/seed<k>.json    its result: config, metrics, seconds, device (written last,
                                             atomically)
 
 A result is reused when its JSON exists and holds the same config (so a killed ``vitlab reproduce`` picks
-up where it stopped, and a changed recipe or ``--quick`` redoes the runs it changes). An image run killed
-in the middle continues from its last checkpoint (``train(resume=True)``); other kinds restart.
+up where it stopped, and a changed recipe or ``--quick`` redoes the runs it changes). An image or sequence
+run killed in the middle continues from its last checkpoint (``train(resume=True)``); the Legendre fit restarts.
 """
 
 from __future__ import annotations
@@ -117,20 +117,31 @@ def _jsonable(value: Any) -> Any:
 
 
 # ------------------------------------------------------------------------------------------ executors
-def _run_image(spec: RunSpec) -> dict[str, float]:
+def _train_or_resume(cfg: Any, run_dir: Path) -> dict[str, Any]:
+    """Train ``cfg`` into ``run_dir`` without plots; a folder left by a killed run of the same recipe continues
+    from its last checkpoint, any other folder there is replaced."""
+    from vitlab.errors import CheckpointError, ConfigError
     from vitlab.train.checkpoint import latest_checkpoint
-    from vitlab.train.config import config_from_dict, load_yaml
-    from vitlab.train.loop import CONFIG_FILE, train
+    from vitlab.train.engine import train
+    from vitlab.train.tasks import config_of_run
 
-    cfg = config_from_dict(spec.config, f"recipe {spec.recipe}/{spec.variant}")
-    run_dir = Path(spec.run_dir)
     resume = False
     if run_dir.exists():
-        same = (run_dir / CONFIG_FILE).is_file() and load_yaml(run_dir / CONFIG_FILE) == cfg.to_dict()
+        try:
+            same = config_of_run(run_dir).to_dict() == cfg.to_dict()
+        except (CheckpointError, ConfigError):
+            same = False
         resume = same and latest_checkpoint(run_dir) is not None
         if not resume:
             shutil.rmtree(run_dir)
-    summary = train(None if resume else cfg, run_dir, resume=resume, quiet=True)
+    return train(None if resume else cfg, run_dir, resume=resume, quiet=True, plots=False)
+
+
+def _run_image(spec: RunSpec) -> dict[str, float]:
+    from vitlab.train.config import config_from_dict
+
+    run_dir = Path(spec.run_dir)
+    summary = _train_or_resume(config_from_dict(spec.config, f"recipe {spec.recipe}/{spec.variant}"), run_dir)
     train_acc1 = 100.0 * training_accuracy(run_dir)
     return {
         "test_acc1": 100.0 * summary["test_acc1"],
@@ -190,17 +201,15 @@ def seq2seq_teacher_forced(run_dir: str | Path, batch_size: int = 500) -> dict[s
 
 
 def _run_seq2seq(spec: RunSpec) -> dict[str, float]:
-    from vitlab.train.seq2seq import train_seq2seq
+    from vitlab.train.tasks.seq2seq import Seq2SeqConfig
 
     run_dir = Path(spec.run_dir)
-    if run_dir.exists():  # no mid-run checkpoints in seq2seq: start the run again
-        shutil.rmtree(run_dir)
-    result = train_seq2seq(dict(spec.config), run_dir, quiet=True)
+    summary = _train_or_resume(Seq2SeqConfig.from_dict(dict(spec.config)), run_dir)
     return {
-        "seq_accuracy": 100.0 * result["test_accuracy"],
+        "seq_accuracy": 100.0 * summary["test_accuracy"],
         **seq2seq_teacher_forced(run_dir),
-        "train_seconds": result["train_time_s"],
-        "device": "cpu",
+        "train_seconds": summary["train_seconds"],
+        "device": summary.get("device", "cpu"),
     }
 
 

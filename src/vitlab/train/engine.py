@@ -75,13 +75,15 @@ def train(
     quiet: bool = False,
     ctx: DistContext | None = None,
     auto_resume: bool = False,
+    plots: bool = True,
 ) -> dict[str, Any]:
     """Train ``cfg`` (a TrainConfig or Seq2SeqConfig) into ``run_dir``, or continue the run there; returns the summary.
 
     ``auto_resume`` serves restarts (``torchrun --max-restarts`` runs the same command line again): continue
     from the folder's last checkpoint when it has one (``cfg`` must equal the saved recipe), start over in it
     when it is a run folder killed before its first checkpoint, return the saved summary when it has
-    finished, and otherwise start a new run.
+    finished, and otherwise start a new run. ``plots=False`` skips the task's figures (curves, confusion,
+    reliability, ViT views): callers that only want the numbers, such as ``vitlab reproduce``.
 
     Raises:
         ConfigError, DataError, CheckpointError: bad recipe, data or run folder (nothing is left behind
@@ -115,7 +117,7 @@ def train(
         with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
             if cfg.threads:
                 torch.set_num_threads(cfg.threads)
-            summary = Engine(task, run_dir, ctx, resume=resume, quiet=quiet).run()
+            summary = Engine(task, run_dir, ctx, resume=resume, quiet=quiet, plots=plots).run()
         if owns_ctx:
             shutdown_distributed()
         return summary
@@ -140,9 +142,10 @@ def _finished_summary(run_dir: Path, quiet: bool) -> dict[str, Any] | None:
 class Engine:
     """One training run of ``task`` into ``run_dir``; :meth:`run` goes through the stages in order."""
 
-    def __init__(self, task: Task, run_dir: Path, ctx: DistContext, *, resume: bool, quiet: bool) -> None:
+    def __init__(self, task: Task, run_dir: Path, ctx: DistContext, *, resume: bool, quiet: bool,
+                 plots: bool = True) -> None:
         self.task, self.cfg, self.run_dir, self.ctx = task, task.cfg, run_dir, ctx
-        self.resume, self.quiet = resume, quiet
+        self.resume, self.quiet, self.plots = resume, quiet, plots
         self.device = ctx.device
         self.t_start = time.perf_counter()
 
@@ -431,7 +434,8 @@ class Engine:
         if self.ctx.is_main:
             save_weights(final_weights, self.run_dir / WEIGHTS_FILE, metadata=self.task.weights_metadata())
             atomic_write_text(self.run_dir / SUMMARY_FILE, json.dumps(summary, indent=2))
-            self.task.write_report(self.run_dir, self.history, summary)
+            if self.plots:
+                self.task.write_report(self.run_dir, self.history, summary)
             if not self.quiet:
                 print(self.task.format_summary(summary))
         self.ctx.barrier()
