@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from vitlab.reproduce.recipes import recipe_from_dict
-from vitlab.reproduce.report import ClaimResult, family_agreement, summarize, write_report
+from vitlab.reproduce.report import ClaimResult, family_agreement, regime_notes, summarize, write_report
 from vitlab.reproduce.stats import (
     HELD,
     NOT_RESOLVED,
@@ -249,3 +249,34 @@ def test_higher_by_a_margin_needs_the_interval_to_clear_the_margin() -> None:
     assert verdict(2.0) == HELD
     assert verdict(8.0) == REVERSED
     assert verdict(low + 0.1) == NOT_RESOLVED
+
+
+def test_claims_that_went_the_other_way_get_the_regime_that_explains_them(tmp_path: Path) -> None:
+    """A regulariser that raises the error while fitting its training split 8 pp worse is named as underfitting; one
+    whose training fit matches the baseline's gets the 'not explained' note; claims that held get no note."""
+    recipe = recipe_from_dict({
+        "name": "reg", "kind": "image", "families": {"vit": {"model": "v"}, "cnn": {"model": "c"}},
+        "variants": {"base": {}, "mix": {}}, "metrics": ["test_error"],
+        "claims": [{"text": "mix lowers the error", "metric": "test_error", "variant": "mix", "against": "base", "expect": "lower"}],
+    })
+    regime = {  # arm -> (test error per seed, training accuracy, train − val gap)
+        "vit/base": ([8.0, 8.5, 6.5, 8.2, 6.5], 95.0, 4.0),
+        "vit/mix": ([15.5, 12.2, 14.6, 12.3, 15.2], 87.0, 2.0),   # worse on every seed, trains 8 pp worse
+        "cnn/base": ([4.8, 4.2, 4.4, 4.6, 3.7], 97.0, 3.0),
+        "cnn/mix": ([6.6, 6.7, 6.6, 7.0, 5.1], 96.8, 3.1),        # worse on every seed, trains as well
+    }
+    results = [
+        {"recipe": "reg", "family": arm.split("/")[0], "variant": arm.split("/")[1], "seed": seed, "error": None,
+         "seconds": 1.0, "metrics": {"test_error": err, "train_acc1": train, "train_val_gap": gap, "temperature": 0.8}}
+        for arm, (errors, train, gap) in regime.items() for seed, err in enumerate(errors)
+    ]
+    res = summarize(recipe, results)
+    assert [c.verdict for c in res.claims] == [REVERSED, REVERSED]
+    vit, cnn = regime_notes(res)
+    assert vit.startswith("[vit] mix lowers the error: went the other way; vit/mix reached 87.0 % training-split accuracy")
+    assert "underfits at this budget" in vit and "95.0 %" in vit
+    assert "do not explain it" in cnn
+    md = write_report([res], tmp_path, {"command": "c", "machine": {}})[0].read_text()
+    assert "Regime of the claims that went the other way" in md and "training-split top-1 accuracy" in md
+    held = summarize(recipe, [{**r, "metrics": {**r["metrics"], "test_error": -r["metrics"]["test_error"]}} for r in results])
+    assert [c.verdict for c in held.claims] == [HELD, HELD] and regime_notes(held) == []

@@ -48,7 +48,8 @@ VERDICT_TEXT = {
     REVERSED: "went the other way",
 }
 MATCH_FAILED_TEXT = "did not match"
-REGIME_METRICS = ("train_val_gap", "temperature")  # shown for every image recipe: the regime a claim is tested in
+REGIME_METRICS = ("train_acc1", "train_val_gap", "temperature")  # shown for every image recipe: the regime of a claim
+UNDERFIT_MARGIN = 1.0  # pp of training accuracy below the reference's: the variant fits its training split less well
 TARGET_HALF_WIDTH = 0.5  # percentage points: the resolution the seeds are chosen for (issue 15)
 
 
@@ -330,6 +331,43 @@ def _fmt_resolution(c: ClaimResult) -> str:
     return "; ".join(parts)
 
 
+def regime_notes(res: RecipeResult) -> list[str]:
+    """For each image claim that went the other way, the regime numbers that explain it (or say they do not).
+
+    The papers credit their regularisers where the baseline overfits (high training, lower validation accuracy)
+    and, for calibration, where it is over-confident (fitted T > 1). Rules, from the means over seeds:
+    the variant's training-split accuracy more than UNDERFIT_MARGIN below the reference's: it underfits at
+    this budget; else the reference's train − validation gap under 1 pp: there was little overfitting to cure;
+    for a calibration claim, a reference with T < 1: it was under-confident, and smoothing lowers confidence.
+    """
+    if res.recipe.kind != "image":
+        return []
+    notes = []
+    for c in res.claims:
+        claim = c.claim
+        if c.verdict != REVERSED or claim.against is None or claim.minus is not None or claim.expect == "equal":
+            continue
+        mean = {arm: {m: iv.mean for m, iv in res.intervals.get(arm, {}).items()} for arm in (claim.variant, claim.against)}
+        var, ref = mean[claim.variant], mean[claim.against]
+        if not all(m in var and m in ref for m in REGIME_METRICS):
+            continue
+        facts = (f"{claim.variant} reached {var['train_acc1']:.1f} % training-split accuracy (gap {var['train_val_gap']:+.1f} pp, "
+                 f"T = {var['temperature']:.2f}) against {ref['train_acc1']:.1f} % (gap {ref['train_val_gap']:+.1f} pp, "
+                 f"T = {ref['temperature']:.2f}) for {claim.against}")
+        if claim.metric.startswith("test_ece") and ref["temperature"] < 1.0:
+            why = ("the reference was already under-confident (T < 1), outside the paper's over-confident regime, "
+                   "and smoothing lowers confidence further")
+        elif var["train_acc1"] < ref["train_acc1"] - UNDERFIT_MARGIN:
+            why = ("the variant fits its own training split less well: it underfits at this budget, where the "
+                   "paper's schedule (hundreds of epochs) lets the regularised model catch up and overtake")
+        elif ref["train_val_gap"] < 1.0:
+            why = "the reference hardly overfits (gap under 1 pp): little for a regulariser to cure"
+        else:
+            why = "the regime numbers do not explain it: both fit the training split alike"
+        notes.append(f"{_claim_label(c)}: went the other way; {facts}: {why}.")
+    return notes
+
+
 def recipe_blocks(res: RecipeResult, image_dir: Path, extra_images: list[tuple[str, Path]] | None = None) -> list[Block]:
     """The section of one recipe, writing its seed plots into ``image_dir``."""
     from vitlab.viz import plot_seed_comparison
@@ -379,6 +417,10 @@ def recipe_blocks(res: RecipeResult, image_dir: Path, extra_images: list[tuple[s
             claim_rows += [[_claim_label(c), c.ours, _fmt_prob(c), _fmt_resolution(c), c.paper, _verdict_cell(c)]
                            for c in res.claims]
         blocks.append(Block("table", rows=claim_rows))
+    notes = regime_notes(res)
+    if notes:
+        blocks.append(Block("p", "Regime of the claims that went the other way (means over seeds):"))
+        blocks.append(Block("list", rows=[[n] for n in notes]))
     if r.families:
         agree_rows = [["claim"] + list(r.families) + ["families"]]
         for i, claim in enumerate(r.claims):
