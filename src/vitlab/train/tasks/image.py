@@ -331,14 +331,18 @@ class ImageTask(Task):
 
     def batch_loss(self, model: nn.Module, batch: Tensor) -> tuple[Tensor, Tensor]:
         images = self.transform(self.train_images[batch], self.generator, train=True)
-        labels = self.train_labels[batch]
+        loss, correct = self.mixed_loss(model, images, self.train_labels[batch])
+        return loss, torch.stack([loss.detach().double() * batch.numel(), correct])
+
+    def mixed_loss(self, model: nn.Module, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """Mixup / CutMix (when configured), the forward pass and the loss in float32 on augmented ``images``;
+        returns (loss, the float64 count of predictions equal to the unmixed ``labels``)."""
         targets = labels
         if self.mixer is not None:
             images, targets = self.mixer(images, labels)
         logits = model(images)
         loss = self.loss_fn(logits.float(), targets)
-        correct = (logits.detach().argmax(1) == labels).sum().double()
-        return loss, torch.stack([loss.detach().double() * batch.numel(), correct])
+        return loss, (logits.detach().argmax(1) == labels).sum().double()
 
     def train_row(self, totals: list[float], kept_steps: int) -> dict[str, float]:
         seen = max(kept_steps, 1) * self.cfg.batch_size

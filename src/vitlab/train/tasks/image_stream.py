@@ -213,13 +213,7 @@ class StreamImageTask(ImageTask):
         if n == 0:  # every image of this micro-batch was a skipped bad file: a zero loss that still runs the model
             loss = model(torch.zeros((1, *self.train_set.image_shape), device=self.device)).float().sum() * 0.0
             return loss, torch.zeros(self.num_stats, dtype=torch.float64, device=self.device)
-        images = self.transform(images, self.generator, train=True)
-        targets = labels
-        if self.mixer is not None:
-            images, targets = self.mixer(images, labels)
-        logits = model(images)
-        loss = self.loss_fn(logits.float(), targets)
-        correct = (logits.detach().argmax(1) == labels).sum().double()
+        loss, correct = self.mixed_loss(model, self.transform(images, self.generator, train=True), labels)
         count = torch.full((), float(n), dtype=torch.float64, device=self.device)
         return loss, torch.stack([loss.detach().double() * n, correct, count])
 
