@@ -31,6 +31,29 @@ def test_train_then_eval_reports_the_summary_accuracy(trained_run, capsys) -> No
     assert metrics["ece"] == pytest.approx(summary["test_ece"], abs=1e-9)
 
 
+@pytest.mark.parametrize("amp", ["off", "bf16", "auto"])
+def test_eval_reproduces_the_summary_exactly_in_the_precision_the_run_used(tmp_path, capsys, monkeypatch, amp) -> None:
+    # Reference: the run's own final evaluation (summary.json). `auto` here has native bf16 and a probe whose
+    # result is scaled to pick bf16, so the run used bf16 while vitlab eval's default would be float32.
+    from vitlab.train import precision
+
+    if amp == "auto":
+        monkeypatch.setattr(precision, "native_bf16", lambda device: True)
+        real = precision.time_training_steps
+        monkeypatch.setattr(precision, "time_training_steps",
+                            lambda *a, **k: {**real(*a, **k), "off": 1e3})  # noqa: ARG005
+    run = tmp_path / "run"
+    assert main(["train", "--out", str(run), "--quiet", *TINY, "--set", f"amp={amp}"]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["amp"] == ("off" if amp == "off" else "bf16")
+    monkeypatch.setattr(precision, "native_bf16", lambda device: False)  # eval must not depend on the machine's flags
+    capsys.readouterr()
+    assert main(["eval", str(run), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    for key in ("loss", "acc1", "ece"):
+        assert metrics[key] == summary[f"test_{key}"], key
+
+
 def _write_digit_png(path, image: torch.Tensor) -> None:
     Image.fromarray((image[0].numpy() * 255).round().astype(np.uint8), mode="L").save(path)
 

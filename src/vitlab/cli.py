@@ -85,9 +85,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate a trained run on a split of its dataset (or of another dataset with the same shapes)."""
     import json
 
+    import torch
+
     from vitlab.data.registry import load_splits
     from vitlab.train.distributed import DistContext
-    from vitlab.train.tasks.image import evaluate, load_run, run_transform
+    from vitlab.train.tasks.image import evaluate, load_run, run_amp, run_transform
 
     model, cfg, info = load_run(args.run_dir, command="eval")
     dataset = args.data or cfg.dataset
@@ -102,7 +104,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         )
     if data.num_classes != len(info["classes"]):
         raise ValueError(f"{dataset} has {data.num_classes} classes but the model was trained on {len(info['classes'])}")
-    result = evaluate(model, data, run_transform(cfg, info), DistContext())
+    context = DistContext()
+    threads = torch.get_num_threads()
+    try:  # the run's precision and thread count, so that the run's own final evaluation is reproduced exactly
+        torch.set_num_threads(cfg.threads or threads)
+        result = evaluate(model, data, run_transform(cfg, info), context, amp=run_amp(info, context.device))
+    finally:
+        torch.set_num_threads(threads)
     metrics = {"dataset": dataset, "split": args.split, "n": len(data), "loss": result.loss,
                "acc1": result.acc1, "acc5": result.acc5, "ece": result.ece}
     if result.acc5 != result.acc5:  # NaN: 5 classes or fewer, where top-5 is always 1
@@ -122,11 +130,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import torch
 
     from vitlab.data.folder import read_image
-    from vitlab.train.tasks.image import load_run, run_transform
+    from vitlab.train.precision import autocast
+    from vitlab.train.tasks.image import load_run, run_amp, run_transform
 
     if args.topk < 1:
         raise ValueError(f"--topk must be >= 1, got {args.topk}; e.g. --topk 3")
     model, cfg, info = load_run(args.run_dir, command="predict")
+    device = next(model.parameters()).device
+    amp = run_amp(info, device)  # the precision the run trained and evaluated in
     channels, height, width = info["image_shape"]
     transform = run_transform(cfg, info)
     classes = info["classes"]
@@ -153,8 +164,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             raise ValueError(
                 f"image {path} is {image.shape[2]}x{image.shape[1]} but the model expects {width}x{height}; resize it first"
             )
-        with torch.no_grad():
-            probs = model(transform(image.unsqueeze(0), None, train=False)).softmax(1)[0]
+        with torch.no_grad(), autocast(device, amp):
+            probs = model(transform(image.unsqueeze(0), None, train=False)).float().softmax(1)[0]
         values, indices = probs.topk(k)
         shown = ", ".join(f"{classes[i]} {p:.3f}" for p, i in zip(values.tolist(), indices.tolist()))
         print(f"{path}: {shown}")

@@ -214,6 +214,18 @@ def test_rotate_scale_by_zero_is_the_identity_and_a_quarter_turn_is_rot90() -> N
     assert min(float((turned - c).abs().max()) for c in candidates) < 1e-6  # θ is drawn in float32
 
 
+def test_rotate_scale_inside_bf16_autocast_equals_float32() -> None:
+    # Reference: the same call outside autocast. The engine runs the batch transform inside the forward's
+    # autocast; affine_grid's matrix product there would round the sampling grid to bf16 (~0.05 px on 28x28).
+    from vitlab.data.transforms import random_rotate_scale
+
+    x = torch.rand(4, 1, 28, 28)
+    plain = random_rotate_scale(x, 15.0, 0.2, torch.Generator().manual_seed(1))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = random_rotate_scale(x, 15.0, 0.2, torch.Generator().manual_seed(1))
+    assert mixed.dtype == torch.float32 and torch.equal(mixed, plain)
+
+
 def test_rotate_scale_is_seeded_per_image_and_keeps_the_range() -> None:
     from vitlab.data.transforms import random_rotate_scale
 

@@ -22,6 +22,7 @@ None of these functions modifies its input; each returns a new tensor.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -110,7 +111,10 @@ def random_rotate_scale(images: Tensor, degrees: float, scale: float, generator:
     matrix = torch.zeros(batch, 2, 3, device=images.device, dtype=images.dtype)
     matrix[:, 0, 0], matrix[:, 0, 1] = cos, sin * aspect
     matrix[:, 1, 0], matrix[:, 1, 1] = -sin / aspect, cos
-    grid = F.affine_grid(matrix, list(images.shape), align_corners=False)
+    # The grid in the images' dtype even under autocast, whose bf16 matrix product inside affine_grid would
+    # round the sampling coordinates to 8 significant bits (tests/data/test_transforms.py).
+    with torch.autocast(images.device.type, enabled=False) if images.device.type in ("cpu", "cuda") else nullcontext():
+        grid = F.affine_grid(matrix, list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 

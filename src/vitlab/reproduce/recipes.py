@@ -149,7 +149,7 @@ class Recipe:
         """The shared pre-training run's config (``{}`` when the recipe has none)."""
         if not self.pretrain:
             return {}
-        config = copy.deepcopy(self.pretrain.get("config") or {})
+        config = {"amp": "off", **copy.deepcopy(self.pretrain.get("config") or {})}  # pinned, as in config()
         return _merge(config, self.pretrain.get("quick") or {}) if quick else config
 
     def arms(self) -> list[tuple[str, str]]:
@@ -178,7 +178,9 @@ class Recipe:
             raise ConfigError(f"recipe '{self.name}': " + unknown_name_message("family", family, self.families))
         if self.families and not family:
             raise ConfigError(f"recipe '{self.name}' runs on the families {sorted(self.families)}; name one")
-        merged = copy.deepcopy(self.base)
+        # float32 unless the recipe names a precision: amp: auto decides by timing this machine, and results
+        # must be comparable across machines
+        merged = {"amp": "off", **copy.deepcopy(self.base)} if self.kind != "legendre" else copy.deepcopy(self.base)
         if family:  # a family names its own model: its model_args replace the base's rather than merge
             merged.update(copy.deepcopy(self.families[family]))
         merged = _merge(merged, self.variants[variant])

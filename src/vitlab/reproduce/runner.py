@@ -165,11 +165,12 @@ def training_accuracy(run_dir: str | Path) -> float:
     split is rebuilt from the run's config (``train_per_class`` included), scored on the CPU.
     """
     from vitlab.train.distributed import DistContext
-    from vitlab.train.tasks.image import _load_data, evaluate, load_run, run_transform
+    from vitlab.train.tasks.image import _load_data, evaluate, load_run, run_amp, run_transform
 
     model, cfg, info = load_run(run_dir)
     model = model.cpu()
-    return evaluate(model, _load_data(cfg)["train"], run_transform(cfg, info), DistContext()).acc1
+    amp = run_amp(info, "cpu")
+    return evaluate(model, _load_data(cfg)["train"], run_transform(cfg, info), DistContext(), amp=amp).acc1
 
 
 @torch.no_grad()

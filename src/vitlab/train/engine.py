@@ -4,7 +4,7 @@
 (:mod:`vitlab.train.tasks`) supplies the data, the model, the optimizer and schedule, the loss of a batch,
 the evaluation and the final report; :class:`Engine` does the rest, in stages that read top to bottom::
 
-    set_up      devices, precision, data, model (seeded), optimizer + LambdaLR schedule, EMA
+    set_up      devices, data, model (seeded), optimizer + LambdaLR schedule, precision (``auto``: timed on a copy), EMA
     restore     (resume) weights, optimizer, schedule, counters, metric sums and every RNG state
     start       config.yaml + run.json (rank 0), DDP wrap, then torch.compile (PyTorch's order)
     epoch       the sample order of the epoch, then one ``step`` per batch
@@ -34,10 +34,12 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vitlab.errors import ConfigError, VitlabError
@@ -164,9 +166,9 @@ class Engine:
     def set_up(self) -> None:
         """Precision, data, the seeded model, optimizer and schedule, EMA, counters."""
         cfg, ctx, task = self.cfg, self.ctx, self.task
-        self.amp = precision.resolve_amp(cfg.amp, self.device)
-        self.scaler = precision.grad_scaler(self.device, self.amp)
-        task.load_data(json.loads((self.run_dir / RUN_INFO_FILE).read_text()) if self.resume else None)
+        precision.check_amp(cfg.amp, self.device)  # a bad setting fails before any data is read
+        info = json.loads((self.run_dir / RUN_INFO_FILE).read_text()) if self.resume else None
+        task.load_data(info)
         world, accum = ctx.world_size, cfg.accum_steps
         if cfg.batch_size % (world * accum):
             raise ConfigError(f"batch_size {cfg.batch_size} must be divisible by processes × accum_steps = {world * accum}")
@@ -180,6 +182,9 @@ class Engine:
         self.optimizer, lr_lambda = task.build_optimizer(self.model, self.device)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda)
         task.setup_training(ctx, self.generator)
+        self.amp_choice = self.choose_precision(info)
+        self.amp = self.amp_choice.amp
+        self.scaler = precision.grad_scaler(self.device, self.amp)
         self.ema = WeightEma(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.eval_model = copy.deepcopy(self.model) if self.ema is not None else self.model
         self.epoch, self.batch_start, self.step, self.history = 0, 0, 0, []
@@ -190,6 +195,35 @@ class Engine:
         self.bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
         self.epoch_seconds: list[float] = []
         self.fresh_eval = False  # whether this call evaluated the last epoch (finish can reuse it)
+
+    def choose_precision(self, info: dict[str, Any] | None) -> precision.AmpChoice:
+        """The run's precision: a resumed run's recorded one, else :func:`precision.choose_amp` on rank 0 (for
+        ``auto``, timed on a copy of the model and optimizer at this rank's micro-batch shape), shared by all ranks."""
+        cfg, ctx = self.cfg, self.ctx
+        if info is not None:  # the precision is part of the run: a new probe could flip it and break bit-exact resume
+            recorded = info.get("amp_choice") or {"amp": info["amp"], "setting": precision.normalize_amp(cfg.amp)}
+            return precision.AmpChoice(recorded["amp"], recorded["setting"], "recorded in the run folder's run.json")
+        choice = None
+        if ctx.is_main:
+            time_steps, cache_key = None, None
+            batch = self.task.synthetic_batch(self.local_batch // cfg.accum_steps, self.device)
+            if batch is not None:
+                inputs, targets = batch
+
+                def loss_of(model: nn.Module) -> Tensor:
+                    return F.cross_entropy(model(*inputs).float().flatten(0, -2), targets.flatten())
+
+                def time_steps(modes: Sequence[str]) -> dict[str, float]:
+                    return precision.time_training_steps(self.model, self.optimizer, loss_of, self.device, modes)
+
+                cache_key = (self.task.name, repr(self.model), repr(self.optimizer), *(tuple(t.shape) for t in inputs))
+            choice = precision.choose_amp(cfg.amp, self.device, time_steps, cache_key)
+        if ctx.distributed:
+            choice = ctx.broadcast_object(choice)
+        assert isinstance(choice, precision.AmpChoice)
+        if ctx.is_main and not self.quiet:
+            print(f"vitlab: {choice.line}", flush=True)
+        return choice
 
     # ---------------------------------------------------------------------------------- resume
     def restore(self) -> None:
@@ -222,7 +256,7 @@ class Engine:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.run_dir / CONFIG_FILE, dump_yaml(self.task.config_dict()))
             info = {**self.task.run_info(), "num_params": self.num_params, "world_size": ctx.world_size,
-                    "amp": self.amp, "torch": torch.__version__, "python": platform.python_version()}
+                    "amp": self.amp, "amp_choice": self.amp_choice.to_dict(), "torch": torch.__version__, "python": platform.python_version()}
             atomic_write_text(self.run_dir / RUN_INFO_FILE, json.dumps(info, indent=2))
         ctx.barrier()
         self.train_model: nn.Module = self.model
@@ -429,6 +463,7 @@ class Engine:
             "world_size": self.ctx.world_size,
             "device": str(self.device),
             "amp": self.amp,
+            "amp_choice": self.amp_choice.to_dict(),
             "warnings": self.warnings,
         })
         if self.ctx.is_main:

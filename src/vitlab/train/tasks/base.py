@@ -70,6 +70,15 @@ class Task(ABC):
     def setup_training(self, ctx: DistContext, generator: torch.Generator) -> None:
         """Move training data to the device and build the per-run pieces drawing from ``generator``."""
 
+    def synthetic_batch(self, batch_size: int, device: torch.device) -> tuple[tuple[Tensor, ...], Tensor] | None:
+        """``(inputs, targets)`` shaped like a training micro-batch of ``batch_size``, for the precision probe.
+
+        The engine times ``cross_entropy(model(*inputs).flatten(0, -2), targets.flatten())`` steps with them
+        (:mod:`vitlab.train.precision`). They are drawn from a private generator, never the run's. ``None``
+        (the default): no probe, so ``amp: auto`` means float32 for this task.
+        """
+        return None
+
     # ---------------------------------------------------------------------------------- training
     @abstractmethod
     def epoch_indices(self, epoch: int, ctx: DistContext) -> Tensor:

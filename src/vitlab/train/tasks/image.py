@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from vitlab.errors import CheckpointError, ConfigError, DataError
 from vitlab.train.checkpoint import load_weights
 from vitlab.train.config import TrainConfig
 from vitlab.train.distributed import DistContext
-from vitlab.train.precision import autocast
+from vitlab.train.precision import autocast, evaluation_amp, normalize_amp
 from vitlab.train.runs import CONFIG_FILE, RUN_INFO_FILE, WEIGHTS_FILE, require_task
 from vitlab.train.schedule import WarmupCosine
 from vitlab.train.tasks.base import Task, aligned_table
@@ -161,11 +162,13 @@ def evaluate(
     batch_size: int = 256,
     amp: str | bool = "off",
 ) -> Evaluation:
-    """Exact evaluation: each rank scores its contiguous shard, the logits are gathered in order."""
-    from vitlab.metrics import expected_calibration_error, topk_correct
-    from vitlab.train.precision import normalize_amp
+    """Exact evaluation: each rank scores its contiguous shard, the logits are gathered in order.
 
-    mode = normalize_amp(amp)
+    ``amp``: the resolved precision (``off``, ``bf16``, ``fp16``), for a run folder :func:`run_amp`.
+    """
+    from vitlab.metrics import expected_calibration_error, topk_correct
+
+    mode = resolved_amp(amp)
     was_training = model.training
     model.eval()
     start, end = ctx.shard_range(len(data))
@@ -173,7 +176,7 @@ def evaluate(
     for i in range(start, end, batch_size):
         images = data.images[i : min(i + batch_size, end)].to(ctx.device, non_blocking=True)
         images = transform(images, None, train=False)
-        with autocast(ctx.device, mode if mode != "auto" else "off"):
+        with autocast(ctx.device, mode):
             chunks.append(model(images).float())
     num_classes = data.num_classes
     local = torch.cat(chunks) if chunks else torch.zeros(0, num_classes, device=ctx.device)
@@ -323,6 +326,12 @@ class ImageTask(Task):
         )
         self.train_images = self.train_set.images.to(ctx.device)
         self.train_labels = self.train_set.labels.to(ctx.device)
+
+    def synthetic_batch(self, batch_size: int, device: torch.device) -> tuple[tuple[Tensor, ...], Tensor]:
+        generator = torch.Generator().manual_seed(0)
+        images = torch.randn((batch_size, *self.train_set.image_shape), generator=generator)
+        labels = torch.arange(batch_size) % self.train_set.num_classes
+        return (images.to(device),), labels.to(device)
 
     # ---------------------------------------------------------------------------------- training
     def epoch_indices(self, epoch: int, ctx: DistContext) -> Tensor:
@@ -486,6 +495,24 @@ def load_run(
     except RuntimeError as error:
         raise CheckpointError(f"{run_dir / WEIGHTS_FILE} does not match the model in {CONFIG_FILE}: {str(error).splitlines()[0]}") from None
     return model.to(device).eval(), cfg, info
+
+
+def resolved_amp(amp: str | bool) -> str:
+    """``amp`` normalised; ``auto`` is refused: evaluation needs the precision a run actually used."""
+    mode = normalize_amp(amp)
+    if mode == "auto":
+        raise ValueError("evaluation needs a resolved precision (off, bf16 or fp16), got auto; pass the run's "
+                         "run.json 'amp' (run_amp(info, device))")
+    return mode
+
+
+def run_amp(info: dict[str, Any], device: str | torch.device = "cpu") -> str:
+    """The precision to evaluate a run in on ``device``: the one it trained in (run.json's ``amp``), or float32
+    where ``device`` cannot run that, with a one-line note on stderr (metrics may then differ slightly)."""
+    mode, note = evaluation_amp(info.get("amp", "off"), torch.device(device))
+    if note is not None:
+        print(f"vitlab: note: {note}", file=sys.stderr)
+    return mode
 
 
 def run_transform(cfg: TrainConfig, info: dict[str, Any]) -> Any:

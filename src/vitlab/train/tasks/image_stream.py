@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from vitlab.errors import ConfigError, DataError
 from vitlab.train.config import TrainConfig
 from vitlab.train.distributed import DistContext
-from vitlab.train.tasks.image import TOP5_MIN_CLASSES, Evaluation, ImageTask, format_summary
+from vitlab.train.tasks.image import TOP5_MIN_CLASSES, Evaluation, ImageTask, format_summary, resolved_amp
 
 STATS_IMAGES = 1000  # training images the normalisation statistics are measured on (at most)
 KEEP_NAMES = 20  # bad file names kept in summary.json
@@ -225,12 +225,12 @@ class StreamImageTask(ImageTask):
     @torch.no_grad()
     def score(self, model: nn.Module, split: str, ctx: DistContext, amp: str) -> Evaluation:
         """Exact evaluation from the split's loader: each rank its contiguous range, gathered in rank order."""
-        from vitlab.train.precision import autocast, normalize_amp
+        from vitlab.train.precision import autocast
 
         if split not in self.eval_loaders:
             self.eval_loaders[split] = self._loader(split, ctx)
         loader = self.eval_loaders[split]
-        mode = normalize_amp(amp)
+        mode = resolved_amp(amp)
         was_training = model.training
         model.eval()
         before = loader.skipped
@@ -238,7 +238,7 @@ class StreamImageTask(ImageTask):
         logits, labels = [], []
         for images, y in loader:
             x = self.transform(images.to(ctx.device, non_blocking=True), None, train=False)
-            with autocast(ctx.device, mode if mode != "auto" else "off"):
+            with autocast(ctx.device, mode):
                 logits.append(model(x).float().cpu())
             labels.append(y)
         model.train(was_training)

@@ -260,6 +260,13 @@ class Seq2SeqTask(Task):
         self.criterion = LabelSmoothingCrossEntropy(self.cfg.label_smoothing, ignore_index=Vocab.PAD, reduction="sum")
         self._perms: dict[int, Tensor] = {}
 
+    def synthetic_batch(self, batch_size: int, device: torch.device) -> tuple[tuple[Tensor, ...], Tensor]:
+        generator = torch.Generator().manual_seed(0)
+        vocab = len(self.data.vocab)
+        src = torch.randint(Vocab.EOS + 1, vocab, (batch_size, self.data.max_src_len), generator=generator)
+        tgt = torch.randint(Vocab.EOS + 1, vocab, (batch_size, self.data.max_tgt_len + 2), generator=generator)
+        return (src.to(device), tgt[:, :-1].to(device)), tgt[:, 1:].to(device)
+
     # ---------------------------------------------------------------------------------- training
     def _perm(self, data_pass: int) -> Tensor:
         if data_pass not in self._perms:
