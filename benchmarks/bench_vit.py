@@ -22,12 +22,20 @@ row gives the model alone: both models with the same fused AdamW, so it isolates
 Candidates are timed in alternating rounds (order reversed every other round) so that a change in machine
 load hits all alike; each figure is the median over rounds.
 MFU = (FLOPs of one step, counted by ``torch.utils.flop_counter.FlopCounterMode``) / step time / peak,
-with the peak measured as the best of several large ``torch.matmul`` calls in the same process.
+with the peak measured in the same process and threads as the best of ``torch.matmul`` calls over several
+shapes (large squares and the step's own linear-layer shapes; one 2048² square alone once read 102.5
+GFLOP/s where the step itself reached 127, an MFU of 1.24); the row names the shape that gave the peak.
+
+vitlab's rows run the forward in the engine's precision region (:func:`vitlab.train.precision.autocast`:
+autocast plus the attention-kernel rule of (device, precision)); timm's under plain ``torch.autocast``.
+With bf16, one more row times vitlab bf16 against vitlab float32 in the same run (the engine's path),
+with the machine's bf16 capability printed above the table.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import time
@@ -39,6 +47,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import vitlab
+from vitlab.train import precision
 
 CONFIG = dict(img_size=32, patch_size=4, embed_dim=192, depth=12, num_heads=3, num_classes=10)
 
@@ -48,22 +57,33 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+# (M, K, N) of the peak probe: large squares, and the ViT-Ti/4 step's own linear-layer shapes at batch 128
+# (128 images x 65 tokens = 8,320 rows; D = 192, the MLP's 768, the qkv's 576).
+PEAK_SHAPES = ((1024, 1024, 1024), (2048, 2048, 2048), (3072, 3072, 3072),
+               (8320, 192, 768), (8320, 768, 192), (8320, 192, 576))
+
+
 def matmul_peak_flops(
-    size: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
-) -> float:
-    """Best achieved FLOP/s of a (size × size) @ (size × size) matmul in ``dtype``: 2·size³ per call."""
+    shapes: tuple[tuple[int, int, int], ...] = PEAK_SHAPES, repeats: int = 5, dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+) -> tuple[float, tuple[int, int, int]]:
+    """The best achieved FLOP/s of ``(M × K) @ (K × N)`` matmuls in ``dtype`` over ``shapes`` (2·M·K·N per call,
+    best of ``repeats``), and the shape that gave it: the machine's peak as this process can reach it."""
     device = torch.device(device)
-    a = torch.randn(size, size, device=device).to(dtype)
-    b = torch.randn(size, size, device=device).to(dtype)
-    torch.matmul(a, b)
-    _sync(device)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
+    best_rate, best_shape = 0.0, shapes[0]
+    for m, k, n in shapes:
+        a = torch.randn(m, k, device=device).to(dtype)
+        b = torch.randn(k, n, device=device).to(dtype)
         torch.matmul(a, b)
         _sync(device)
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best
+        for _ in range(repeats):
+            start = time.perf_counter()
+            torch.matmul(a, b)
+            _sync(device)
+            rate = 2 * m * k * n / (time.perf_counter() - start)
+            if rate > best_rate:
+                best_rate, best_shape = rate, (m, k, n)
+    return best_rate, best_shape
 
 
 def cpu_flags() -> set[str]:
@@ -100,13 +120,24 @@ def make_step(
     images: torch.Tensor,
     labels: torch.Tensor,
     amp_dtype: torch.dtype | None = None,
+    engine_path: bool = False,
 ) -> Callable[[], None]:
-    """One training step on a fixed batch; forward and loss under autocast when ``amp_dtype`` is given."""
+    """One training step on a fixed batch; forward and loss under autocast when ``amp_dtype`` is given.
+
+    ``engine_path``: the forward runs in :func:`vitlab.train.precision.autocast`, the region the engine uses
+    (autocast plus the attention-kernel rule of (device, precision)); else under plain ``torch.autocast``.
+    """
     device_type = images.device.type
+    mode = "bf16" if amp_dtype == torch.bfloat16 else "off"
+
+    def region() -> contextlib.AbstractContextManager:
+        if engine_path:
+            return precision.autocast(images.device, mode)
+        return torch.autocast(device_type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None)
 
     def step() -> None:
-        with torch.autocast(device_type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
-            loss = F.cross_entropy(model(images), labels)
+        with region():
+            loss = F.cross_entropy(model(images).float(), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -190,7 +221,7 @@ def build_steps(
         else:
             optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05, fused=True)
         runnable = torch.compile(model) if compile_models else model
-        steps[name] = make_step(runnable, optimizer, images, labels, amp_dtype)
+        steps[name] = make_step(runnable, optimizer, images, labels, amp_dtype, engine_path=name.startswith("vitlab"))
     return steps, step_flops(template.to(device), images, labels)
 
 
@@ -214,7 +245,8 @@ def run(
     amp_dtype = torch.bfloat16 if amp == "bf16" else None
     steps, flops = build_steps(batch, compile_models, amp_dtype, device, model_rows)
     times = time_rounds(steps, rounds, steps_per_round, warmup)
-    peak = matmul_peak_flops(size=peak_size, repeats=3 if warmup < 2 else 5, dtype=amp_dtype or torch.float32, device=device)
+    shapes = PEAK_SHAPES if peak_size >= 2048 else tuple(shape for shape in PEAK_SHAPES if max(shape) <= 1024 or shape[0] == 8320)
+    peak, peak_shape = matmul_peak_flops(shapes, repeats=3 if warmup < 2 else 5, dtype=amp_dtype or torch.float32, device=device)
     mode = ("compiled" if compile_models else "eager") + (", bf16 autocast" if amp_dtype else "")
     if torch.device(device).type != "cpu":
         mode += f", {device}"
@@ -238,14 +270,49 @@ def run(
         ))
     rows += [
         dict(
-            name=f"ViT-Ti/4 train step MFU, {mode} (achieved / {amp} matmul peak, GFLOP/s)",
+            name=(f"ViT-Ti/4 train step MFU, {mode} (achieved / {amp} matmul peak, GFLOP/s; peak at "
+                  f"{'x'.join(map(str, peak_shape))} (MxKxN))"),
             value=flops / ours / 1e9,
             reference=peak / 1e9,
             ratio=flops / ours / peak,
-            target="report (GFLOP/s)",
+            target="report (GFLOP/s); <= 1" if flops / ours <= peak else "MFU > 1: the peak probe missed the peak",
         ),
     ]
     return rows
+
+
+def run_precisions(
+    batch: int = 128, rounds: int = 3, steps_per_round: int = 2, device: str = "cpu", warmup: int = 2
+) -> list[dict]:
+    """The row vitlab bf16 against vitlab float32: the same model, weights and engine optimizer, each step in
+    the engine's precision region (:func:`vitlab.train.precision.autocast`, attention-kernel rule included),
+    timed in alternating rounds in this run. ratio = float32 step time / bf16 step time."""
+    from vitlab.train.config import TrainConfig
+    from vitlab.train.tasks.image import build_optimizer
+
+    device_ = torch.device(device)
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(batch, 3, 32, 32, generator=g).to(device_)
+    labels = torch.randint(0, 10, (batch,), generator=g).to(device_)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        template = vitlab.create_model("vit_tiny_patch4_32")
+    cfg = TrainConfig(lr=1e-4, min_lr=0.0, weight_decay=0.05)
+    steps = {}
+    for name, dtype in (("float32", None), ("bf16", torch.bfloat16)):
+        model = vitlab.create_model("vit_tiny_patch4_32")
+        model.load_state_dict(template.state_dict())
+        model.to(device_).train()
+        steps[name] = make_step(model, build_optimizer(model, cfg, device_), images, labels, dtype, engine_path=True)
+    times = time_rounds(steps, rounds, steps_per_round, warmup)
+    native, _ = bf16_support(device)
+    return [dict(
+        name=f"ViT-Ti/4 32x32 train step, batch {batch}, vitlab bf16 vs vitlab float32, engine path (images/s)",
+        value=batch / times["bf16"],
+        reference=batch / times["float32"],
+        ratio=times["float32"] / times["bf16"],
+        target="bf16 >= 1.5x float32 (native bf16)" if native else "info: bf16 emulated here",
+    )]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -283,6 +350,8 @@ def main(argv: list[str] | None = None) -> None:
     rows: list[dict] = []
     for amp in amps if not (args.compile and args.compile_only) else ():
         rows += run(args.batch, args.rounds, args.steps, compile_models=False, amp=amp, **kwargs)
+    if "bf16" in amps and not (args.compile and args.compile_only):
+        rows += run_precisions(args.batch, args.rounds, args.steps, args.device, warmup=kwargs["warmup"])
     if args.compile:
         compiled = {"same": amps, "both": ("fp32", "bf16")}.get(args.compile, (args.compile,))
         for amp in compiled:

@@ -232,3 +232,62 @@ def test_shards_command_writes_readable_shards_refuses_bad_input_and_trains(tmp_
                  "--set", "epochs=1", "--set", "batch_size=4", "--set", "threads=1"]) == 0
     summary = json.loads((run / "summary.json").read_text())
     assert summary["data_modes"]["train"] == "stream" and summary["steps"] == len(splits["train"]) // 4
+
+
+@pytest.mark.parametrize("source", ["photos", "shards"])
+def test_eval_of_a_streamed_run_equals_its_summary(tmp_path, capsys, source) -> None:
+    # Reference: the run's own final evaluation (summary.json), made through the streaming loader. A folder of
+    # mixed-size photos cannot be held in memory at one size, and shards have no class sub-folders: both used
+    # to fail in `vitlab eval` ("images differ in size" / "has no class sub-folders").
+    from vitlab.data.shards import write_shards
+    from vitlab.train import loop
+
+    from tests.train.tasks.test_image_stream import make_photos, stream_config
+
+    root = make_photos(tmp_path / "photos", per_class=8)
+    if source == "shards":
+        write_shards(root, tmp_path / "shards", max_count=4)
+        root = tmp_path / "shards"
+    run = tmp_path / "run"
+    summary = loop.train(stream_config(root, epochs=1, amp="off"), run, quiet=True)
+    capsys.readouterr()
+    assert main(["eval", str(run), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    for key in ("loss", "acc1", "ece"):
+        assert metrics[key] == summary[f"test_{key}"], key
+    assert main(["eval", str(run), "--split", "val", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["acc1"] == summary["val_acc1"]
+
+
+def test_predict_on_a_run_held_in_memory_uses_the_raw_pixels_like_its_evaluation(tmp_path, capsys) -> None:
+    # Reference: the run's model on the image's raw pixels with the run's normalisation, which is what its
+    # evaluation saw (a folder already at img_size is held in memory: no resize, no centre crop). Before, predict
+    # always resized and centre-cropped (crop fraction 0.875) and its top class could differ.
+    from vitlab.train import loop
+    from vitlab.train.tasks.image import load_run, run_transform
+
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(("a", "b")):
+        (tmp_path / "eights" / name).mkdir(parents=True)
+        for i in range(12):
+            pixels = rng.integers(0, 256, (8, 8, 3)).astype(np.uint8)
+            pixels[: 4 * (c + 1), :, c] = 255
+            Image.fromarray(pixels).save(tmp_path / "eights" / name / f"{i}.png")
+    cfg = {"dataset": "folder", "data_root": str(tmp_path / "eights"), "img_size": 8, "model": "vit_tiny_patch16_224",
+           "model_args": {"depth": 1, "embed_dim": 16, "num_heads": 2, "patch_size": 2}, "epochs": 1, "batch_size": 4,
+           "warmup_epochs": 0.5, "threads": 1, "workers": 0, "amp": "off"}
+    from vitlab.train.config import config_from_dict
+
+    run = tmp_path / "run"
+    loop.train(config_from_dict(cfg), run, quiet=True)
+    assert json.loads((run / "run.json").read_text())["data_modes"]["test"] == "memory"
+    image = tmp_path / "eights" / "a" / "0.png"
+    capsys.readouterr()
+    assert main(["predict", str(run), str(image), "--topk", "2"]) == 0
+    printed = capsys.readouterr().out.strip().split(": ", 1)[1]
+    model, run_cfg, info = load_run(run)
+    pixels = torch.from_numpy(np.array(Image.open(image).convert("RGB"))).permute(2, 0, 1)
+    with torch.no_grad():
+        probs = model(run_transform(run_cfg, info)(pixels.unsqueeze(0), None, train=False)).softmax(1)[0]
+    values, indices = probs.topk(2)
+    assert printed == ", ".join(f"{info['classes'][i]} {p:.3f}" for p, i in zip(values.tolist(), indices.tolist()))

@@ -11,6 +11,7 @@ import argparse
 import errno
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 
 DEFAULT_RUNS = "runs"
@@ -83,35 +84,32 @@ def _list_keys(raw: dict) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate a trained run on a split of its dataset (or of another dataset with the same shapes)."""
+    import dataclasses
     import json
 
     import torch
 
-    from vitlab.data.registry import load_splits
     from vitlab.train.distributed import DistContext
     from vitlab.train.tasks.image import evaluate, load_run, run_amp, run_transform
+    from vitlab.train.tasks.image_stream import uses_stream
 
     model, cfg, info = load_run(args.run_dir, command="eval")
     dataset = args.data or cfg.dataset
     root = args.data_root if args.data_root is not None else (cfg.data_root if dataset == cfg.dataset else None)
-    splits = load_splits(dataset, root, val_fraction=cfg.val_fraction, seed=0)
-    if args.split not in splits:
-        raise ValueError(f"unknown split '{args.split}'; choose one of {sorted(splits)}")
-    data = splits[args.split]
-    if list(data.image_shape) != list(info["image_shape"]):
-        raise ValueError(
-            f"{dataset} images are {tuple(data.image_shape)} but the model expects {tuple(info['image_shape'])} (C, H, W)"
-        )
-    if data.num_classes != len(info["classes"]):
-        raise ValueError(f"{dataset} has {data.num_classes} classes but the model was trained on {len(info['classes'])}")
     context = DistContext()
     threads = torch.get_num_threads()
     try:  # the run's precision and thread count, so that the run's own final evaluation is reproduced exactly
         torch.set_num_threads(cfg.threads or threads)
-        result = evaluate(model, data, run_transform(cfg, info), context, amp=run_amp(info, context.device))
+        amp = run_amp(info, context.device)
+        target = dataclasses.replace(cfg, dataset=dataset, data_root=root)
+        if uses_stream(target):  # a folder at img_size, or shards: the streaming pipeline the run trained with
+            result, count = _evaluate_streamed(model, target, info, args.split, context, amp)
+        else:
+            data = _in_memory_split(dataset, root, cfg, info, args.split)
+            result, count = evaluate(model, data, run_transform(cfg, info), context, amp=amp), len(data)
     finally:
         torch.set_num_threads(threads)
-    metrics = {"dataset": dataset, "split": args.split, "n": len(data), "loss": result.loss,
+    metrics = {"dataset": dataset, "split": args.split, "n": count, "loss": result.loss,
                "acc1": result.acc1, "acc5": result.acc5, "ece": result.ece}
     if result.acc5 != result.acc5:  # NaN: 5 classes or fewer, where top-5 is always 1
         del metrics["acc5"]
@@ -121,6 +119,39 @@ def cmd_eval(args: argparse.Namespace) -> int:
         for key, value in metrics.items():
             print(f"{key:8s} {value:.4f}" if isinstance(value, float) else f"{key:8s} {value}")
     return 0
+
+
+def _in_memory_split(dataset: str, root: str | None, cfg: Any, info: dict, split: str) -> Any:
+    """Split ``split`` of ``dataset`` held in memory, checked against the run's image shape and classes."""
+    from vitlab.data.registry import load_splits
+
+    splits = load_splits(dataset, root, val_fraction=cfg.val_fraction, seed=0)
+    if split not in splits:
+        raise ValueError(f"unknown split '{split}'; choose one of {sorted(splits)}")
+    data = splits[split]
+    if list(data.image_shape) != list(info["image_shape"]):
+        raise ValueError(
+            f"{dataset} images are {tuple(data.image_shape)} but the model expects {tuple(info['image_shape'])} (C, H, W)"
+        )
+    if data.num_classes != len(info["classes"]):
+        raise ValueError(f"{dataset} has {data.num_classes} classes but the model was trained on {len(info['classes'])}")
+    return data
+
+
+def _evaluate_streamed(model: Any, cfg: Any, info: dict, split: str, context: Any, amp: str) -> tuple[Any, int]:
+    """Score a streamed run (a folder at ``img_size``, or shards) through the streaming pipeline it trained with,
+    in bounded memory: the split's own loader, the run's normalisation and evaluation resize / crop."""
+    from vitlab.train.tasks.image_stream import StreamImageTask
+
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"unknown split '{split}'; choose one of ['test', 'train', 'val']")
+    task = StreamImageTask(cfg)
+    task.load_data(info)
+    if list(task.train_set.classes) != list(info["classes"]):
+        raise ValueError(f"{cfg.data_root} has the classes {task.train_set.classes[:5]}... but the model was trained on "
+                         f"{info['classes'][:5]}...; point --data-root at a folder with the run's class folders")
+    task.modes.update({k: v for k, v in info.get("data_modes", {}).items() if k in task.modes})  # as the run read them
+    return task.score(model, split, context, amp), len(task.splits[split])
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -151,7 +182,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if not str(args.explain).lower().endswith(".png"):
             raise ValueError(f"--explain writes a PNG; name the file *.png, got {args.explain}")
     resize = None
-    if getattr(cfg, "img_size", None) is not None:  # a streamed run: its evaluation pipeline (resize + centre crop)
+    held_in_memory = info.get("data_modes", {}).get("test") == "memory"  # evaluated on raw pixels, already img_size
+    if getattr(cfg, "img_size", None) is not None and not held_in_memory:  # its evaluation pipeline (resize + crop)
         from vitlab.data.folder import open_image
         from vitlab.data.pipeline import AugmentConfig, build_pipeline
 

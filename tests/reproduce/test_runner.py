@@ -45,10 +45,21 @@ class FakeTraining:
 def test_plan_is_seed_major_with_merged_configs(tmp_path: Path) -> None:
     specs = plan([_recipe()], tmp_path, seeds=2)
     assert [(s.variant, s.seed) for s in specs] == [("a", 0), ("b", 0), ("a", 1), ("b", 1)]
-    assert specs[1].config == {"epochs": 5, "lr": 0.02, "seed": 0}
+    # amp pinned to float32 (auto would time this machine), unless a recipe names a precision
+    assert specs[1].config == {"amp": "off", "epochs": 5, "lr": 0.02, "seed": 0}
     assert specs[3].result_path == str(tmp_path / "runs" / "fake" / "b" / "seed1.json")
     quick = plan([_recipe()], tmp_path, seeds=1, quick=True)
-    assert quick[0].config == {"epochs": 1, "lr": 0.01, "seed": 0}
+    assert quick[0].config == {"amp": "off", "epochs": 1, "lr": 0.01, "seed": 0}
+
+
+def test_a_recipe_that_names_a_precision_keeps_it(tmp_path: Path) -> None:
+    recipe = recipe_from_dict({
+        "name": "bf", "kind": "image", "base": {"epochs": 5, "amp": "bf16"}, "variants": {"a": {}, "b": {"amp": "auto"}},
+        "metrics": ["test_acc1"],
+        "claims": [{"text": "b beats a", "metric": "test_acc1", "variant": "b", "against": "a", "expect": "higher"}],
+    })
+    specs = plan([recipe], tmp_path, seeds=1)
+    assert [s.config["amp"] for s in specs] == ["bf16", "auto"]
 
 
 def test_plan_runs_every_family_and_quick_defaults_to_two_seeds(tmp_path: Path) -> None:
@@ -60,8 +71,8 @@ def test_plan_runs_every_family_and_quick_defaults_to_two_seeds(tmp_path: Path) 
     specs = plan([recipe], tmp_path)
     assert len(specs) == 5 * 4
     assert [(s.family, s.variant, s.seed) for s in specs[:4]] == [("vit", "a", 0), ("vit", "b", 0), ("cnn", "a", 0), ("cnn", "b", 0)]
-    assert specs[1].config == {"epochs": 5, "model": "v", "model_args": {"depth": 4, "act": "mish"}, "seed": 0}
-    assert specs[3].config == {"epochs": 5, "model": "c", "model_args": {"act": "mish"}, "seed": 0}
+    assert specs[1].config == {"amp": "off", "epochs": 5, "model": "v", "model_args": {"depth": 4, "act": "mish"}, "seed": 0}
+    assert specs[3].config == {"amp": "off", "epochs": 5, "model": "c", "model_args": {"act": "mish"}, "seed": 0}
     assert specs[3].result_path == str(tmp_path / "runs" / "fam" / "cnn" / "b" / "seed0.json") and specs[3].arm == "cnn/b"
     quick = plan([recipe], tmp_path, quick=True)
     assert sorted({s.seed for s in quick}) == [0, 1] and all(s.config["epochs"] == 1 for s in quick)
@@ -137,7 +148,7 @@ def test_a_shared_pretraining_is_planned_once_first_and_fills_init(tmp_path: Pat
     assert [(s.variant, s.seed, s.stage) for s in specs] == [
         ("pretrain", 0, 0), ("finetuned", 0, 1), ("scratch", 0, 1), ("finetuned", 1, 1), ("scratch", 1, 1)]
     pretrain_dir = str(tmp_path / "runs" / "transfer" / "pretrain" / "seed0")
-    assert specs[0].run_dir == pretrain_dir and specs[0].config == {"dataset": "mnist5k", "epochs": 9, "lr": 0.03, "seed": 0}
+    assert specs[0].run_dir == pretrain_dir and specs[0].config == {"amp": "off", "dataset": "mnist5k", "epochs": 9, "lr": 0.03, "seed": 0}
     assert specs[1].config["init"] == specs[3].config["init"] == pretrain_dir and "init" not in specs[2].config
     assert plan([_transfer_recipe()], tmp_path, seeds=1, quick=True)[0].config["epochs"] == 1
 
