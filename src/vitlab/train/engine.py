@@ -221,8 +221,6 @@ class Engine:
         if ctx.distributed:
             choice = ctx.broadcast_object(choice)
         assert isinstance(choice, precision.AmpChoice)
-        if ctx.is_main and not self.quiet:
-            print(f"vitlab: {choice.line}", flush=True)
         return choice
 
     # ---------------------------------------------------------------------------------- resume
@@ -272,6 +270,8 @@ class Engine:
         self.tensorboard = TensorBoard(self.run_dir / "tb" if ctx.is_main else None)
         self.die_at_step = _test_die_at_step(ctx)
         self.warnings = self.task.warnings()
+        if ctx.is_main and not self.quiet:  # once the run folder exists: a run that fails before prints no choice
+            print(f"vitlab: {self.amp_choice.line}", flush=True)
         if ctx.is_main:
             for line in self.warnings:
                 print(f"vitlab: warning: {line}", file=sys.stderr)
