@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import io
+import json
 import os
 import pickle
 import re
@@ -267,6 +268,17 @@ def _predict(make: Callable[[Path], Path | None]) -> Callable[[Workspace], list[
     return argv
 
 
+def _run_json_without(key: str, command: str) -> Callable[[Workspace], list[str]]:
+    def argv(ws: Workspace) -> list[str]:
+        run = ws.run_copy()
+        info = json.loads((run / "run.json").read_text())
+        del info[key]
+        (run / "run.json").write_text(json.dumps(info))
+        return [command, str(run)] + ([str(_png(ws.root / "ok.png"))] if command == "predict" else [])
+
+    return argv
+
+
 def _out_is_file(ws: Workspace) -> list[str]:
     ws.file("afile", "x")
     return _train(out="afile")(ws)
@@ -417,6 +429,11 @@ CASES = [
     Case("eval-unfinished-run", lambda ws: ["eval", str(_unfinished(ws))], r"has no model.safetensors: the run has not finished; resume it"),
     Case("eval-flipped-weights", _damaged_weights("flipped"), r"model.safetensors failed its SHA-256 check"),
     Case("eval-truncated-weights", _damaged_weights("truncated"), r"model.safetensors is damaged or not a safetensors file"),
+    Case("eval-run-json-without-classes", _run_json_without("classes", "eval"),
+         r"run.json has no 'classes' entry \(damaged or edited\); restore the run.json that `vitlab train` wrote, or "
+         r"train the run again$"),
+    Case("predict-run-json-without-image-shape", _run_json_without("image_shape", "predict"),
+         r"run.json has no 'image_shape' entry .*train the run again$"),
     Case("eval-unknown-split", lambda ws: ["eval", str(ws.trained), "--split", "dev"], r"unknown split 'dev'; choose one of"),
     Case("eval-wrong-channels", _eval_rgb_folder, r"folder images are \(3, 8, 8\) but the model expects \(1, 8, 8\)"),
     Case("predict-missing-image", _predict(lambda root: None), r"image file .*missing.png does not exist"),

@@ -4,8 +4,12 @@ listing; the folder loader for the same split."""
 
 from __future__ import annotations
 
+import gc
+import io
 import json
+import sys
 import tarfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -170,3 +174,66 @@ def test_written_tars_are_plain_ustar(tmp_path):
         names = tar.getnames()
     assert len(names) % 2 == 0 and all(n.split(".")[-1] in ("jpg", "png", "webp", "cls") for n in names)
     assert not list((tmp_path / "shards").rglob("*.partial"))
+
+
+def _plain_shards(root: Path, labels: list[int]) -> Path:
+    """One index-less shard of 12x12 PNGs with these labels, written with Python's tarfile (another tool's shards)."""
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(len(labels))
+    with tarfile.open(root / "part-0.tar", "w") as tar:
+        for i, label in enumerate(labels):
+            buffer = io.BytesIO()
+            Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(buffer, format="PNG")
+            for name, data in ((f"k{i:04d}.png", buffer.getvalue()), (f"k{i:04d}.cls", str(label).encode())):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return root
+
+
+def test_splits_of_shards_without_an_index_share_the_training_split_classes(tmp_path):
+    # Reference: the labels written (train 0..2; the validation split happens to lack class 2). Every split
+    # must report the training split's classes, which the training task checks are equal.
+    _plain_shards(tmp_path / "shards" / "train", [0, 1, 2, 0, 1, 2])
+    _plain_shards(tmp_path / "shards" / "val", [0, 1, 1, 0])
+    _plain_shards(tmp_path / "shards" / "test", [2, 0, 1])
+    classes = {split: build_image_loader(tmp_path / "shards", split, img_size=12, batch_size=2, train=False,
+                                         workers=0).classes for split in ("train", "val", "test")}
+    assert classes == {"train": ["0", "1", "2"], "val": ["0", "1", "2"], "test": ["0", "1", "2"]}
+
+
+def test_a_label_outside_the_training_split_classes_is_one_data_error_line(tmp_path):
+    _plain_shards(tmp_path / "shards" / "train", [0, 1, 0, 1])
+    _plain_shards(tmp_path / "shards" / "val", [0, 2])
+    _plain_shards(tmp_path / "shards" / "test", [1, 0])
+    with pytest.raises(DataError, match=r"val: label 2 is outside the training split's 2 classes \(0..1\); give every "
+                                        r"split the training split's classes") as caught:
+        build_image_loader(tmp_path / "shards", "val", img_size=12, batch_size=2, train=False, workers=0)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_loader_without_workers_closes_its_shard_files_when_done(tmp_path, monkeypatch):
+    # Reference: Python's own ResourceWarning for a file object collected while open, turned into an error
+    # here (an error inside a finaliser goes to sys.unraisablehook, which this test records).
+    folder = _folder(tmp_path / "photos", per_class=6)
+    write_shards(folder, tmp_path / "shards", max_count=3)  # several shards per split
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResourceWarning)
+        for split in ("train", "test"):
+            loader = build_image_loader(tmp_path / "shards", split, img_size=16, batch_size=2, train=split == "train",
+                                        workers=0)
+            batches = list(loader)
+            assert batches and not loader.dataset.source._handles
+            partial = build_image_loader(tmp_path / "shards", split, img_size=16, batch_size=2, train=False, workers=0)
+            next(iter(partial))  # a pass abandoned after one batch closes its files too
+            del loader, batches, partial
+            gc.collect()
+    assert [str(u.exc_value) for u in unraisable] == []
+    source = ShardSource(tmp_path / "shards" / "train")
+    source.open(0).close()
+    source.close()
+    assert not source._handles
+    source.open(1).close()  # reopened on the next read
+    source.close()

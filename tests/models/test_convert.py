@@ -14,6 +14,8 @@ import warnings
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
 import vitlab
@@ -150,6 +152,89 @@ def test_number_of_heads_is_never_guessed_from_the_width(architecture, tmp_path)
         assert _max_diff(reference.eval()(x), model.eval()(x)) <= TOL
 
 
+def _grid_notes(notes: list[str]) -> list[str]:
+    return [note for note in notes if "grid" in note]
+
+
+def test_ambiguous_non_square_timm_grid_is_read_square_with_a_note_and_exactly_with_source_img_size(tmp_path):
+    # Reference: timm's forward. 16x24 in 4x4 patches is a 4x6 grid: 24 patches + the class row = 25 rows, which
+    # also read as a square 5x5 grid without a class row (DeiT-III's layout). Without the image size the rule
+    # picks the square reading and says so in one note naming source_img_size; with it the model is timm's.
+    reference = _randomise(timm_vit.VisionTransformer(img_size=(16, 24), patch_size=4, embed_dim=32, depth=2,
+                                                      num_heads=2, num_classes=3), seed=11)
+    path = tmp_path / "timm.safetensors"
+    _save(reference.state_dict(), path)
+    guessed, report = load_pretrained(path, num_heads=2)
+    assert guessed.img_size == (20, 20) and guessed.no_embed_class
+    assert _grid_notes(report.notes) == ["square 5x5 patch grid assumed (25 position rows: patches only "
+                                         "(no_embed_class)); pass source_img_size=(H, W) if the checkpoint was "
+                                         "trained on a non-square image"]
+    model, report = load_pretrained(path, num_heads=2, source_img_size=(16, 24))
+    assert model.img_size == (16, 24) and not model.no_embed_class and not _grid_notes(report.notes)
+    x = _images(3, (16, 24))
+    with torch.no_grad():
+        assert _max_diff(reference(x), model.eval()(x)) <= TOL
+
+
+def test_deit3_layout_square_grid_without_a_class_row_loads_without_an_image_size(tmp_path):
+    # Reference: timm's forward. DeiT-III (no_embed_class=True, LayerScale): 16 rows for 16 patches, the class
+    # token has no row; the square reading gets it right and notes the assumption.
+    reference = _randomise(timm_vit.VisionTransformer(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2,
+                                                      num_classes=3, no_embed_class=True, init_values=1e-6), seed=12)
+    path = tmp_path / "deit3.pth"
+    _save(reference.state_dict(), path)
+    model, report = load_pretrained(path, num_heads=2)
+    assert model.img_size == (16, 16) and model.no_embed_class
+    assert len(_grid_notes(report.notes)) == 1 and "square 4x4 patch grid assumed" in _grid_notes(report.notes)[0]
+    x = _images(3, (16, 16))
+    with torch.no_grad():
+        assert _max_diff(reference(x), model.eval()(x)) <= TOL
+
+
+def _written_out_square_reading(rows: int, prefix: int):
+    """The rule, written out: a class row + an n x n grid first, then (with a class token) n x n without one."""
+    for n in range(1, rows + 1):
+        if n * n == rows - prefix:
+            return (n, n), False
+    for n in range(1, rows + 1):
+        if prefix and n * n == rows:
+            return (n, n), True
+    return None
+
+
+@settings(max_examples=80, deadline=None)
+@given(grid=st.tuples(st.integers(1, 7), st.integers(1, 7)), class_token=st.booleans(), no_embed_class=st.booleans())
+def test_timm_grid_reading_follows_the_square_rule_with_a_note_and_never_guesses_silently(grid, class_token,
+                                                                                         no_embed_class):
+    # Property over random grids and layouts. Reference: _written_out_square_reading. Every table fits several
+    # grids, so without an image size the reading is the square rule plus exactly one note naming
+    # source_img_size, or a ConvertError naming it; a square grid is always read right; with the true image
+    # size the true grid and layout come back and nothing about the grid is noted.
+    from vitlab.models.convert.timm import timm_config_from_state_dict
+
+    prefix = 1 if class_token else 0
+    rows = grid[0] * grid[1] + (0 if no_embed_class else prefix)
+    state = {"patch_embed.proj.weight": torch.zeros(8, 3, 2, 2), "blocks.0.mlp.fc1.weight": torch.zeros(16, 8),
+             "norm.weight": torch.ones(8), "norm.bias": torch.zeros(8), "pos_embed": torch.zeros(1, rows, 8)}
+    if class_token:
+        state["cls_token"] = torch.zeros(1, 1, 8)
+    expected = _written_out_square_reading(rows, prefix)
+    try:
+        kwargs, notes = timm_config_from_state_dict(state, "table", num_heads=2)
+    except ConvertError as error:
+        assert expected is None and "pass source_img_size=(H, W)" in str(error)
+    else:
+        read = ((kwargs["img_size"][0] // 2, kwargs["img_size"][1] // 2), kwargs["no_embed_class"])
+        assert read == expected
+        assert len(_grid_notes(notes)) == 1 and "source_img_size=(H, W)" in _grid_notes(notes)[0]
+        if grid[0] == grid[1]:
+            assert read == (grid, no_embed_class and class_token)
+    kwargs, notes = timm_config_from_state_dict(state, "table", num_heads=2, img_size=(2 * grid[0], 2 * grid[1]))
+    assert kwargs["img_size"] == (2 * grid[0], 2 * grid[1])
+    assert kwargs["no_embed_class"] == (no_embed_class and class_token)
+    assert not _grid_notes(notes)
+
+
 # ----------------------------------------------------------------------------------- Hugging Face
 transformers = pytest.importorskip("transformers")
 
@@ -281,6 +366,39 @@ def test_torchvision_export_refuses_average_pooling(tmp_path):
     with pytest.raises(ConvertError, match="torchvision's ViT cannot express"):
         export_pretrained(model, tmp_path / "out.pth", "torchvision")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_torchvision_vit_with_eps_1e_12_round_trips_exactly(tmp_path):
+    # Reference: torchvision's forward, built with norm_layer=LayerNorm(eps=1e-12). The patch, class and
+    # position embeddings are scaled down so that the tokens' variance (~1e-9) is far below 1e-6: read with
+    # torchvision's default eps the logits move visibly, so only the passed-through eps gives the same model.
+    cfg = dict(image_size=8, patch_size=4, num_layers=1, num_heads=2, hidden_dim=16, mlp_dim=32, num_classes=3,
+               norm_layer=functools.partial(torch.nn.LayerNorm, eps=1e-12))
+    reference = _randomise(tv_vit.VisionTransformer(**cfg), seed=9)
+    with torch.no_grad():
+        for name in ("conv_proj.weight", "conv_proj.bias", "class_token", "encoder.pos_embedding"):
+            reference.get_parameter(name).mul_(1e-4)
+    path = tmp_path / "tv.pth"
+    _save(reference.state_dict(), path)
+    x = _images(3, (8, 8))
+    model, report = load_pretrained(path, num_heads=2, norm_eps=1e-12)
+    assert model.norm_eps == 1e-12 and not any("eps" in note for note in report.notes)
+    assumed, report = load_pretrained(path, num_heads=2)
+    assert assumed.norm_eps == 1e-6 and any("eps 1e-6 assumed" in note for note in report.notes)
+    with torch.no_grad():
+        expected = reference(x)
+        assert _max_diff(expected, model.eval()(x)) <= TOL
+        assert _max_diff(expected, assumed.eval()(x)) > 1e-2  # the eps matters for these weights
+    kwargs = torchvision_kwargs(model)
+    assert kwargs["norm_layer"](16).eps == 1e-12
+    out = export_pretrained(model, tmp_path / "back.pth", "torchvision")
+    exported = torch.load(out, weights_only=True)
+    assert exported.keys() == reference.state_dict().keys()
+    assert all(torch.equal(exported[k], v) for k, v in reference.state_dict().items())
+    back = tv_vit.VisionTransformer(**kwargs).eval()
+    back.load_state_dict(exported, strict=True)
+    with torch.no_grad():
+        assert torch.equal(back(x), expected)
 
 
 # -------------------------------------------------------------------------------------- bad input

@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vitlab.models.convert import ConvertError, export_pretrained, load_pretrained
 from vitlab.models.finetune import (
@@ -109,6 +111,95 @@ def test_position_embedding_resampled_in_2d_non_square_class_row_kept(no_embed_c
     torch.testing.assert_close(adapted.pos_embed.weight.detach(), expected, rtol=0, atol=1e-6)
     assert report.resampled == ["pos_embed.weight"]
     assert adapted(torch.randn(1, 3, 24, 32)).shape == (1, 5)
+
+
+def _interpolated(posemb: torch.Tensor, old: tuple[int, int], new: tuple[int, int], prefix: int) -> torch.Tensor:
+    """F.interpolate (bicubic, antialiased) of the patch rows read as an (old_H, old_W) image, written out here."""
+    dim = posemb.shape[-1]
+    image = posemb[:, prefix:].reshape(1, *old, dim).permute(0, 3, 1, 2)
+    image = F.interpolate(image, size=new, mode="bicubic", align_corners=False, antialias=True)
+    return torch.cat([posemb[:, :prefix], image.permute(0, 2, 3, 1).reshape(1, new[0] * new[1], dim)], dim=1)
+
+
+@pytest.mark.parametrize("old_img, new_img", [((32, 64), (64, 32)), ((32, 128), (64, 64))])  # 4x8 -> 8x4, 4x16 -> 8x8
+def test_position_embedding_resampled_when_the_grid_changes_but_not_its_token_count(old_img, new_img):
+    # Reference: the 2-D interpolation of the old (rows, cols) table to the new grid (_interpolated). The token
+    # count is the same on both sides, so only the grid's shape can tell that every position moved.
+    model = _model(img_size=old_img, patch_size=8)
+    adapted, report = adapt_pretrained(model, img_size=new_img)
+    old_grid, new_grid = (old_img[0] // 8, old_img[1] // 8), (new_img[0] // 8, new_img[1] // 8)
+    expected = _interpolated(model.pos_embed.weight.detach(), old_grid, new_grid, prefix=1)
+    torch.testing.assert_close(adapted.pos_embed.weight.detach(), expected, rtol=0, atol=1e-6)
+    assert report.resampled == ["pos_embed.weight"] and adapted.patch_embed.grid_size == new_grid
+
+
+@st.composite
+def grid_pairs(draw) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(old grid, new grid): the same grid, another grid with the same token count (4x6 -> 3x8, 2x5 -> 5x2), or any."""
+    old = draw(st.tuples(st.integers(1, 6), st.integers(1, 6)))
+    count = old[0] * old[1]
+    same_count = [(h, count // h) for h in range(1, count + 1) if count % h == 0 and max(h, count // h) <= 12]
+    new = draw(st.one_of(st.just(old), st.sampled_from(same_count), st.tuples(st.integers(1, 6), st.integers(1, 6))))
+    return old, new
+
+
+@settings(max_examples=40, deadline=None)
+@given(grids=grid_pairs(), no_embed_class=st.booleans())
+def test_adapting_to_another_grid_always_resamples_and_the_same_grid_keeps_the_table(grids, no_embed_class):
+    # Property over random grid pairs. Reference: _interpolated (F.interpolate on the (rows, cols) table) for a
+    # changed grid, equal token counts included; the table itself, bit for bit and not reported, for the same grid.
+    old, new = grids
+    model = _model(img_size=(2 * old[0], 2 * old[1]), patch_size=2, embed_dim=8, depth=1, num_heads=2,
+                   no_embed_class=no_embed_class)
+    adapted, report = adapt_pretrained(model, img_size=(2 * new[0], 2 * new[1]))
+    before = model.pos_embed.weight.detach()
+    after = adapted.pos_embed.weight.detach()
+    if new == old:
+        assert torch.equal(after, before) and report.resampled == []
+    else:
+        prefix = 0 if no_embed_class else 1
+        torch.testing.assert_close(after, _interpolated(before, old, new, prefix), rtol=0, atol=1e-6)
+        assert report.resampled == ["pos_embed.weight"]
+
+
+# ------------------------------------------------------------------------------------- conv stem
+def _conv_stem_model(**overrides) -> VisionTransformer:
+    cfg = dict(img_size=16, patch_size=4, embed_dim=16, depth=1, num_heads=2, num_classes=3, stem="conv")
+    cfg.update(overrides)
+    return _model(**cfg)
+
+
+def test_conv_stem_model_adapts_to_a_new_image_size_with_its_stem_unchanged():
+    # Reference: the pretrained tensors themselves (stem and its 1x1 projection copied bit for bit) and
+    # _interpolated for the position embedding of the new 3x5 grid.
+    model = _conv_stem_model()
+    adapted, report = adapt_pretrained(model, img_size=(12, 20))
+    for name, value in model.state_dict().items():
+        if name != "pos_embed.weight":
+            assert torch.equal(adapted.state_dict()[name], value), name
+    expected = _interpolated(model.pos_embed.weight.detach(), (4, 4), (3, 5), prefix=1)
+    torch.testing.assert_close(adapted.pos_embed.weight.detach(), expected, rtol=0, atol=1e-6)
+    assert report.resampled == ["pos_embed.weight"]
+    assert adapted(torch.randn(2, 3, 12, 20)).shape == (2, 3)
+
+
+def test_conv_stem_channels_adapt_on_the_first_convolution_and_keep_the_one_by_one_projection():
+    # Reference: the RGB model on the gray image repeated into three channels (the stem's first convolution
+    # summed over its input channels gives the same feature maps; BatchNorm in eval mode acts after it).
+    model = _conv_stem_model()
+    gray, report = adapt_pretrained(model, in_chans=1, num_classes=4)
+    assert gray.patch_embed.stem[0].weight.shape[1] == 1
+    assert torch.equal(gray.patch_embed.proj.weight, model.patch_embed.proj.weight)  # 1x1 over the stem's channels
+    assert report.resampled == ["patch_embed.stem.0.weight"]
+    x = torch.randn(2, 1, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(gray.eval().forward_features(x), model.forward_features(x.repeat(1, 3, 1, 1)),
+                                   rtol=0, atol=1e-5)
+
+
+def test_conv_stem_patch_size_change_is_refused_by_name():
+    with pytest.raises(ConvertError, match="convolutional stem's depth is set by its patch size 4.*keep patch_size=4"):
+        adapt_pretrained(_conv_stem_model(), patch_size=2)
 
 
 def test_image_size_not_a_multiple_of_the_patch_is_refused():

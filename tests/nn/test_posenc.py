@@ -273,3 +273,57 @@ def test_positional_encoding_module_errors():
         module(torch.zeros(1, 4, 6))
     with pytest.raises(ConfigError, match="even dim"):
         SinusoidalPositionalEncoding(9)
+
+
+# ---------------------------------------------------------------- resampling: properties over random grid pairs
+grids = st.tuples(st.integers(1, 8), st.integers(1, 8))
+
+
+@settings(max_examples=50, deadline=None)
+@given(grid=grids, prefix=st.integers(0, 2), seed=st.integers(0, 2**16))
+def test_resample_to_the_same_grid_is_the_identity(grid, prefix, seed):
+    # Reference: the input itself, bit for bit.
+    posemb = torch.randn(1, prefix + grid[0] * grid[1], 4, generator=torch.Generator().manual_seed(seed))
+    assert torch.equal(resample_pos_embed(posemb, grid, grid, num_prefix_tokens=prefix), posemb)
+
+
+def _row_col_table(grid, prefix):
+    """(1, P + H·W, 2): channel 0 is the patch's row index, channel 1 its column index; prefix rows are -1."""
+    rows, cols = torch.meshgrid(torch.arange(grid[0], dtype=torch.float64),
+                                torch.arange(grid[1], dtype=torch.float64), indexing="ij")
+    table = torch.stack([rows.reshape(-1), cols.reshape(-1)], dim=1)
+    return torch.cat([torch.full((prefix, 2), -1.0, dtype=torch.float64), table]).unsqueeze(0)
+
+
+@settings(max_examples=80, deadline=None)
+@given(old=grids, new=grids, prefix=st.integers(0, 1))
+def test_resample_never_swaps_rows_and_columns(old, new, prefix):
+    # Reference: the structure of a table that encodes each patch's (row, column). Interpolating along W a
+    # table that does not vary along W leaves it constant along W (the weights sum to 1), and a dimension
+    # whose size is unchanged is not moved, so: the row channel is constant along every new row, the column
+    # channel constant down every new column, and an unchanged H (W) keeps the row (column) indices exactly.
+    # Reading the (H, W) table as (W, H) anywhere breaks this whenever H != W (e.g. 4x8 -> 8x4).
+    out = resample_pos_embed(_row_col_table(old, prefix), new, old, num_prefix_tokens=prefix)
+    assert out.shape == (1, prefix + new[0] * new[1], 2)
+    assert torch.equal(out[0, :prefix], torch.full((prefix, 2), -1.0, dtype=torch.float64))
+    image = out[0, prefix:].reshape(new[0], new[1], 2)
+    row_channel, col_channel = image[..., 0], image[..., 1]
+    torch.testing.assert_close(row_channel, row_channel[:, :1].expand_as(row_channel), rtol=0, atol=1e-5)
+    torch.testing.assert_close(col_channel, col_channel[:1, :].expand_as(col_channel), rtol=0, atol=1e-5)
+    if new[0] == old[0]:
+        torch.testing.assert_close(row_channel[:, 0], torch.arange(new[0], dtype=torch.float64), rtol=0, atol=1e-5)
+    if new[1] == old[1]:
+        torch.testing.assert_close(col_channel[0], torch.arange(new[1], dtype=torch.float64), rtol=0, atol=1e-5)
+
+
+@settings(max_examples=50, deadline=None)
+@given(old=grids, new=grids, prefix=st.integers(0, 1), seed=st.integers(0, 2**16))
+def test_resample_to_a_changed_grid_is_the_2d_interpolation_of_the_table(old, new, prefix, seed):
+    # Reference: F.interpolate (bicubic, antialiased, align_corners=False) on the patch rows read row-major as
+    # an (old_H, old_W) image, the prefix rows kept; this holds for every grid change, equal counts included.
+    posemb = torch.randn(1, prefix + old[0] * old[1], 3, generator=torch.Generator().manual_seed(seed))
+    out = resample_pos_embed(posemb, new, old, num_prefix_tokens=prefix)
+    image = posemb[:, prefix:].reshape(1, *old, 3).permute(0, 3, 1, 2)
+    expected = F.interpolate(image, size=new, mode="bicubic", align_corners=False, antialias=True)
+    expected = torch.cat([posemb[:, :prefix], expected.permute(0, 2, 3, 1).reshape(1, -1, 3)], dim=1)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)

@@ -104,6 +104,51 @@ def test_init_from_a_vitlab_run_folder_needs_no_arguments(tmp_path) -> None:
         assert task.run_info()["init"]["sha256"] == sha256_of(tmp_path / "pre" / "model.safetensors")
 
 
+def _rgb_folder(root, classes: int = 3, per_class: int = 10, side: int = 16):
+    """Class folders of ``side`` x ``side`` RGB PNGs whose dominant channel is the class."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        (root / f"c{c}").mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 80, (side, side, 3), dtype=np.uint8)
+            pixels[..., c % 3] += 150
+            Image.fromarray(pixels).save(root / f"c{c}" / f"{i}.png")
+    return root
+
+
+def test_fine_tuning_from_a_conv_stem_run_at_another_image_size_channels_and_class_count(tmp_path) -> None:
+    # The default recipe's model (vit_mnist_conv4_28: a conv stem, patch 4), tiny, trained one epoch on the
+    # 8x8 grayscale digits (10 classes, a 2x2 grid), then fine-tuned on 16x16 RGB photos of 3 classes (a 4x4
+    # grid). Reference: adapt_pretrained on the run's own model with the data's sizes, applied by hand.
+    from vitlab.models.finetune import adapt_pretrained
+    from vitlab.train.engine import train
+
+    tiny = {"depth": 1, "embed_dim": 16, "num_heads": 2}
+    train(TrainConfig(model="vit_mnist_conv4_28", model_args=tiny, epochs=1, warmup_epochs=0.5, threads=1, amp="off"),
+          tmp_path / "pre", quiet=True)
+    photos = _rgb_folder(tmp_path / "photos")
+    cfg = TrainConfig(dataset="folder", data_root=str(photos), init=str(tmp_path / "pre"), model_args={}, epochs=1,
+                      batch_size=7, warmup_epochs=0.5, threads=1, amp="off")
+    task, model = _built(cfg)
+    pretrained, _, _ = loop.load_run(tmp_path / "pre")
+    reference, _ = adapt_pretrained(pretrained, num_classes=3, img_size=(16, 16), in_chans=3)
+    assert model.state_dict().keys() == reference.state_dict().keys()
+    for name, value in reference.state_dict().items():
+        assert torch.equal(model.state_dict()[name], value), name
+    report = task.run_info()["init"]["report"]
+    assert sorted(report["resampled"]) == ["patch_embed.stem.0.weight", "pos_embed.weight"]
+    assert "patch_embed.proj.weight" in report["loaded"]  # the stem's 1x1 projection is kept
+    summary = train(cfg, tmp_path / "ft", quiet=True)
+    assert summary["steps"] >= 1
+    tuned, _, info = loop.load_run(tmp_path / "ft")
+    assert info["image_shape"] == [3, 16, 16] and len(info["classes"]) == 3
+    assert tuned.config["stem"] == "conv" and tuned.patch_embed.grid_size == (4, 4)
+    assert tuned(torch.zeros(1, 3, 16, 16)).shape == (1, 3)
+
+
 def test_layer_decay_scales_every_groups_rate_along_the_schedule(tmp_path) -> None:
     path, _ = _pretrained(tmp_path / "w.safetensors")
     cfg = _cfg(path, layer_decay=0.5, lr=1e-3, min_lr=1e-5, warmup_epochs=1.0)

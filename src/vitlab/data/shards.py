@@ -12,7 +12,9 @@ shuffled order (so every shard mixes the classes), plus ``out_dir/<split>/index.
 per shard, its byte size and each sample's key, data offset, size and label. With the index the reader
 needs no pass over the tars: it checks each shard's size (a truncated or replaced shard is refused, named)
 and then reads any sample with one ``seek`` + ``read``. Shards without an index (written by other tools) are
-indexed by walking their tar headers once.
+indexed by walking their tar headers once; their classes are ``"0"`` .. ``"K-1"`` for the training split's
+largest label K − 1, and the other splits take the training split's classes (:func:`open_shards`), so a
+validation split that happens to lack a class still has the same classes.
 
 Reading a sample by position (instead of streaming the tar front to back) lets the same sampler serve
 folders and shards: an exact, seeded global order per epoch, the split of an epoch among DDP ranks, and
@@ -30,6 +32,7 @@ import io
 import json
 import os
 import tarfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +42,7 @@ import torch
 from vitlab.data.folder import IMAGE_EXTENSIONS, folder_splits, open_image
 from vitlab.errors import DataError
 
-__all__ = ["INDEX_FILE", "ShardSource", "is_shard_dir", "write_shards"]
+__all__ = ["INDEX_FILE", "ShardSource", "is_shard_dir", "open_shards", "write_shards"]
 
 INDEX_FILE = "index.json"
 FORMAT = "vitlab-shards"
@@ -132,23 +135,37 @@ def is_shard_dir(path: str | Path) -> bool:
 class ShardSource:
     """The samples of one folder of shards, readable by position (see the module docstring).
 
+    Shard files are opened on first read and kept open (up to 8 per process); :meth:`close` closes them (the
+    loaders call it when a pass over the data ends).
+
+    Args:
+        root: the folder of shards.
+        classes: for shards without an index, the class names to use (the training split's, see
+            :func:`open_shards`); every label must fall inside them. None: ``"0"`` .. the largest label.
+
     Attributes:
-        classes: class names (from the index; ``"0"``, ``"1"``, ... for shards without one).
+        classes: class names (from the index; else ``classes``, or ``"0"``, ``"1"``, ... up to the largest label).
         labels: (N,) int64 numpy array.
         groups: (N,) int64 numpy array: the shard of each sample (for the shard-grouped training order).
         name: the folder, for messages.
+
+    Raises:
+        DataError: no shards, a damaged index or shard, or a label outside the classes.
     """
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, classes: Sequence[str] | None = None) -> None:
         self.root = Path(root)
         if not is_shard_dir(self.root):
             raise DataError(f"{self.root} is not a folder of shards (no {INDEX_FILE}, no .tar files); "
                             f"write them with vitlab.data.shards.write_shards(folder, out_dir)")
         self.name = str(self.root)
+        given = classes is not None and not (self.root / INDEX_FILE).is_file()
         if (self.root / INDEX_FILE).is_file():
             self.files, self.classes, rows = self._from_index()
         else:
             self.files, self.classes, rows = self._from_tars()
+            if classes is not None:
+                self.classes = [str(c) for c in classes]
         if not rows:
             raise DataError(f"{self.root}: the shards hold no samples")
         table = np.array([row[:4] for row in rows], dtype=np.int64)  # shard, offset, size, label
@@ -156,6 +173,9 @@ class ShardSource:
         self.keys = np.array([f"{row[4]}.{row[5]}".encode() for row in rows])  # fixed-width bytes: no per-item objects
         if int(self.labels.min()) < 0 or int(self.labels.max()) >= len(self.classes):
             bad = int(self.labels.min()) if int(self.labels.min()) < 0 else int(self.labels.max())
+            if given:
+                raise DataError(f"{self.root}: label {bad} is outside the training split's {len(self.classes)} classes "
+                                f"(0..{len(self.classes) - 1}); give every split the training split's classes")
             raise DataError(f"{self.root}: label {bad} is out of range for {len(self.classes)} classes; "
                             f"fix the .cls members or the index")
         self._handles: dict[int, Any] = {}
@@ -244,10 +264,36 @@ class ShardSource:
             raise DataError(f"{name}: the shard ends inside this sample: it is truncated; rewrite the shards")
         return open_image(io.BytesIO(data), name, lazy=True)
 
+    def close(self) -> None:
+        """Close the shard files this process opened (a later read opens them again)."""
+        if self._pid == os.getpid():  # a forked copy's handles belong to the parent: leave them be
+            for handle in self._handles.values():
+                handle.close()
+        self._handles = {}
+
     def __getstate__(self) -> dict[str, Any]:  # file handles do not travel to worker processes
         state = dict(self.__dict__)
         state["_handles"], state["_pid"] = {}, -1
         return state
+
+
+def open_shards(source: str | Path, split: str) -> ShardSource | None:
+    """The shards of ``split`` of ``source`` (see :func:`shard_dir_for`), or None when it holds none.
+
+    A split other than ``train`` whose shards have no index takes the training split's classes (read from its
+    index, or from its shards' largest label), not ``0`` .. its own largest label: a validation split that
+    lacks the top class keeps every class.
+
+    Raises:
+        DataError: a bad shard folder, or a label outside the training split's classes.
+    """
+    shard_dir = shard_dir_for(source, split)
+    if shard_dir is None:
+        return None
+    train_dir = shard_dir_for(source, "train")
+    if split == "train" or train_dir is None or train_dir == shard_dir or (shard_dir / INDEX_FILE).is_file():
+        return ShardSource(shard_dir)
+    return ShardSource(shard_dir, classes=ShardSource(train_dir).classes)
 
 
 def shard_dir_for(source: str | Path, split: str) -> Path | None:

@@ -64,7 +64,7 @@ from torch.utils.data import Dataset, Sampler
 from vitlab.data.base import ImageDataset
 from vitlab.data.folder import folder_splits, load_image_files, open_image
 from vitlab.data.pipeline import AugmentConfig, build_pipeline, sample_generator
-from vitlab.data.shards import SPLITS, ShardSource, shard_dir_for
+from vitlab.data.shards import SPLITS, ShardSource, open_shards
 from vitlab.errors import ConfigError, DataError
 
 __all__ = [
@@ -110,13 +110,16 @@ class FolderSource:
         """Sample ``index`` opened lazily (header read, pixels not yet decoded); DataError if unreadable."""
         return open_image(self.describe(index), lazy=True)
 
+    def close(self) -> None:
+        """Nothing to close (each file is closed after it is read); as :meth:`ShardSource.close`."""
+
 
 def _open_source(source: str | Path, split: str, val_fraction: float, split_seed: int) -> FolderSource | ShardSource:
     if split not in SPLITS:
         raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    shard_dir = shard_dir_for(source, split)
-    if shard_dir is not None:
-        return ShardSource(shard_dir)
+    shards = open_shards(source, split)
+    if shards is not None:
+        return shards
     splits, classes = folder_splits(source, val_fraction, split_seed)
     return FolderSource(splits[split], classes, f"{Path(source)}/{split}")
 
@@ -381,16 +384,21 @@ class StreamingLoader(ImageLoader):
         )
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        """One pass (an epoch from its start batch); at its end, or when it is abandoned, the files that this
+        process opened (shards, with ``workers=0``) are closed."""
         self._batch = self.sampler.start_batch
-        for batch in self.loader:
-            if batch.bad:
-                if self.bad_images == "error":
-                    raise DataError(batch.bad[0][1] + " (or set bad_images: skip to drop such files)")
-                self.skipped += len(batch.bad)
-                room = KEEP_NAMES - len(self.skipped_files)
-                self.skipped_files.extend(name for name, _ in batch.bad[: max(room, 0)])
-            self._advance()
-            yield batch.images, batch.labels
+        try:
+            for batch in self.loader:
+                if batch.bad:
+                    if self.bad_images == "error":
+                        raise DataError(batch.bad[0][1] + " (or set bad_images: skip to drop such files)")
+                    self.skipped += len(batch.bad)
+                    room = KEEP_NAMES - len(self.skipped_files)
+                    self.skipped_files.extend(name for name, _ in batch.bad[: max(room, 0)])
+                self._advance()
+                yield batch.images, batch.labels
+        finally:
+            self.dataset.source.close()
 
 
 # ------------------------------------------------------------------------------------------ choosing

@@ -5,6 +5,7 @@
   2021, Sec. 3.2 and App. B.1.1).
 * New image size: the learned position embeddings are resampled to the new patch grid in 2-D, bicubically,
   the class token's row kept (ViT Sec. 3.2; :func:`vitlab.nn.resample_pos_embed`, non-square grids fine).
+  Whether to resample is decided by the grid (rows, columns), not the token count: 4×8 → 8×4 is resampled.
 * New patch size: the patch-embedding kernel is resized with FlexiViT's pseudo-inverse resize (Beyer et al.
   2023, "FlexiViT", Sec. 3.4). Resizing a p×p patch x to p*×p* is a linear map, resize(x) = B x with
   B ∈ R^{p*²×p²}. The kernel ŵ for the new size should give the same token, ⟨x, w⟩ = ⟨Bx, ŵ⟩, i.e.
@@ -14,7 +15,9 @@
   ``align_corners=False``), built column by column from the resized one-hot patches.
 * New input channels: RGB → grayscale sums the kernel over the three channels (exact for a gray image
   repeated into RGB); grayscale → RGB repeats the kernel divided by 3 (exact for an RGB image whose
-  channel mean is the gray image).
+  channel mean is the gray image). The kernel is the one that reads the image: the patch projection, or
+  with a convolutional stem (``stem="conv"``) the stem's first 3×3 convolution (its 1×1 projection keeps
+  its shape). A conv stem's patch size is its number of stride-2 convolutions, so it cannot change.
 * Layer-wise lr decay (BEiT, Bao et al. 2022; MAE, He et al. 2022, ``util/lr_decay.py``): layer ids are 0
   for the embeddings (``cls_token``, ``pos_embed``, ``patch_embed``), i + 1 for block i, L + 1 for the rest
   (final norm, pre-logits, head); a parameter of layer i gets lr · decay^(L + 1 − i). Biases, norm weights,
@@ -95,7 +98,8 @@ def resize_patch_embed(weight: Tensor, new_size: int | tuple[int, int]) -> Tenso
 
 
 def adapt_in_chans(weight: Tensor, in_chans: int, source: str = "patch embedding") -> Tensor:
-    """Adapt a (D, C, P, P) patch kernel to ``in_chans`` input channels.
+    """Adapt a (D, C, k, k) kernel that reads the image (patch projection, or a conv stem's first
+    convolution) to ``in_chans`` input channels.
 
     C → 1: sum over C (a gray image repeated into C channels gives the same tokens); 1 → C': the kernel
     repeated and divided by C' (an image whose channel mean is the gray image gives the same tokens).
@@ -114,16 +118,18 @@ def adapt_in_chans(weight: Tensor, in_chans: int, source: str = "patch embedding
                        "multi-channel is supported")
 
 
-def _load_template(model: VisionTransformer | dict[str, Tensor], num_heads: int | None = None) -> VisionTransformer:
+def _load_template(model: VisionTransformer | dict[str, Tensor], num_heads: int | None = None
+                   ) -> tuple[VisionTransformer, list[str]]:
+    """The model to adapt, and the notes on what was assumed in reading a state dict (e.g. a square grid)."""
     if isinstance(model, VisionTransformer):
-        return model
+        return model, []
     if isinstance(model, dict):
         from vitlab.models.convert.timm import timm_config_from_state_dict
 
-        kwargs, _ = timm_config_from_state_dict(model, "state dict", names="vitlab", num_heads=num_heads)
+        kwargs, notes = timm_config_from_state_dict(model, "state dict", names="vitlab", num_heads=num_heads)
         built = VisionTransformer(**kwargs)
         built.load_state_dict(model, strict=True)
-        return built
+        return built, notes
     raise TypeError(f"expected a VisionTransformer or a vitlab state dict, got {type(model).__name__}")
 
 
@@ -139,13 +145,16 @@ def adapt_pretrained(
     """A copy of a pretrained ViT made ready to fine-tune on a new task; the input is not modified.
 
     Args:
-        model_or_state: a :class:`VisionTransformer`, or a state dict in vitlab's names (sizes read from it;
-            pass ``num_heads`` for a width that is not a standard ViT width).
+        model_or_state: a :class:`VisionTransformer`, or a state dict in vitlab's names (sizes read from it,
+            a square grid assumed, the assumptions in the report's notes; pass ``num_heads`` for a width that is
+            not a standard ViT width; for a non-square grid pass the model).
         num_classes: if given, the head (and any pre-logits layer) is replaced by a zero-initialised
             ``Linear(D, num_classes)`` (ViT App. B.1.1), even when the count is unchanged.
         img_size: new (H, W) or side; learned position embeddings are resampled bicubically to the new grid.
-        patch_size: new patch side; the kernel is PI-resized (FlexiViT) and the grid follows.
-        in_chans: new input channels (grayscale ↔ multi-channel, see :func:`adapt_in_chans`).
+        patch_size: new patch side; the kernel is PI-resized (FlexiViT) and the grid follows (``stem="linear"``
+            only: a convolutional stem's patch size is fixed by its depth).
+        in_chans: new input channels (grayscale ↔ multi-channel, see :func:`adapt_in_chans`), applied to the
+            patch kernel, or with ``stem="conv"`` to the stem's first convolution.
         report: a :class:`LoadReport` to extend (names are moved from ``loaded`` to ``resampled``/``new``).
         **overrides: other :class:`VisionTransformer` arguments for the new model (``drop_path_rate``, ...).
 
@@ -153,11 +162,13 @@ def adapt_pretrained(
         (new model, report).
 
     Raises:
-        ConvertError: the new image size is not a multiple of the patch size, or the channels cannot map.
+        ConvertError: the new image size is not a multiple of the patch size, the channels cannot map, or a
+            new patch size for a convolutional stem.
     """
-    model = _load_template(model_or_state, overrides.get("num_heads"))
+    model, notes = _load_template(model_or_state, overrides.get("num_heads"))
     report = report if report is not None else LoadReport(source="pretrained model", format="vitlab",
                                                           config=dict(model.config))
+    report.notes.extend(note for note in notes if note not in report.notes)
     if not report.loaded:
         report.loaded = list(model.state_dict())
     cfg = dict(model.config)
@@ -178,12 +189,19 @@ def adapt_pretrained(
     new_model = VisionTransformer(**cfg)
     old_state = {k: v.detach() for k, v in model.state_dict().items()}
     state = new_model.state_dict()
+    conv_stem = cfg.get("stem", "linear") == "conv"
+    if conv_stem and new_patch != old_patch:
+        raise ConvertError(f"{report.source}: a convolutional stem's depth is set by its patch size {old_patch}, so it "
+                           f"cannot become {new_patch}; keep patch_size={old_patch} (change img_size instead)")
+    # the kernel that sees the image's channels: the patch projection, or the conv stem's first convolution
+    # (the stem's 1x1 projection then keeps its shape)
+    first_kernel = "patch_embed.stem.0.weight" if conv_stem else "patch_embed.proj.weight"
     resampled: list[str] = []
     for name, target in state.items():
         if name.startswith(("head.", "pre_logits.")) and replace_head:
             continue
         value = old_state[name]
-        if name == "patch_embed.proj.weight":
+        if name == first_kernel:
             changed = value
             if new_patch != old_patch:
                 changed = resize_patch_embed(changed, new_patch)
@@ -191,7 +209,8 @@ def adapt_pretrained(
             if changed is not value:
                 resampled.append(name)
             value = changed
-        elif name == "pos_embed.weight" and tuple(value.shape) != tuple(target.shape):
+        elif name == "pos_embed.weight" and new_model.patch_embed.grid_size != model.patch_embed.grid_size:
+            # compare the grids, not the token counts: 4x8 -> 8x4 keeps the count but moves every position
             value = resample_pos_embed(value, new_model.patch_embed.grid_size, model.patch_embed.grid_size,
                                        model.pos_prefix_tokens)
             resampled.append(name)

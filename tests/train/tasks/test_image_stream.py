@@ -136,6 +136,29 @@ def test_folder_of_images_already_at_img_size_stays_in_memory_with_the_tensor_cr
     assert set(forced.modes.values()) == {"stream"} and forced.transform.crop_padding == 0
 
 
+@pytest.mark.parametrize("data_mode", ["memory", "stream"])
+def test_rotate_and_scale_apply_to_streamed_training_batches_as_in_the_in_memory_task(tmp_path, data_mode) -> None:
+    # Reference: the in-memory task's transform for the same recipe keys (image._make_transform), applied to the
+    # same batch with the same generator: the streamed task's training batches must come out identical.
+    from vitlab.train.tasks.image import _make_transform
+
+    rng = np.random.default_rng(2)
+    for name in ("a", "b"):
+        (tmp_path / "same" / name).mkdir(parents=True)
+        for i in range(8):
+            pixels = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "same" / name / f"{i}.png")
+    cfg = stream_config(tmp_path / "same", rotate=20.0, scale=0.2, crop_padding=0, hflip=False, data_mode=data_mode)
+    task = task_for(cfg)
+    task.load_data(None)
+    assert task.modes["train"] == data_mode
+    reference, _, _ = _make_transform(cfg, None, {"mean": task.mean, "std": task.std})
+    images = torch.from_numpy(rng.integers(0, 255, (4, 3, 32, 32), dtype=np.uint8))
+    out = task.transform(images, torch.Generator().manual_seed(5), train=True)
+    assert torch.equal(out, reference(images, torch.Generator().manual_seed(5), train=True))
+    assert not torch.equal(out, task.transform(images, None, train=False))  # the batch was rotated and scaled
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_streamed_run_killed_mid_epoch_resumes_bit_identical(tmp_path, monkeypatch, workers: int) -> None:
     photos = make_photos(tmp_path / "photos")

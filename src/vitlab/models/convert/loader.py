@@ -158,9 +158,11 @@ def load_pretrained(
         num_heads: attention heads, when the width is not a standard ViT width.
         global_pool: ``"token"`` or ``"avg"``, when a timm/vitlab checkpoint with a class token averaged.
         fc_norm: for vitlab weights pooled by ``"avg"``: where the final norm acted.
-        norm_eps: LayerNorm eps, when a timm/vitlab checkpoint was not trained with 1e-6.
+        norm_eps: LayerNorm eps, when a timm/torchvision/vitlab checkpoint was not trained with 1e-6.
         act: MLP activation, when a timm/vitlab checkpoint did not use the erf GELU.
-        source_img_size: the checkpoint's image size, needed for a non-square grid of timm/vitlab weights.
+        source_img_size: the checkpoint's image size (H, W) or side, for timm/vitlab weights: without it the
+            grid is read from the position embedding as a square one (noted in the report), so a non-square
+            checkpoint needs it.
         **overrides: other :class:`VisionTransformer` arguments of the returned model (``drop_path_rate``, ...).
 
     Returns:
@@ -179,7 +181,7 @@ def load_pretrained(
         converted, dropped = convert_hf_state_dict(state, source)
     elif fmt == "torchvision":
         converted, dropped = convert_torchvision_state_dict(state, source), []
-        kwargs, notes = torchvision_config_from_state_dict(state, source, num_heads)
+        kwargs, notes = torchvision_config_from_state_dict(state, source, num_heads, norm_eps)
     elif fmt == "vitlab" and config is not None:  # a vitlab export: its arguments are stored with the weights
         converted, dropped, notes = dict(state), [], []
         kwargs = {**config, **{k: v for k, v in dict(num_heads=num_heads, global_pool=global_pool, fc_norm=fc_norm,

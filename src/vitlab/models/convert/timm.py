@@ -5,14 +5,16 @@ timm has two slots, ``norm`` (on every token) and ``fc_norm`` (after pooling), e
 LayerNorm; vitlab has one ``norm`` and a flag ``fc_norm`` saying where it acts. A state dict tells which
 slot holds the weights, so both average-pool layouts (timm's default ``fc_norm=True`` and the
 ``vit_base_patch16_gap_224`` layout ``fc_norm=False``) convert exactly. What a state dict does not record
-(the number of heads for a non-standard width, LayerNorm eps, the MLP activation, and whether a model with a
-class token pooled it or averaged) is taken from arguments or a timm Hub ``config.json``, and the report
-says what was assumed. Features vitlab's ViT lacks (register tokens, a pre-norm, q/k norm, attention
-pooling, distillation tokens, ...) are refused by name.
+(the number of heads for a non-standard width, LayerNorm eps, the MLP activation, whether a model with a
+class token pooled it or averaged, and the image size: a table of N position rows fits several grids) is
+taken from arguments or a timm Hub ``config.json``, and the report says what was assumed (for the grid: a
+square one, see :func:`square_reading`). Features vitlab's ViT lacks (register tokens, a pre-norm, q/k
+norm, attention pooling, distillation tokens, ...) are refused by name.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from torch import Tensor, nn
@@ -22,13 +24,13 @@ from vitlab.models.convert.common import (
     check_keys,
     infer_num_heads,
     patch_from_conv,
-    square_grid,
 )
 from vitlab.models.vit import VisionTransformer
 
 __all__ = [
     "convert_timm_state_dict",
     "convert_to_timm_state_dict",
+    "square_reading",
     "timm_config_from_state_dict",
     "timm_kwargs",
     "vit_from_timm",
@@ -125,6 +127,38 @@ def mlp_ratio_for(hidden: int, dim: int) -> float:
     return ratio if int(dim * ratio) == hidden else (hidden + 0.5) / dim
 
 
+def square_reading(rows: int, prefix: int, source: str) -> tuple[tuple[int, int], bool]:
+    """The square grid a position embedding of ``rows`` rows is read as when the image size is not known.
+
+    A table of N rows fits several grids (any H·W = N or N − 1), so without the checkpoint's image size the
+    reading is a rule, not a fact: every released timm / Hugging Face / torchvision ViT is square, so the square
+    reading wins. First a class-token row plus an n×n grid (rows − prefix = n², the usual layout), then, for a
+    model with a class token, an n×n grid without a class row (rows = n², DeiT-III's ``no_embed_class``). A
+    non-square checkpoint whose table also fits one of these (e.g. 4×6 patches + class row = 25 = 5²) is misread
+    unless its size is passed: the caller notes the assumption.
+
+    Args:
+        rows: the position embedding's rows.
+        prefix: 1 with a class token, else 0.
+        source: how messages name the checkpoint.
+
+    Returns:
+        ((n, n), no_embed_class).
+
+    Raises:
+        ConvertError: neither reading is a square grid (pass the checkpoint's image size).
+    """
+    side = math.isqrt(max(rows - prefix, 0))
+    if side and side * side == rows - prefix:
+        return (side, side), False
+    side = math.isqrt(rows)
+    if prefix and side * side == rows:
+        return (side, side), True
+    raise ConvertError(f"{source}: {rows} position-embedding rows are not a square grid"
+                       f"{' (with or without a class-token row)' if prefix else ''}; pass source_img_size=(H, W), the "
+                       "image size the checkpoint was trained on")
+
+
 def timm_config_from_state_dict(
     state_dict: dict[str, Tensor],
     source: str = "timm state dict",
@@ -142,12 +176,14 @@ def timm_config_from_state_dict(
 
     Sizes come from the tensors: width, channels and patch size from ``patch_embed.proj.weight`` (D, C, P, P),
     depth from the block indices, MLP width from ``fc1``, classes from ``head``, the grid from ``pos_embed``
-    (square unless ``img_size`` is given), LayerScale / qkv bias / class token from the keys present.
+    and ``img_size`` (or the Hub config's input size); without either, the square reading of
+    :func:`square_reading`, with a note saying so. LayerScale / qkv bias / class token come from the keys present.
 
     Args:
         state_dict: timm names (``names="timm"``) or vitlab names (``names="vitlab"``).
         source: how messages name the checkpoint.
-        img_size: the checkpoint's (H, W), needed only for a non-square grid or no position embedding.
+        img_size: the checkpoint's (H, W) (``load_pretrained``'s ``source_img_size``), needed for a non-square
+            grid or no position embedding; without it a square grid is assumed and noted.
         num_heads: needed unless ``hub_config`` records it (``model_args``) or names a plain timm ViT
             (``vit_base_patch16_224``...); a state dict does not record it.
         global_pool: ``"token"`` or ``"avg"``; default from ``hub_config``, else ``"avg"`` without a class
@@ -196,19 +232,19 @@ def timm_config_from_state_dict(
                 no_embed_class = True
             else:
                 raise ConvertError(f"{source}: pos_embed has {rows} rows, but a {height}x{width} image in {patch}x{patch} "
-                                   f"patches has {count} (+{prefix} class token); pass the checkpoint's img_size")
+                                   f"patches has {count} (+{prefix} class token); pass source_img_size=(H, W), the "
+                                   "image size the checkpoint was trained on")
             grid = (height // patch, width // patch)
         else:
-            try:
-                grid, no_embed_class = square_grid(rows - prefix, source), False
-            except ConvertError:
-                if not prefix:
-                    raise
-                grid, no_embed_class = square_grid(rows, source), True
+            grid, no_embed_class = square_reading(rows, prefix, source)
+            where = ("patches only (no_embed_class)" if no_embed_class
+                     else "class row + patches" if prefix else "patches")
+            notes.append(f"square {grid[0]}x{grid[1]} patch grid assumed ({rows} position rows: {where}); pass "
+                         f"source_img_size=(H, W) if the checkpoint was trained on a non-square image")
         pos_embed = "learn"
     else:
         if img_size is None:
-            raise ConvertError(f"{source}: no position embedding, so the grid is unknown; pass img_size=(H, W)")
+            raise ConvertError(f"{source}: no position embedding, so the grid is unknown; pass source_img_size=(H, W)")
         height, width = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
         grid = (height // patch, width // patch)
         pos_embed = "none"

@@ -6,8 +6,10 @@ mlp.0, mlp.3}`` (checkpoints before torchvision 0.13: ``mlp.linear_1`` / ``mlp.l
 ``heads.head`` and, with ``representation_size``, ``heads.pre_logits`` (+ tanh). ``nn.MultiheadAttention``'s
 ``in_proj`` rows are [q; k; v] like vitlab's fused qkv, always with a bias. The layout is class-token
 pooling with the final LayerNorm on every token (vitlab ``global_pool="token"``, ``fc_norm=False``),
-LayerNorm eps 1e-6, erf GELU, square images. A state dict does not record the number of heads: it is read
-from the width for the published sizes (ViT-B 12, ViT-L 16, ViT-H 16) or passed as ``num_heads``.
+erf GELU, square images. A state dict does not record the number of heads: it is read from the width for
+the published sizes (ViT-B 12, ViT-L 16, ViT-H 16) or passed as ``num_heads``. Nor does it record the
+LayerNorm eps (torchvision's default 1e-6; any other is built with ``norm_layer``): it is passed as
+``norm_eps`` or assumed to be 1e-6, and noted. Exports pass the model's eps through to ``norm_layer``.
 """
 
 from __future__ import annotations
@@ -79,9 +81,18 @@ def convert_torchvision_state_dict(state_dict: dict[str, Tensor], source: str = 
 
 
 def torchvision_config_from_state_dict(
-    state_dict: dict[str, Tensor], source: str = "torchvision ViT", num_heads: int | None = None
+    state_dict: dict[str, Tensor],
+    source: str = "torchvision ViT",
+    num_heads: int | None = None,
+    norm_eps: float | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """:class:`VisionTransformer` keyword arguments of a torchvision ViT state dict (torchvision names).
+
+    Args:
+        state_dict: torchvision names.
+        source: how messages name the checkpoint.
+        num_heads: needed unless the width is a published size's.
+        norm_eps: LayerNorm eps of every norm (default 1e-6, torchvision's; noted).
 
     Returns:
         (keyword arguments, notes on what was assumed).
@@ -103,6 +114,9 @@ def torchvision_config_from_state_dict(
         raise ConvertError(f"{source}: no MLP weights in encoder_layer_0; the checkpoint is incomplete")
     head = state_dict.get("heads.head.weight")
     pre = state_dict.get("heads.pre_logits.weight")
+    if norm_eps is None:
+        norm_eps = 1e-6
+        notes.append("LayerNorm eps 1e-6 assumed (torchvision's default; a state dict does not record it)")
     kwargs = dict(
         img_size=(grid[0] * patch, grid[1] * patch),
         patch_size=patch,
@@ -118,7 +132,7 @@ def torchvision_config_from_state_dict(
         pos_embed="learn",
         act="gelu",
         fc_norm=False,
-        norm_eps=1e-6,
+        norm_eps=float(norm_eps),
         representation_size=None if pre is None else int(pre.shape[0]),
     )
     return kwargs, notes
@@ -158,9 +172,12 @@ def convert_to_torchvision_state_dict(state_dict: dict[str, Tensor]) -> dict[str
 def torchvision_kwargs(model: VisionTransformer) -> dict[str, Any]:
     """Keyword arguments for ``torchvision.models.vision_transformer.VisionTransformer`` matching ``model``.
 
+    The LayerNorm eps is passed through as ``norm_layer=partial(nn.LayerNorm, eps=model.norm_eps)`` (any eps:
+    torchvision's 1e-6, Hugging Face's 1e-12, ...); load such weights back with ``norm_eps``.
+
     Raises:
         ConvertError: a layout torchvision's ViT cannot express (average pooling, no class token, non-square
-            input, no qkv bias, LayerScale, eps other than 1e-6, an activation other than erf GELU, ...).
+            input, no qkv bias, LayerScale, an activation other than erf GELU, ...).
     """
     import functools
 

@@ -465,6 +465,9 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------------------------------ using a run
+RUN_INFO_KEYS = ("classes", "image_shape", "mean", "std")  # what eval / predict read from run.json
+
+
 def load_run(
     run_dir: str | Path, device: str | torch.device = "cpu", command: str = "eval"
 ) -> tuple[nn.Module, TrainConfig, dict[str, Any]]:
@@ -473,7 +476,8 @@ def load_run(
     ``command`` names the CLI command asking, for the message that a seq2seq run needs another one.
 
     Raises:
-        CheckpointError: the folder is not an image run, has no finished model, or its files are damaged.
+        CheckpointError: the folder is not an image run, has no finished model, or its files are damaged (run.json
+            must hold :data:`RUN_INFO_KEYS`).
     """
     from vitlab.train.config import config_from_dict, load_yaml
 
@@ -489,6 +493,12 @@ def load_run(
         info = json.loads((run_dir / RUN_INFO_FILE).read_text(encoding="utf-8"))
     except ValueError:
         raise CheckpointError(f"{run_dir / RUN_INFO_FILE} is damaged (not JSON)") from None
+    if not isinstance(info, dict):
+        raise CheckpointError(f"{run_dir / RUN_INFO_FILE} is damaged (not a JSON object)")
+    for key in RUN_INFO_KEYS:
+        if key not in info:
+            raise CheckpointError(f"{run_dir / RUN_INFO_FILE} has no '{key}' entry (damaged or edited); restore the "
+                                  f"run.json that `vitlab train` wrote, or train the run again")
     model = build_model(cfg, tuple(info["image_shape"]), len(info["classes"]), info)
     try:
         model.load_state_dict(load_weights(run_dir / WEIGHTS_FILE))

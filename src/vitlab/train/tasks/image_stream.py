@@ -10,7 +10,9 @@ scaling, the report) is :class:`~vitlab.train.tasks.image.ImageTask`'s.
   ``DistributedSampler``'s (permutation seeded by ``seed + e``, every ``world``-th sample per rank), so the
   engine's resume (epoch, batch) restarts the loader at exactly the batch where the run stopped. When
   ``data_mode: auto`` keeps a split in memory (images already ``img_size``, no ``augment``), the engine's
-  tensor crop/flip (``crop_padding``, ``hflip``) augments it, as for the embedded sets.
+  tensor crop/flip (``crop_padding``, ``hflip``) augments it, as for the embedded sets. The engine's random
+  rotation and size change (``rotate``, ``scale``) act on every training batch in both modes, as in
+  :class:`~vitlab.train.tasks.image.ImageTask`.
 * Evaluation: resize + centre crop (``augment.crop_fraction``); rank r scores the contiguous range
   ``[r·n/world, (r+1)·n/world)`` and the logits and labels are gathered with their real sizes (a skipped
   bad image makes a rank's share smaller).
@@ -140,8 +142,10 @@ class StreamImageTask(ImageTask):
         from vitlab.data.transforms import BatchTransform
 
         in_memory = self.modes["train"] == "memory"  # no per-image pipeline: the tensor crop/flip augments
+        # rotate/scale have no per-image counterpart: on every training batch, as in the in-memory task
         self.transform = BatchTransform(crop_padding=cfg.crop_padding if in_memory else 0,
-                                        hflip=cfg.hflip if in_memory else False, mean=self.mean, std=self.std)
+                                        hflip=cfg.hflip if in_memory else False, mean=self.mean, std=self.std,
+                                        rotate=cfg.rotate, scale=cfg.scale)
         self.eval_loaders: dict[str, Any] = {}
         self.eval_skipped = {"val": 0, "test": 0}
 
@@ -165,7 +169,10 @@ class StreamImageTask(ImageTask):
                     raise DataError(batch.bad[0][1] + " (or set bad_images: skip to drop such files)")
                 yield batch.images
 
-        mean, std = channel_stats(batches())
+        try:
+            mean, std = channel_stats(batches())
+        finally:
+            source.close()  # the shard files read here stay out of the DataLoader workers forked later
         return [float(v) for v in mean], [max(float(v), 1e-6) for v in std]
 
     def _loader(self, split: str, ctx: DistContext) -> Any:
