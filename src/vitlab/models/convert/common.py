@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from vitlab.errors import CheckpointError
@@ -230,8 +231,11 @@ def patch_from_conv(weight: Tensor, source: str) -> tuple[int, int]:
 
 
 def torch_dtype_check(state: dict[str, Tensor], source: str) -> None:
-    """Refuse integer or quantized tensors where float weights are expected."""
+    """Refuse integer or quantized tensors where float weights are expected (BatchNorm's integer step counter
+    ``num_batches_tracked``, e.g. in a conv stem, is the one integer tensor a model may hold)."""
     for name, tensor in state.items():
+        if name.endswith("num_batches_tracked") and tensor.dtype == torch.int64 and tensor.ndim == 0:
+            continue
         if not (tensor.is_floating_point() or tensor.is_complex()):
             raise ConvertError(f"{source}: tensor {name} has dtype {tensor.dtype}; expected float weights "
                                "(quantized or integer checkpoints are not supported)")
