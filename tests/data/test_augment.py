@@ -108,6 +108,41 @@ def test_randaugment_applies_n_uniform_ops_at_the_fixed_magnitude(monkeypatch):
     assert 0 < sum(signs) < len(signs)  # both signs occur
 
 
+@pytest.mark.parametrize("magnitude", [9, 27])
+def test_randaugment_solarize_threshold_and_enhance_factors_equal_pil_at_the_magnitude(monkeypatch, magnitude):
+    # Reference: Pillow's ImageOps.solarize / ImageEnhance called by hand with the paper's magnitudes
+    # (Cubuk et al. 2020; torchvision's 31-bin table): at bin M of 31, t = M / 30, Solarize inverts the pixels
+    # >= 255·(1 − t) and Brightness / Color / Contrast / Sharpness use the factor 1 ± 0.9·t. Only the op's name
+    # and sign are read from the spy; the pixels come from the real policy with num_ops=1.
+    # Fails if Solarize's threshold is 255·t (inverted scale) or 128 − ..., or if the enhance ops use another
+    # range (e.g. the wide 0.99·t of TrivialAugment, or 1 − 0.9·t for both signs).
+    from PIL import ImageEnhance, ImageOps
+
+    calls = _record_ops(monkeypatch)
+    policy = RandAugment(num_ops=1, magnitude=magnitude, num_bins=31)
+    generator = torch.Generator().manual_seed(magnitude)
+    image = _photo(4)
+    t = magnitude / 30
+    enhancers = {"Brightness": ImageEnhance.Brightness, "Color": ImageEnhance.Color,
+                 "Contrast": ImageEnhance.Contrast, "Sharpness": ImageEnhance.Sharpness}
+    seen: set[tuple[str, bool]] = set()
+    for _ in range(500):
+        out = policy(image, generator)
+        name, value = calls[-1]
+        if name == "Solarize":
+            expected = ImageOps.solarize(image, 255 * (1 - t))
+            by_hand = np.where(_arr(image) >= 255 * (1 - t), 255 - _arr(image), _arr(image))
+            assert np.array_equal(_arr(expected), by_hand)
+        elif name in enhancers:
+            expected = enhancers[name](image).enhance(1 + 0.9 * t if value > 0 else 1 - 0.9 * t)
+        else:
+            continue
+        assert np.array_equal(_arr(out), _arr(expected)), (name, value)
+        seen.add((name, name == "Solarize" or value > 0))
+    # every one of these ops, and both signs of the enhancements, was drawn and checked
+    assert seen == {("Solarize", True)} | {(n, s) for n in enhancers for s in (True, False)}
+
+
 def test_trivialaugment_applies_one_op_with_uniform_magnitude_bins(monkeypatch):
     calls = _record_ops(monkeypatch)
     policy = TrivialAugment(num_bins=31)

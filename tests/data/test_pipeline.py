@@ -78,6 +78,23 @@ def test_eval_resize_and_centre_crop_equal_torchvision(size):
     assert torch.equal(got, reference(image))
 
 
+@pytest.mark.parametrize("size", [(64, 64), (100, 80)])
+def test_default_evaluation_crop_is_seven_eighths_of_the_resized_shorter_side(size):
+    # Reference: Pillow by hand, with the classic 224/256 = 0.875 protocol written out (not read from vitlab):
+    # shorter side resized to floor(56 / 0.875) = 64, then the centred 56 x 56 crop, (64 - 56) / 2 = 4 in.
+    # Fails if AugmentConfig's or EvalPipeline's default crop_fraction changes (e.g. 0.9 resizes to 62, 1.0
+    # to 56), or if build_pipeline stops passing the config's fraction on.
+    width, height = size
+    image = _photo(width, height, seed=4)
+    new_w, new_h = 64 * width // height, 64  # the shorter side (the height here) becomes 64
+    left, top = (new_w - 56) // 2, (new_h - 56) // 2
+    expected = image.resize((new_w, new_h), Image.Resampling.BICUBIC).crop((left, top, left + 56, top + 56))
+    expected = torch.from_numpy(np.asarray(expected).copy()).permute(2, 0, 1)
+    assert AugmentConfig().crop_fraction == 0.875
+    for pipeline in (build_pipeline(False, 56, 3), build_pipeline(False, 56, 3, AugmentConfig()), EvalPipeline(56)):
+        assert torch.equal(pipeline(image.copy()), expected), pipeline
+
+
 def test_centre_crop_box_is_centred_and_square():
     (w, h), box = center_crop_box(200, 100, 224, 0.875)
     assert (w, h) == (512, 256)
@@ -130,6 +147,21 @@ def test_sample_generators_are_reproducible_and_distinct():
     keys = [(0, 0, 0), (0, 0, 1), (0, 1, 0), (1, 0, 0), (0, 1, 1)]
     values = [draw(*k) for k in keys]
     assert len({tuple(v.tolist()) for v in values}) == len(keys)
+
+
+def test_a_samples_augmentation_changes_between_epochs_and_repeats_within_one():
+    # The streaming path augments sample i of epoch e from sample_generator(seed, e, i) (module docstring):
+    # identical crops / flips / policy ops / erasing in every epoch would silently shrink the augmentation to
+    # one fixed view per sample. Reference: the pipeline's output for the same (seed, epoch, index) computed
+    # twice. Fails if sample_generator ignores ``epoch`` (e.g. drops its mixing step).
+    pipeline = TrainPipeline(24, 3, AugmentConfig())  # the DeiT defaults: crop, flip, RandAugment, erasing
+    image = _photo(80, 50)
+    changed = 0
+    for index in range(20):
+        epoch0 = pipeline(image.copy(), sample_generator(7, 0, index))
+        assert torch.equal(pipeline(image.copy(), sample_generator(7, 0, index)), epoch0)  # same epoch: same view
+        changed += not torch.equal(pipeline(image.copy(), sample_generator(7, 1, index)), epoch0)
+    assert changed == 20  # a random-resized crop of area U[0.08, 1] practically never repeats
 
 
 def test_full_deit_pipeline_is_deterministic_per_generator():

@@ -237,3 +237,32 @@ def test_a_loader_without_workers_closes_its_shard_files_when_done(tmp_path, mon
     assert not source._handles
     source.open(1).close()  # reopened on the next read
     source.close()
+
+
+def test_index_less_shards_with_upper_case_jpeg_members_are_read(tmp_path):
+    # Cameras and Windows tools write IMG_0001.JPG; a foreign tar (Python's tarfile, no index) with .JPG / .JPEG
+    # members must be read like .jpg. Reference: the member bytes the test wrote, decoded by Pillow directly,
+    # and the labels written. Fails if _from_tars compares the extension case-sensitively with IMAGE_EXTENSIONS
+    # (the upper-case samples are then silently dropped).
+    rng = np.random.default_rng(5)
+    target = tmp_path / "foreign"
+    target.mkdir()
+    written = []
+    with tarfile.open(target / "part-0.tar", "w") as tar:
+        for i, ext in enumerate(["JPG", "JPEG", "jpg", "Jpeg", "PNG"]):
+            buffer = io.BytesIO()
+            Image.fromarray(rng.integers(0, 256, (10, 14, 3), dtype=np.uint8)).save(
+                buffer, format="PNG" if ext == "PNG" else "JPEG")
+            written.append((buffer.getvalue(), i % 2))
+            for name, data in ((f"img{i:03d}.{ext}", buffer.getvalue()), (f"img{i:03d}.cls", str(i % 2).encode())):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    source = ShardSource(target)
+    assert len(source) == 5 and source.classes == ["0", "1"]
+    for index, (data, label) in enumerate(written):
+        assert int(source.labels[index]) == label
+        expected = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        assert np.array_equal(np.asarray(source.open(index).convert("RGB")), expected)
+    loader = build_image_loader(target, "train", img_size=8, batch_size=5, train=False, workers=0)
+    assert sum(len(y) for _, y in loader) == 5

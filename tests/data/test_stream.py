@@ -102,6 +102,31 @@ def test_same_seed_gives_the_same_batches_with_zero_and_two_workers(tmp_path):
     assert not torch.equal(_batches(other)[0][0], _batches(single)[0][0])
 
 
+def _views_of_epoch(loader, epoch: int) -> dict[int, torch.Tensor]:
+    """Sample index -> its augmented image in ``epoch`` (the batches follow the sampler's order for the epoch)."""
+    loader.set_epoch(epoch)
+    images = torch.cat([x for x, _ in _batches(loader)])
+    return dict(zip(loader.sampler.indices(epoch).tolist(), images))
+
+
+def test_a_streamed_samples_augmentation_changes_between_epochs_and_repeats_within_one(tmp_path):
+    # Reference: the loader's own output for the same epoch read twice (same views), against the next epoch
+    # (new views for the same files). The per-sample generator is keyed by (seed, epoch, index); an epoch that
+    # does not reach it would give every sample one fixed crop / flip / policy / erasing for the whole run.
+    # Fails if StreamDataset.load or EpochBatchSampler passes a fixed epoch (e.g. 0) to sample_generator, or if
+    # sample_generator ignores its epoch.
+    root = _folder(tmp_path / "data", per_class=6, same_size=True)
+    loader = build_image_loader(root, "train", img_size=16, batch_size=4, train=True, augment=AugmentConfig(),
+                                seed=3, workers=0)
+    assert loader.mode == "stream"
+    epoch0, epoch1 = _views_of_epoch(loader, 0), _views_of_epoch(loader, 1)
+    again = _views_of_epoch(loader, 0)
+    assert again.keys() == epoch0.keys() and all(torch.equal(again[i], epoch0[i]) for i in epoch0)
+    both = epoch0.keys() & epoch1.keys()
+    assert len(both) >= 8
+    assert all(not torch.equal(epoch0[i], epoch1[i]) for i in both)  # a random-resized crop practically never repeats
+
+
 def test_training_order_is_distributed_samplers(tmp_path):
     root = _folder(tmp_path / "data", per_class=10)
     n = len(_open_source(root, "train", 0.1, 0))

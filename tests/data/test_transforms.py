@@ -101,6 +101,21 @@ def test_seeded_generator_reproduces_and_different_seeds_differ():
     assert not torch.equal(a, c)
 
 
+def test_one_generator_across_two_epochs_augments_the_same_batch_differently():
+    # The engine keeps ONE generator for the whole run and passes it to every batch (see tests/train/test_engine.py
+    # for the run itself): the second pass over the same samples must draw new crops and flips. Reference: the
+    # transform of the same batch with an equally seeded fresh generator (epoch 0 again) is identical.
+    # Fails if BatchTransform draws from a copy of the caller's generator instead of advancing it.
+    images = torch.rand(64, 3, 8, 8, generator=_gen())
+    t = BatchTransform(crop_padding=2, hflip=True)
+    generator = _gen(7)
+    epoch0 = t(images, generator, train=True)
+    epoch1 = t(images, generator, train=True)
+    assert torch.equal(t(images, _gen(7), train=True), epoch0)
+    changed = sum(not torch.equal(epoch0[i], epoch1[i]) for i in range(64))
+    assert changed >= 56, changed  # a sample keeps offset and flip with probability 1/50: ~63 of 64 change
+
+
 def test_normalize_matches_the_formula_and_accepts_uint8():
     images = torch.randint(0, 256, (5, 3, 4, 4), generator=_gen(), dtype=torch.uint8)
     mean, std = [0.1, 0.5, 0.9], [0.2, 0.25, 0.5]

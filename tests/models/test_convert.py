@@ -581,6 +581,46 @@ def test_vitlab_weights_round_trip_through_the_loader(extra, tmp_path):
         assert _max_diff(model(x), loaded.eval()(x)) == 0.0
 
 
+def test_vitlab_weights_saved_before_pooled_norm_load_with_the_same_logits(tmp_path):
+    # Reference: the logits of the vitlab model whose weights are written in the pre-issue-25 names (the
+    # after-pooling norm under norm.*). With the stored config (a vitlab .safetensors export, a run's
+    # model.safetensors) they load with no argument; a bare .pth needs fc_norm=True, and without it the
+    # loader reads today's meaning of norm.* (on every token) and says so in a note.
+    import json
+
+    from vitlab.models.convert.loader import CONFIG_KEY
+
+    model = _randomise(vitlab.create_model("vit_tiny_patch4_32", depth=2, num_classes=7, embed_dim=48, num_heads=3,
+                                           class_token=False, global_pool="avg"), seed=10)
+    assert model.fc_norm and "pooled_norm.weight" in model.state_dict()
+    old = {("norm." + k[len("pooled_norm."):] if k.startswith("pooled_norm.") else k): v.contiguous()
+           for k, v in model.state_dict().items()}
+    save_file(old, str(tmp_path / "old.safetensors"), metadata={CONFIG_KEY: json.dumps(model.config)})
+    torch.save(old, tmp_path / "old.pth")
+    x = _images(3, (32, 32))
+    with torch.no_grad():
+        expected = model(x)
+        loaded, report = load_pretrained(tmp_path / "old.safetensors")
+        assert report.format == "vitlab" and loaded.config == model.config
+        assert torch.equal(loaded.eval()(x), expected)
+        bare, report = load_pretrained(tmp_path / "old.pth", num_heads=3, fc_norm=True)
+        assert bare.fc_norm and torch.equal(bare.eval()(x), expected)
+        today, report = load_pretrained(tmp_path / "old.pth", num_heads=3)
+        assert not today.fc_norm and any("pass fc_norm=True for those" in note for note in report.notes)
+    # a dict in today's names says where its norm acts: no argument and no note needed, even without pos_embed
+    torch.save(dict(model.state_dict()), tmp_path / "today.pth")
+    again, report = load_pretrained(tmp_path / "today.pth", num_heads=3)
+    assert again.fc_norm and not any("fc_norm" in note for note in report.notes)
+    with torch.no_grad():
+        assert torch.equal(again.eval()(x), expected)
+    with pytest.raises(ConvertError, match="pooled_norm.* weights .* but fc_norm=False was passed"):
+        load_pretrained(tmp_path / "today.pth", num_heads=3, fc_norm=False)
+    unembedded = vitlab.create_model("vit_tiny_patch4_32", depth=1, embed_dim=32, num_heads=2, pos_embed="none",
+                                     global_pool="avg")
+    torch.save(dict(unembedded.state_dict()), tmp_path / "nopos.pth")
+    assert detect_format(tmp_path / "nopos.pth") == "vitlab"
+
+
 def test_old_names_still_import_from_vit_module():
     from vitlab.models.vit import convert_timm_state_dict, convert_to_timm_state_dict, vit_from_timm
 

@@ -264,6 +264,26 @@ def test_layer_decay_groups_follow_the_mae_rule():
     assert len(optimizer.param_groups) == len(groups)
 
 
+def test_the_norm_after_pooling_is_in_the_top_layer_without_decay_and_survives_adaptation():
+    # Reference: MAE util/lr_decay.py's rule (everything after the blocks has id L + 1, 1-D parameters no decay),
+    # which must hold for the final norm under its issue-25 name pooled_norm; and the model's own logits for a
+    # state dict in the pre-issue-25 names (norm.*) adapted with fc_norm=True. An fc_norm override moves the
+    # norm's values to the other slot, with a note.
+    model = _model(class_token=False, global_pool="avg")
+    groups = layer_decay_groups(model, lr=1.0, weight_decay=0.05, decay=0.5)
+    where = {n: (g["layer_id"], g["weight_decay"]) for g in groups for n in g["param_names"]}
+    assert where["pooled_norm.weight"] == where["pooled_norm.bias"] == (3, 0.0) and "norm.weight" not in where
+    old = {("norm." + k[len("pooled_norm."):] if k.startswith("pooled_norm.") else k): v
+           for k, v in model.state_dict().items()}
+    adapted, report = adapt_pretrained(old, num_heads=4, fc_norm=True)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(adapted.eval()(x), model.eval()(x))
+    moved, report = adapt_pretrained(model, fc_norm=False)
+    assert torch.equal(moved.norm.weight, model.pooled_norm.weight) and "norm.weight" in report.loaded
+    assert any("final LayerNorm moved from pooled_norm.* to norm.*" in note for note in report.notes)
+
+
 def test_layer_decay_one_is_plain_and_bad_decay_refused():
     groups = layer_decay_groups(_model(), lr=0.1, weight_decay=0.0, decay=1.0)
     assert {g["lr"] for g in groups} == {0.1}

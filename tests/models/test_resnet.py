@@ -93,6 +93,42 @@ def test_each_residual_block_starts_as_the_identity_branch() -> None:
     torch.testing.assert_close(block(x), F.relu(x))
 
 
+def test_the_last_bn_of_each_residual_branch_starts_at_zero_and_its_convolutions_train_after_one_step() -> None:
+    # Goyal et al. 2017 (§5.1, "zero γ"): the LAST BatchNorm of each residual branch starts with γ = 0, every other
+    # BN with γ = 1. The identity-at-init test above holds whichever BN of the branch is zeroed, so this test
+    # checks the placement and its consequence, derived by hand with the chain rule:
+    # * last BN zero: at step 1 the branch's output is γ2·x̂ + β2 with γ2 = 0, so both convolutions get exactly zero
+    #   gradient while γ2 gets a non-zero one (∂L/∂γ2 = Σ ∂L/∂y·x̂); after one optimizer step γ2 ≠ 0 and at step 2
+    #   both convolutions receive non-zero gradients: the branch trains.
+    # * first BN zero instead: bn1 outputs β1 = 0, ReLU(0) = 0 with ReLU'(0) = 0, so conv2 sees zeros, bn2
+    #   normalises a constant to 0 (γ2 gets zero gradient) and neither conv, nor γ1, β1, γ2, ever gets a gradient:
+    #   the branch stays dead after any number of steps.
+    # Fails if _init_weights zeroes bn1 instead of bn2 (placement asserts, and the step-2 gradients are zero).
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = create_model("resnet8", img_size=8, in_chans=3, num_classes=4).train()
+        x, y = torch.randn(8, 3, 8, 8), torch.arange(8) % 4
+    blocks = [block for stage in model.stages for block in stage]
+    assert len(blocks) == 3
+    for block in blocks:
+        assert torch.equal(block.bn2.weight, torch.zeros_like(block.bn2.weight))
+        assert torch.equal(block.bn1.weight, torch.ones_like(block.bn1.weight))
+        if not isinstance(block.shortcut, torch.nn.Identity):
+            assert torch.equal(block.shortcut[1].weight, torch.ones_like(block.shortcut[1].weight))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    F.cross_entropy(model(x), y).backward()
+    for block in blocks:  # step 1: only the last BN's scale of the branch learns
+        assert not block.conv1.weight.grad.any() and not block.conv2.weight.grad.any()
+        assert block.bn2.weight.grad.abs().sum() > 0
+    optimizer.step()
+    optimizer.zero_grad()
+
+    F.cross_entropy(model(x), y).backward()
+    for block in blocks:  # step 2: the residual branch's convolutions train
+        assert block.conv1.weight.grad.abs().sum() > 0 and block.conv2.weight.grad.abs().sum() > 0
+
+
 def test_registered_beside_the_vits_and_accepts_an_activation() -> None:
     assert {"resnet8", "resnet20"} <= set(list_models("resnet*"))
     model = create_model("resnet8", img_size=28, in_chans=1, num_classes=10, act="mish")

@@ -269,10 +269,11 @@ def test_gap_layout_differs_from_fc_norm_layout():
     torch.manual_seed(0)
     a = _small(class_token=False, global_pool="avg", fc_norm=False)
     b = _small(class_token=False, global_pool="avg", fc_norm=True)
-    b.load_state_dict(a.state_dict())
+    b.load_state_dict({("pooled_norm." + k[len("norm."):] if k.startswith("norm.") else k): v
+                       for k, v in a.state_dict().items()})
     with torch.no_grad():
         a.norm.weight.normal_()
-        b.norm.weight.copy_(a.norm.weight)
+        b.pooled_norm.weight.copy_(a.norm.weight)
         x = torch.randn(2, 3, 16, 16)
         assert (a(x) - b(x)).abs().max().item() > 1e-3
 
@@ -308,6 +309,99 @@ def test_vit_from_timm_reads_gap_layout_exactly():
     x = _images(cfg)
     with torch.no_grad():
         assert (reference(x) - ours(x)).abs().max().item() <= 1e-5
+
+
+# ------------------------------------------------- issue 25: the final norm's placement is in its name
+def _old_names(state):
+    """A state dict as vitlab wrote it before issue 25: the after-pooling norm under norm.*."""
+    return {("norm." + k[len("pooled_norm."):] if k.startswith("pooled_norm.") else k): v for k, v in state.items()}
+
+
+@pytest.mark.parametrize("timm_fc_norm, missing, unexpected", [
+    (False, ["pooled_norm.bias", "pooled_norm.weight"], ["norm.bias", "norm.weight"]),
+    (True, ["norm.bias", "norm.weight"], ["pooled_norm.bias", "pooled_norm.weight"]),
+], ids=["timm-gap-into-fc_norm", "timm-fc_norm-into-gap"])
+def test_a_timm_state_dict_of_the_other_norm_placement_fails_a_strict_load_naming_the_keys(timm_fc_norm, missing,
+                                                                                           unexpected):
+    # Reference: timm's VisionTransformer with average pooling and its norm before pooling (fc_norm=False, the
+    # vit_base_patch16_gap_224 layout) or after it (timm's default). Issue 25: the gap dict converted with
+    # convert_timm_state_dict loaded with "all keys matched" into a vitlab ViT normalising after pooling, and the
+    # logits were 0.585 off; now the placement is in the names and the strict load names the four keys.
+    cfg = dict(img_size=16, patch_size=4, embed_dim=32, depth=1, num_heads=2, num_classes=3, class_token=False,
+               global_pool="avg", fc_norm=timm_fc_norm)
+    torch.manual_seed(11)
+    reference = _randomised_timm(cfg)
+    converted = convert_timm_state_dict(reference.state_dict())
+    wrong = VisionTransformer(**{**cfg, "fc_norm": not timm_fc_norm})  # fc_norm=True is vitlab's default for avg
+    assert wrong.fc_norm is (not timm_fc_norm)
+    with pytest.raises(RuntimeError) as info:
+        wrong.load_state_dict(converted, strict=True)
+    result = wrong.load_state_dict(converted, strict=False)
+    assert sorted(result.missing_keys) == missing and sorted(result.unexpected_keys) == unexpected
+    assert all(f'"{key}"' in str(info.value) for key in missing + unexpected)
+    right = VisionTransformer(**cfg).eval()
+    right.load_state_dict(converted, strict=True)
+    x = _images(cfg)
+    with torch.no_grad():
+        assert (reference(x) - right(x)).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("cfg", [
+    dict(class_token=False, global_pool="avg"),  # fc_norm=True by default: renamed
+    dict(global_pool="token", fc_norm=True),  # class token, norm after pooling: renamed
+    dict(class_token=False, global_pool="avg", fc_norm=False),  # norm on every token: nothing to rename
+    dict(),  # class token, norm on every token: nothing to rename
+], ids=["avg-fc_norm", "token-fc_norm", "avg-gap", "token"])
+def test_a_state_dict_saved_before_pooled_norm_loads_through_the_migration_with_identical_logits(cfg):
+    # Reference: the logits of the model whose state dict was turned back into the pre-issue-25 names (the
+    # after-pooling norm under norm.*). The old dict no longer loads strictly into a model normalising after
+    # pooling; migrate_vit_state_dict renames it and the reloaded model gives bit-identical logits. A dict in
+    # today's names, and one whose norm acts on every token, come back unchanged (same keys, same order).
+    from vitlab.models.vit import migrate_vit_state_dict
+
+    torch.manual_seed(12)
+    model = _small(**cfg)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.normal_(0.0, 0.2)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        expected = model(x)
+    today = model.state_dict()
+    old = _old_names(today)
+    assert migrate_vit_state_dict(today, today).keys() == today.keys()
+    assert list(migrate_vit_state_dict(old, today)) == list(today)
+    fresh = _small(**cfg)
+    if model.fc_norm:
+        assert list(old) != list(today)
+        with pytest.raises(RuntimeError, match="pooled_norm.weight"):
+            fresh.load_state_dict(old, strict=True)
+    fresh.load_state_dict(migrate_vit_state_dict(old, fresh.state_dict()), strict=True)
+    with torch.no_grad():
+        assert torch.equal(fresh(x), expected)
+    # a ViT inside another module (prefix "student."), its expected names given as the outer model's
+    outer = torch.nn.ModuleDict({"student": _small(**cfg)})
+    nested = {"student." + k: v for k, v in old.items()}
+    outer.load_state_dict(migrate_vit_state_dict(nested, outer.state_dict()), strict=True)
+    with torch.no_grad():
+        assert torch.equal(outer["student"](x), expected)
+
+
+def test_an_old_state_dict_converts_to_timm_with_timm_logits():
+    # Reference: timm's forward with weights converted from a vitlab dict in the pre-issue-25 names:
+    # convert_to_timm_state_dict(..., fc_norm=True) still puts its norm.* in timm's fc_norm slot.
+    cfg = dict(img_size=16, patch_size=4, embed_dim=32, depth=1, num_heads=2, num_classes=3, class_token=False,
+               global_pool="avg")
+    torch.manual_seed(13)
+    ours = VisionTransformer(**cfg).eval()
+    with torch.no_grad():
+        for param in ours.parameters():
+            param.normal_(0.0, 0.2)
+    timm_model = timm_vit.VisionTransformer(**cfg).eval()
+    timm_model.load_state_dict(convert_to_timm_state_dict(_old_names(ours.state_dict()), "avg", fc_norm=True))
+    x = _images(cfg)
+    with torch.no_grad():
+        assert (timm_model(x) - ours(x)).abs().max().item() <= 1e-5
 
 
 @pytest.mark.parametrize(

@@ -212,3 +212,61 @@ def test_size1_parameter_gradients_get_the_parameters_strides_for_ddp() -> None:
     assert plain != param  # the case the hook is for (if PyTorch changes, the hook is merely unused)
     hooked, param = grad_strides(True)
     assert hooked == param
+
+
+def _recorded_training_views(run, monkeypatch) -> list[tuple[torch.Tensor, bytes, torch.Tensor, int]]:
+    """Train a tiny in-memory run (2 epochs of 5 steps) and record every training batch's transform call:
+    (sample indices, the augmentation generator's state before the call, the augmented batch, the generator's id)."""
+    from vitlab.train.tasks.image import ImageTask
+
+    records = []
+    real_batch_loss = ImageTask.batch_loss
+
+    def spy(self, model, batch):
+        transform = self.transform
+
+        def recording(images, generator, train):
+            state = bytes(generator.get_state().tolist())
+            out = transform(images, generator, train)
+            records.append((batch.cpu().clone(), state, out.detach().cpu().clone(), id(generator)))
+            return out
+
+        self.transform = recording
+        try:
+            return real_batch_loss(self, model, batch)
+        finally:
+            self.transform = transform
+
+    monkeypatch.setattr(ImageTask, "batch_loss", spy)
+    cfg = tiny_config(batch_size=8, train_per_class=4, crop_padding=2, amp="off", warmup_epochs=0.5,
+                      model_args={"depth": 1, "embed_dim": 16, "num_heads": 2})
+    loop.train(cfg, run, quiet=True)
+    monkeypatch.setattr(ImageTask, "batch_loss", real_batch_loss)
+    return records
+
+
+def _views_by_sample(records) -> dict[int, torch.Tensor]:
+    return {int(i): out[row] for batch, _, out, _ in records for row, i in enumerate(batch.tolist())}
+
+
+def test_in_memory_augmentation_of_a_sample_differs_between_epochs_and_repeats_in_a_rerun(tmp_path,
+                                                                                       monkeypatch) -> None:
+    # Reference: the definition of per-epoch augmentation (He et al. 2016's random crop is redrawn every time a
+    # sample is seen) and the engine's determinism contract (one augmentation generator for the whole run,
+    # seeded once; a rerun with the same seed repeats every draw). 40 digits, batch 8: 5 steps per epoch.
+    # Fails if BatchTransform draws from a copy of the engine's generator instead of advancing it (every
+    # batch and epoch then draws the same numbers), or if the engine reseeds that generator at each epoch start
+    # (epoch 1 then repeats epoch 0's draws, position for position): either way the states seen by the
+    # transform repeat. The view comparison fails if the crop stops depending on the generator at all.
+    first = _recorded_training_views(tmp_path / "a", monkeypatch)
+    assert len(first) == 10 and len({r[3] for r in first}) == 1  # one generator object for the whole run
+    assert len({r[1] for r in first}) == 10  # every batch of every epoch starts from a new generator state
+    epoch0, epoch1 = _views_by_sample(first[:5]), _views_by_sample(first[5:])
+    assert epoch0.keys() == epoch1.keys() and len(epoch0) == 40
+    changed = sum(not torch.equal(epoch0[k], epoch1[k]) for k in epoch0)
+    # 25 crop offsets: a sample keeps its offset with probability 1/25, so ~38 of 40 change (P(< 30) < 1e-6)
+    assert changed >= 30, changed
+    second = _recorded_training_views(tmp_path / "b", monkeypatch)  # the same epochs again, same seed
+    assert [r[1] for r in second] == [r[1] for r in first]
+    again0, again1 = _views_by_sample(second[:5]), _views_by_sample(second[5:])
+    assert all(torch.equal(again0[k], epoch0[k]) and torch.equal(again1[k], epoch1[k]) for k in epoch0)

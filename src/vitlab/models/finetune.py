@@ -20,8 +20,9 @@
   its shape). A conv stem's patch size is its number of stride-2 convolutions, so it cannot change.
 * Layer-wise lr decay (BEiT, Bao et al. 2022; MAE, He et al. 2022, ``util/lr_decay.py``): layer ids are 0
   for the embeddings (``cls_token``, ``pos_embed``, ``patch_embed``), i + 1 for block i, L + 1 for the rest
-  (final norm, pre-logits, head); a parameter of layer i gets lr · decay^(L + 1 − i). Biases, norm weights,
-  LayerScale and the model's ``no_weight_decay()`` names take no weight decay.
+  (the final norm, ``norm`` or ``pooled_norm``; pre-logits, head); a parameter of layer i gets
+  lr · decay^(L + 1 − i). Biases, norm weights, LayerScale and the model's ``no_weight_decay()`` names take no
+  weight decay.
 * Linear probe: every parameter frozen except the head's.
 """
 
@@ -34,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vitlab.models.convert.common import ConvertError, LoadReport
-from vitlab.models.vit import VisionTransformer
+from vitlab.models.vit import VisionTransformer, migrate_vit_state_dict
 from vitlab.nn.posenc import resample_pos_embed
 
 __all__ = [
@@ -118,17 +119,20 @@ def adapt_in_chans(weight: Tensor, in_chans: int, source: str = "patch embedding
                        "multi-channel is supported")
 
 
-def _load_template(model: VisionTransformer | dict[str, Tensor], num_heads: int | None = None
-                   ) -> tuple[VisionTransformer, list[str]]:
-    """The model to adapt, and the notes on what was assumed in reading a state dict (e.g. a square grid)."""
+def _load_template(model: VisionTransformer | dict[str, Tensor], num_heads: int | None = None,
+                   fc_norm: bool | None = None) -> tuple[VisionTransformer, list[str]]:
+    """The model to adapt, and the notes on what was assumed in reading a state dict (e.g. a square grid).
+    A vitlab state dict saved before ``pooled_norm`` existed is migrated (``fc_norm=True`` says its ``norm.*``
+    acted after pooling)."""
     if isinstance(model, VisionTransformer):
         return model, []
     if isinstance(model, dict):
         from vitlab.models.convert.timm import timm_config_from_state_dict
 
-        kwargs, notes = timm_config_from_state_dict(model, "state dict", names="vitlab", num_heads=num_heads)
+        kwargs, notes = timm_config_from_state_dict(model, "state dict", names="vitlab", num_heads=num_heads,
+                                                    fc_norm=fc_norm)
         built = VisionTransformer(**kwargs)
-        built.load_state_dict(model, strict=True)
+        built.load_state_dict(migrate_vit_state_dict(model, built.state_dict()), strict=True)
         return built, notes
     raise TypeError(f"expected a VisionTransformer or a vitlab state dict, got {type(model).__name__}")
 
@@ -165,7 +169,7 @@ def adapt_pretrained(
         ConvertError: the new image size is not a multiple of the patch size, the channels cannot map, or a
             new patch size for a convolutional stem.
     """
-    model, notes = _load_template(model_or_state, overrides.get("num_heads"))
+    model, notes = _load_template(model_or_state, overrides.get("num_heads"), overrides.get("fc_norm"))
     report = report if report is not None else LoadReport(source="pretrained model", format="vitlab",
                                                           config=dict(model.config))
     report.notes.extend(note for note in notes if note not in report.notes)
@@ -196,11 +200,18 @@ def adapt_pretrained(
     # the kernel that sees the image's channels: the patch projection, or the conv stem's first convolution
     # (the stem's 1x1 projection then keeps its shape)
     first_kernel = "patch_embed.stem.0.weight" if conv_stem else "patch_embed.proj.weight"
+    # an fc_norm override moves the final LayerNorm between norm (every token) and pooled_norm (after pooling)
+    old_norm, new_norm = (("pooled_norm." if m.fc_norm else "norm.") for m in (model, new_model))
+    moved = {new_norm + n[len(old_norm) :]: n for n in old_state if n.startswith(old_norm) and old_norm != new_norm}
+    if moved:
+        report.notes.append(f"final LayerNorm moved from {old_norm}* to {new_norm}* (fc_norm={new_model.fc_norm} "
+                            f"given): it now acts {'after pooling' if new_model.fc_norm else 'on every token'}")
+        report.loaded = [next((new for new, old in moved.items() if old == n), n) for n in report.loaded]
     resampled: list[str] = []
     for name, target in state.items():
         if name.startswith(("head.", "pre_logits.")) and replace_head:
             continue
-        value = old_state[name]
+        value = old_state[moved.get(name, name)]
         if name == first_kernel:
             changed = value
             if new_patch != old_patch:

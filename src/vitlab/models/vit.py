@@ -10,6 +10,9 @@
 ``fc_norm``: ``False`` normalises every token, then pools (eq. 4; with ``"avg"`` this is timm's
 ``vit_base_patch16_gap_224`` layout); ``True`` pools, then normalises the pooled vector (timm's default for
 ``"avg"``). The two differ for the mean (LN of a mean is not the mean of LNs) and agree for the class token.
+The placement is in the parameter names, so that a strict load of the other layout fails: the norm on every
+token is ``norm.*``, the norm after pooling ``pooled_norm.*`` (the unused slot is an ``nn.Identity``).
+Weights written before this naming (``norm.*`` for both) are read through :func:`migrate_vit_state_dict`.
 Options found in published checkpoints: LayerScale (``layer_scale_init``, CaiT), position embeddings on the
 patches only (``no_embed_class``, the class token gets none), no qkv bias, a non-square input, the LayerNorm
 ``norm_eps`` (timm and torchvision 1e-6, Hugging Face 1e-12) and a ``representation_size`` pre-logits layer
@@ -24,6 +27,7 @@ The model API is uniform: ``forward_features(x)`` gives the tokens, ``forward_he
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -69,8 +73,9 @@ class VisionTransformer(nn.Module):
         stem: ``"linear"`` (eq. 1's patch projection) or ``"conv"`` (a convolutional stem, Xiao et al. 2021,
             as in the paper's hybrid; see :func:`vitlab.nn.blocks.conv_stem`). timm, Hugging Face and
             torchvision have no such stem: conversions refuse it by name.
-        fc_norm: ``True``: the final LayerNorm acts on the pooled vector; ``False``: on every token before
-            pooling; ``None``: ``True`` for ``"avg"``, ``False`` for ``"token"`` (as timm).
+        fc_norm: ``True``: the final LayerNorm acts on the pooled vector (parameters ``pooled_norm.*``);
+            ``False``: on every token before pooling (``norm.*``); ``None``: ``True`` for ``"avg"``, ``False`` for
+            ``"token"`` (as timm).
         no_embed_class: the position embedding covers the patches only (N rows); the class token gets none.
         norm_eps: epsilon of every LayerNorm.
         representation_size: if given, a pre-logits layer Linear(D, this) + tanh before the head.
@@ -163,7 +168,11 @@ class VisionTransformer(nn.Module):
             )
             for i in range(depth)
         )
-        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
+        # One final LayerNorm, named for where it acts (the other slot is an identity); registered next to each
+        # other so that the parameter order (which optimizer state is keyed by) is that of the one-norm layout.
+        final_norm = nn.LayerNorm(embed_dim, eps=norm_eps)
+        self.norm: nn.Module = nn.Identity() if self.fc_norm else final_norm  # on every token (B, T, D)
+        self.pooled_norm: nn.Module = final_norm if self.fc_norm else nn.Identity()  # on the pooled vector (B, D)
         self.pre_logits: nn.Module = nn.Identity()
         head_in = embed_dim
         if representation_size is not None:
@@ -236,18 +245,18 @@ class VisionTransformer(nn.Module):
         return self.pos_drop(tokens)
 
     def forward_features(self, x: Tensor) -> Tensor:
-        """x: (B, C, H, W) -> tokens (B, prefix + N, D) after the last block (each token normalised unless
-        ``fc_norm``, eq. 4)."""
+        """x: (B, C, H, W) -> tokens (B, prefix + N, D) after the last block, each token normalised by ``norm``
+        (eq. 4; an identity with ``fc_norm``)."""
         tokens = self.embed(x)
         for block in self.blocks:
             tokens = block(tokens)
-        return tokens if self.fc_norm else self.norm(tokens)
+        return self.norm(tokens)
 
     def pool(self, tokens: Tensor) -> Tensor:
-        """tokens (B, prefix + N, D) -> (B, D): the class token or the mean of the patches, normalised
-        afterwards if ``fc_norm``."""
+        """tokens (B, prefix + N, D) -> (B, D): the class token or the mean of the patches, then ``pooled_norm``
+        (the final LayerNorm with ``fc_norm``, else an identity)."""
         pooled = tokens[:, 0] if self.global_pool == "token" else tokens[:, self.num_prefix_tokens :].mean(dim=1)
-        return self.norm(pooled) if self.fc_norm else pooled
+        return self.pooled_norm(pooled)
 
     def forward_head(self, tokens: Tensor, pre_logits: bool = False) -> Tensor:
         """tokens (B, prefix + N, D) -> logits (B, K), or the pooled features (B, D or representation_size)
@@ -268,7 +277,7 @@ class VisionTransformer(nn.Module):
         for block in self.blocks[:-1]:
             tokens = block(tokens)
         first = class_token_block(self.blocks[-1], tokens)
-        return self.forward_head(first if self.fc_norm else self.norm(first))
+        return self.forward_head(self.norm(first))
 
     # ---------------------------------------------------------------------------- attention analysis
     @torch.no_grad()
@@ -402,6 +411,49 @@ def class_token_block(block: nn.Module, tokens: Tensor) -> Tensor:
     return x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
 
 
+# ------------------------------------------------------------------------ weights written before pooled_norm
+POOLED_NORM_KEYS = ("pooled_norm.weight", "pooled_norm.bias")  # a bare ViT with its norm after pooling has these
+
+
+def migrate_vit_state_dict(state_dict: Mapping[str, Tensor], expected: Iterable[str]) -> dict[str, Tensor]:
+    """A vitlab state dict written before the after-pooling norm was named ``pooled_norm``, in today's names.
+
+    Why: until issue 25 a vitlab ViT kept its one final LayerNorm under ``norm.*`` wherever it acted, and only
+    the constructor's ``fc_norm`` said whether that was on every token (timm's ``norm`` slot) or on the pooled
+    vector (timm's ``fc_norm`` slot). A timm ``*_gap_*`` checkpoint (norm before pooling) therefore loaded with
+    "all keys matched" into a model that normalises after pooling, and its logits were wrong. Now the
+    after-pooling norm is ``pooled_norm.*``, so that mistake fails a strict load; vitlab's own weights from
+    before (run folders, checkpoints, EMA state, exports) use the old name and are renamed here.
+
+    A ViT (at any prefix P) is migrated when the model expects ``P.pooled_norm.weight`` and no ``P.norm.weight``
+    (its norm acts after pooling) and the dict has ``P.norm.*`` but no ``P.pooled_norm.*``: then ``P.norm.*``
+    becomes ``P.pooled_norm.*``. Anything else is returned unchanged (as a new dict, in the same order), so the
+    call is safe on today's dicts and on other models. Call it only on vitlab's own state dicts: a converted
+    timm / Hugging Face / torchvision dict with ``norm.*`` holds a norm on every token, and renaming it would
+    bring back the silent mismatch this naming exists to catch.
+
+    Args:
+        state_dict: name -> tensor, as a vitlab model saved it.
+        expected: the names the model loading it has (``model.state_dict()``, or its keys).
+
+    Returns:
+        The state dict in today's names.
+    """
+    wanted = set(expected)
+    renames: dict[str, str] = {}
+    for key in wanted:
+        if not key.endswith(POOLED_NORM_KEYS[0]):
+            continue
+        prefix = key[: -len(POOLED_NORM_KEYS[0])]
+        if prefix and not prefix.endswith("."):
+            continue
+        old, new = prefix + "norm.", prefix + "pooled_norm."
+        if old + "weight" in wanted or old + "weight" not in state_dict or new + "weight" in state_dict:
+            continue
+        renames.update({name: new + name[len(old) :] for name in state_dict if name.startswith(old)})
+    return {renames.get(name, name): value for name, value in state_dict.items()}
+
+
 _CONVERT_NAMES = ("convert_timm_state_dict", "convert_to_timm_state_dict", "vit_from_timm")
 
 
@@ -480,5 +532,6 @@ __all__ = [
     "convert_timm_state_dict",
     "convert_to_timm_state_dict",
     "count_parameters",
+    "migrate_vit_state_dict",
     "vit_from_timm",
 ]

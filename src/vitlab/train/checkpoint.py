@@ -291,6 +291,10 @@ def latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
 def load_checkpoint(folder: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict]:
     """Verify a checkpoint folder against its manifest and load ``(weights, state)``.
 
+    The weights come back in the names they were saved with; a ViT's after-pooling norm from before it was named
+    ``pooled_norm`` is renamed where they are loaded into the model (:func:`vitlab.models.vit.migrate_vit_state_dict`;
+    the engine's ``restore`` does it for a resumed run).
+
     Raises:
         CheckpointError: a file is missing, changed since it was written, or unsafe.
     """

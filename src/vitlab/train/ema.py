@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from vitlab.models.vit import migrate_vit_state_dict
+
 
 class WeightEma:
     """The moving average of ``model``'s state dict, kept as detached tensors on the model's device."""
@@ -39,6 +41,8 @@ class WeightEma:
         return self.shadow
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        """Restore the averaged tensors (from a checkpoint)."""
+        """Restore the averaged tensors (from a checkpoint; one saved before a ViT's after-pooling norm was named
+        ``pooled_norm`` is migrated, see :func:`~vitlab.models.vit.migrate_vit_state_dict`)."""
+        state = migrate_vit_state_dict(state, self.shadow)
         for key, value in self.shadow.items():
             value.copy_(state[key])

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vitlab.errors import ConfigError, VitlabError
+from vitlab.models.vit import migrate_vit_state_dict
 from vitlab.train import precision
 from vitlab.train.checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint, save_checkpoint, save_weights
 from vitlab.train.config import dump_yaml
@@ -227,7 +228,7 @@ class Engine:
     def restore(self) -> None:
         """Continue from ``checkpoints/latest``: weights, optimizer, schedule, counters, sums, RNG states."""
         weights, state = load_checkpoint(latest_checkpoint(self.run_dir))
-        self.model.load_state_dict(weights)
+        self.model.load_state_dict(migrate_vit_state_dict(weights, self.model.state_dict()))  # older runs' names
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.batch_start, self.step = int(state["epoch"]), int(state["batch"]), int(state["step"])

@@ -3,8 +3,9 @@
 Detection: a folder with ``config.json`` is a Hugging Face folder (``model_type``) or a timm Hub folder
 (``architecture``), its weights in ``model.safetensors`` or ``pytorch_model.bin``; a file is read (safetensors,
 or a PyTorch pickle with ``weights_only=True``) and recognised by its keys: ``conv_proj`` / ``encoder.pos_embedding``
-(torchvision), ``patch_embed.proj`` with ``pos_embed`` (timm) or ``pos_embed.weight`` (vitlab), ``embeddings.*``
-(Hugging Face, which needs its config.json).
+(torchvision), ``patch_embed.proj`` with ``pos_embed`` (timm) or ``pos_embed.weight`` / ``pooled_norm`` (vitlab),
+``embeddings.*`` (Hugging Face, which needs its config.json). vitlab weights saved before the norm after pooling
+was named ``pooled_norm`` are read through :func:`~vitlab.models.vit.migrate_vit_state_dict`.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from vitlab.models.convert.torchvision import (
     torchvision_config_from_state_dict,
     torchvision_kwargs,
 )
-from vitlab.models.vit import VisionTransformer
+from vitlab.models.vit import VisionTransformer, migrate_vit_state_dict
 
 __all__ = ["FORMATS", "detect_format", "export_pretrained", "load_pretrained"]
 
@@ -57,7 +58,7 @@ def _format_of_keys(keys: list[str], source: str) -> str:
     if any(k.startswith(("vit.embeddings.", "embeddings.patch_embeddings.")) for k in keys):
         return "huggingface"
     if "patch_embed.proj.weight" in keyset:
-        return "vitlab" if "pos_embed.weight" in keyset else "timm"
+        return "vitlab" if "pos_embed.weight" in keyset or "pooled_norm.weight" in keyset else "timm"
     shown = ", ".join(sorted(keys)[:3]) + (", ..." if len(keys) > 3 else "")
     raise ConvertError(f"{source}: not a ViT checkpoint of timm, Hugging Face, torchvision or vitlab "
                        f"(no patch-embedding weights; keys: {shown or 'none'})")
@@ -157,7 +158,8 @@ def load_pretrained(
         in_chans: fine-tuning input channels (1 ↔ 3).
         num_heads: attention heads, when the width is not a standard ViT width.
         global_pool: ``"token"`` or ``"avg"``, when a timm/vitlab checkpoint with a class token averaged.
-        fc_norm: for vitlab weights pooled by ``"avg"``: where the final norm acted.
+        fc_norm: for vitlab weights without a stored config saved before ``pooled_norm`` existed: ``True`` if
+            their ``norm.*`` acted after pooling (today's weights say it by name).
         norm_eps: LayerNorm eps, when a timm/torchvision/vitlab checkpoint was not trained with 1e-6.
         act: MLP activation, when a timm/vitlab checkpoint did not use the erf GELU.
         source_img_size: the checkpoint's image size (H, W) or side, for timm/vitlab weights: without it the
@@ -198,6 +200,8 @@ def load_pretrained(
         model = VisionTransformer(**kwargs)
     except ValueError as error:
         raise ConvertError(f"{source}: the sizes read from the checkpoint do not make a ViT ({error})") from None
+    if fmt == "vitlab":  # vitlab's own weights may predate the pooled_norm name
+        converted = migrate_vit_state_dict(converted, model.state_dict())
     check_keys(model.state_dict(), converted, source)
     model.load_state_dict(converted, strict=True)
     dtypes = sorted({str(t.dtype).replace("torch.", "") for t in state.values()})

@@ -1,10 +1,11 @@
 """timm ``VisionTransformer`` weights in and out of vitlab's ViT (no timm import at run time).
 
-timm's names are vitlab's names except ``pos_embed`` (vitlab: ``pos_embed.weight``) and the final norm:
-timm has two slots, ``norm`` (on every token) and ``fc_norm`` (after pooling), exactly one of them a
-LayerNorm; vitlab has one ``norm`` and a flag ``fc_norm`` saying where it acts. A state dict tells which
-slot holds the weights, so both average-pool layouts (timm's default ``fc_norm=True`` and the
-``vit_base_patch16_gap_224`` layout ``fc_norm=False``) convert exactly. What a state dict does not record
+timm's names are vitlab's names except ``pos_embed`` (vitlab: ``pos_embed.weight``) and the final norm after
+pooling: timm has two slots, ``norm`` (on every token) and ``fc_norm`` (after pooling), exactly one of them a
+LayerNorm; vitlab names them ``norm`` and ``pooled_norm`` (its constructor flag ``fc_norm`` says which one is
+the LayerNorm). The names carry the placement both ways, so both average-pool layouts (timm's default
+``fc_norm=True`` and the ``vit_base_patch16_gap_224`` layout ``fc_norm=False``) convert exactly, and a dict
+of one layout fails a strict load into a model of the other. What a state dict does not record
 (the number of heads for a non-standard width, LayerNorm eps, the MLP activation, whether a model with a
 class token pooled it or averaged, and the image size: a table of N position rows fits several grids) is
 taken from arguments or a timm Hub ``config.json``, and the report says what was assumed (for the grid: a
@@ -25,7 +26,7 @@ from vitlab.models.convert.common import (
     infer_num_heads,
     patch_from_conv,
 )
-from vitlab.models.vit import VisionTransformer
+from vitlab.models.vit import POOLED_NORM_KEYS, VisionTransformer, migrate_vit_state_dict
 
 __all__ = [
     "convert_timm_state_dict",
@@ -51,6 +52,7 @@ _UNSUPPORTED = (
     ("patch_embed.backbone.", "a hybrid CNN stem"),
 )
 _SHARED_ROOTS = {"cls_token", "patch_embed", "blocks", "norm", "head", "pre_logits"}
+_TIMM_POOLED, _VITLAB_POOLED = "fc_norm.", "pooled_norm."  # the norm after pooling in each library's names
 
 
 def _refuse_unsupported(keys: list[str], source: str) -> None:
@@ -63,8 +65,8 @@ def _refuse_unsupported(keys: list[str], source: str) -> None:
 def convert_timm_state_dict(state_dict: dict[str, Tensor], source: str = "timm state dict") -> dict[str, Tensor]:
     """Map a timm ``VisionTransformer`` state dict to vitlab's names.
 
-    ``pos_embed`` → ``pos_embed.weight``; ``fc_norm.*`` → ``norm.*`` (build the model with ``fc_norm=True``);
-    every other supported key keeps its name.
+    ``pos_embed`` → ``pos_embed.weight``; ``fc_norm.*`` → ``pooled_norm.*`` (load it into a model built with
+    ``fc_norm=True``); every other supported key keeps its name (``norm.*``, the norm on every token, too).
 
     Raises:
         ConvertError: a feature vitlab's ViT lacks, both ``norm`` and ``fc_norm`` weights, or an unknown key.
@@ -77,8 +79,8 @@ def convert_timm_state_dict(state_dict: dict[str, Tensor], source: str = "timm s
     for key, value in state_dict.items():
         if key == "pos_embed":
             converted["pos_embed.weight"] = value
-        elif key.startswith("fc_norm."):
-            converted["norm." + key[len("fc_norm.") :]] = value
+        elif key.startswith(_TIMM_POOLED):
+            converted[_VITLAB_POOLED + key[len(_TIMM_POOLED) :]] = value
         elif key.split(".")[0] in _SHARED_ROOTS:
             converted[key] = value
         else:
@@ -89,23 +91,27 @@ def convert_timm_state_dict(state_dict: dict[str, Tensor], source: str = "timm s
 def convert_to_timm_state_dict(
     state_dict: dict[str, Tensor], global_pool: str = "token", fc_norm: bool | None = None
 ) -> dict[str, Tensor]:
-    """Inverse of :func:`convert_timm_state_dict`: vitlab names → timm names.
+    """Inverse of :func:`convert_timm_state_dict`: vitlab names → timm names (``pooled_norm.*`` → ``fc_norm.*``).
 
     Args:
-        state_dict: a vitlab ViT state dict.
+        state_dict: a vitlab ViT state dict; today's names say where the final norm acts.
         global_pool: the model's pooling (used for the default of ``fc_norm``).
-        fc_norm: where the final norm acts (the model's ``fc_norm``); ``None``: ``global_pool == "avg"``.
+        fc_norm: where the final norm acts (the model's ``fc_norm``); ``None``: ``global_pool == "avg"``. Read
+            only for a dict written before ``pooled_norm`` existed (its ``norm.*`` then acted after pooling, see
+            :func:`~vitlab.models.vit.migrate_vit_state_dict`).
     """
     if any(key.startswith("patch_embed.stem.") for key in state_dict):
         raise ConvertError("this vitlab ViT has a convolutional stem (stem='conv'), which timm's VisionTransformer "
                            "cannot express; export a model built with stem='linear'")
     after_pool = (global_pool == "avg") if fc_norm is None else fc_norm
+    if after_pool:
+        state_dict = migrate_vit_state_dict(state_dict, POOLED_NORM_KEYS)
     converted: dict[str, Tensor] = {}
     for key, value in state_dict.items():
         if key == "pos_embed.weight":
             converted["pos_embed"] = value
-        elif key.startswith("norm.") and after_pool:
-            converted["fc_norm." + key[len("norm.") :]] = value
+        elif key.startswith(_VITLAB_POOLED):
+            converted[_TIMM_POOLED + key[len(_VITLAB_POOLED) :]] = value
         else:
             converted[key] = value
     return converted
@@ -187,8 +193,12 @@ def timm_config_from_state_dict(
         num_heads: needed unless ``hub_config`` records it (``model_args``) or names a plain timm ViT
             (``vit_base_patch16_224``...); a state dict does not record it.
         global_pool: ``"token"`` or ``"avg"``; default from ``hub_config``, else ``"avg"`` without a class
-            token or with ``fc_norm`` weights, else ``"token"`` (noted).
-        fc_norm: vitlab names only (its one ``norm`` does not say where it acted); timm names tell.
+            token or with weights of a norm after pooling (timm ``fc_norm``, vitlab ``pooled_norm``), else
+            ``"token"`` (noted).
+        fc_norm: vitlab names only, for weights saved before ``pooled_norm`` existed, whose ``norm.*`` may have
+            acted after pooling (``True``; they are then migrated by the caller, see
+            :func:`~vitlab.models.vit.migrate_vit_state_dict`); otherwise the names tell (``pooled_norm.*``: after
+            pooling, ``norm.*``: on every token).
         norm_eps: LayerNorm eps (default 1e-6, timm's; noted).
         act: MLP activation (default ``"gelu"``, the erf form; noted).
         hub_config: a timm Hub ``config.json`` (``architecture``, ``global_pool``, ``pretrained_cfg``,
@@ -249,20 +259,21 @@ def timm_config_from_state_dict(
         grid = (height // patch, width // patch)
         pos_embed = "none"
         notes.append("no position embedding in the weights: pos_embed='none'")
-    has_fc = any(k.startswith("fc_norm.") for k in keys)
+    pooled = _TIMM_POOLED if names == "timm" else _VITLAB_POOLED
+    has_fc = any(k.startswith(pooled) for k in keys)
     has_norm = any(k.startswith("norm.") for k in keys)
     if not has_fc and not has_norm:
-        raise ConvertError(f"{source}: no final norm (norm.* or fc_norm.*) found; vitlab's ViT needs one (final_norm=False "
-                           "models are not supported)")
+        raise ConvertError(f"{source}: no final norm (norm.* or {pooled}*) found; vitlab's ViT needs one "
+                           "(final_norm=False models are not supported)")
     if global_pool is None:
         global_pool = hub_config.get("global_pool") or model_args.get("global_pool")
     if global_pool is None:
         if not class_token:
             global_pool = "avg"
-        elif names == "timm" and has_fc:
+        elif has_fc:
             global_pool = "avg"
-            notes.append("global_pool='avg' assumed (fc_norm weights: timm's default for average pooling); pass "
-                         "global_pool='token' if the source pooled the class token")
+            notes.append(f"global_pool='avg' assumed ({pooled[:-1]} weights, a norm after pooling: the default for "
+                         "average pooling); pass global_pool='token' if the source pooled the class token")
         else:
             global_pool = "token"
             notes.append("global_pool='token' assumed (the weights have a class token); pass global_pool='avg' "
@@ -273,11 +284,17 @@ def timm_config_from_state_dict(
         raise ConvertError(f"{source}: pool_include_prefix=True (the class token in the average) is not supported")
     if names == "timm":
         fc_norm = has_fc
-    elif fc_norm is None:
-        fc_norm = global_pool == "avg"
+    elif has_fc:
+        if fc_norm is False:
+            raise ConvertError(f"{source}: has pooled_norm.* weights (a norm after pooling) but fc_norm=False was "
+                               "passed; drop fc_norm=False")
+        fc_norm = True
+    elif fc_norm is None:  # norm.*: today's name of the norm on every token
+        fc_norm = False
         if global_pool == "avg":
-            notes.append("fc_norm=True assumed (vitlab's default for average pooling); pass fc_norm=False if the "
-                         "source normalised every token before averaging")
+            notes.append("fc_norm=False read from the weights (norm.*: LayerNorm on every token, then the mean); "
+                         "vitlab weights saved before pooled_norm existed kept a norm after pooling under norm.*: "
+                         "pass fc_norm=True for those")
     eps = model_args.get("norm_eps") if norm_eps is None else norm_eps
     if eps is None:
         eps = 1e-6

@@ -194,7 +194,8 @@ def torchvision_kwargs(model: VisionTransformer) -> dict[str, Any]:
     if not isinstance(first.ls1, nn.Identity):
         reasons.append("LayerScale")
     if type(first.mlp.act) is not nn.GELU or first.mlp.act.approximate != "none":
-        reasons.append(f"the activation {type(first.mlp.act).__name__}")
+        act = model.config.get("act", type(first.mlp.act).__name__)
+        reasons.append(f"MLP activation {act!r} (torchvision's blocks use the exact erf GELU)")
     if reasons:
         raise ConvertError(f"torchvision's ViT cannot express this model's {', '.join(reasons)}; export to timm instead")
     return dict(

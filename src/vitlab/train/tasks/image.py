@@ -26,6 +26,7 @@ from torch.utils.data import DistributedSampler
 
 from vitlab.data.base import ImageDataset
 from vitlab.errors import CheckpointError, ConfigError, DataError
+from vitlab.models.vit import migrate_vit_state_dict
 from vitlab.train.checkpoint import load_weights
 from vitlab.train.config import TrainConfig
 from vitlab.train.distributed import DistContext
@@ -500,8 +501,8 @@ def load_run(
             raise CheckpointError(f"{run_dir / RUN_INFO_FILE} has no '{key}' entry (damaged or edited); restore the "
                                   f"run.json that `vitlab train` wrote, or train the run again")
     model = build_model(cfg, tuple(info["image_shape"]), len(info["classes"]), info)
-    try:
-        model.load_state_dict(load_weights(run_dir / WEIGHTS_FILE))
+    try:  # a run finished before pooled_norm existed has its after-pooling norm under norm.*
+        model.load_state_dict(migrate_vit_state_dict(load_weights(run_dir / WEIGHTS_FILE), model.state_dict()))
     except RuntimeError as error:
         raise CheckpointError(f"{run_dir / WEIGHTS_FILE} does not match the model in {CONFIG_FILE}: {str(error).splitlines()[0]}") from None
     return model.to(device).eval(), cfg, info
