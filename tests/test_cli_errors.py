@@ -260,6 +260,11 @@ def _eval_rgb_folder(ws: Workspace) -> list[str]:
     return ["eval", str(ws.trained), "--data", "folder", "--data-root", str(root)]
 
 
+def _folder(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def _predict(make: Callable[[Path], Path | None]) -> Callable[[Workspace], list[str]]:
     def argv(ws: Workspace) -> list[str]:
         path = make(ws.root)
@@ -437,6 +442,8 @@ CASES = [
     Case("eval-unknown-split", lambda ws: ["eval", str(ws.trained), "--split", "dev"], r"unknown split 'dev'; choose one of"),
     Case("eval-wrong-channels", _eval_rgb_folder, r"folder images are \(3, 8, 8\) but the model expects \(1, 8, 8\)"),
     Case("predict-missing-image", _predict(lambda root: None), r"image file .*missing.png does not exist"),
+    Case("predict-a-folder", _predict(lambda root: _folder(root / "pictures")),
+         r"pictures is a folder; vitlab predict takes image files: pass them, e\.g\. .*pictures/\*\.png"),
     Case("predict-not-an-image", _predict(lambda root: _text_file(root / "x.png")), r"x.png: not an image Pillow can read"),
     Case("predict-wrong-size", _predict(lambda root: _png(root / "big.png", size=(12, 10))), r"big.png is 12x10 but the model expects 8x8; resize it first"),
     Case("predict-topk-zero", lambda ws: ["predict", str(ws.trained), str(_png(ws.root / "ok.png")), "--topk", "0"], r"--topk must be >= 1, got 0"),

@@ -189,6 +189,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
         pipeline = build_pipeline(False, cfg.img_size, channels, AugmentConfig.from_dict(cfg.augment))
         resize = lambda p: pipeline(open_image(p, lazy=True), name=str(p))  # noqa: E731 - (C, S, S) uint8
+    for path in args.images:
+        if Path(path).is_dir():
+            raise ValueError(f"{path} is a folder; vitlab predict takes image files: pass them, e.g. {Path(path) / '*.png'}")
     inputs, titles = [], []
     for path in args.images:
         image = read_image(path, channels) if resize is None else resize(path)  # (C, H, W) uint8
