@@ -10,7 +10,7 @@ VENV_TEST := .venv-test
 TORCH_DEMO := 2.13.0
 TORCH_TEST := 2.14.1
 
-.PHONY: demo test wheel-smoke wheel bench clean
+.PHONY: demo test wheel-smoke wheel bench clean mutate
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/vitlab train
@@ -41,7 +41,18 @@ bench: $(VENV_TEST)/.installed
 	$(VENV_TEST)/bin/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) $(VENV_TEST) build dist
+	rm -rf $(VENV) $(VENV_TEST) build dist mutants
+
+# Mutation testing (mutmut; [tool.mutmut] in pyproject.toml names the modules and their tests), not in CI: run it
+# before calling done an issue that touches those modules, and copy its table into docs/reliability.md.
+# MUTATE=PATTERN limits the run to some mutants, e.g. MUTATE='vitlab.losses*'. One intra-op thread: the mutants
+# run in forked workers, and a fork of a process whose OpenMP pool has started hangs.
+MUTATE ?=
+mutate: $(VENV_TEST)/.installed
+	$(VENV_TEST)/bin/pip install -q mutmut==3.8.1
+	rm -rf mutants
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONPATH=src $(VENV_TEST)/bin/mutmut run $(MUTATE) || true
+	$(VENV_TEST)/bin/python tools/mutation_table.py mutants
 
 # Every check that needs a CUDA GPU (tests marked gpu, the ViT step benchmark fp32/bf16/compiled against timm,
 # a 1-GPU torchrun run, the default recipe), in at most 8 minutes; writes the GPU section of
