@@ -86,18 +86,6 @@ def matmul_peak_flops(
     return best_rate, best_shape
 
 
-def cpu_flags() -> set[str]:
-    """The CPU feature flags of /proc/cpuinfo (empty where there is no such file)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def bf16_support(device: str | torch.device = "cpu") -> tuple[bool, str]:
     """``(native, sentence)``: whether ``device`` computes bf16 natively, and which case applies."""
     device = torch.device(device)
@@ -105,9 +93,8 @@ def bf16_support(device: str | torch.device = "cpu") -> tuple[bool, str]:
         native = torch.cuda.is_bf16_supported()
         name = torch.cuda.get_device_name(device)
         return native, f"bf16 on {name}: {'native' if native else 'NOT supported natively (emulated)'}"
-    found = sorted(cpu_flags() & {"avx512_bf16", "amx_bf16"})
-    if found:
-        return True, f"bf16 on this CPU: native ({', '.join(found)} in /proc/cpuinfo)"
+    if precision.cpu_has_native_bf16():  # the same flag reading as amp: auto
+        return True, "bf16 on this CPU: native (avx512_bf16 or amx_bf16 in /proc/cpuinfo)"
     return False, (
         "bf16 on this CPU: EMULATED (neither avx512_bf16 nor amx_bf16 in /proc/cpuinfo); the bf16 rows "
         "measure PyTorch's fp32 emulation, not a bf16 CPU"

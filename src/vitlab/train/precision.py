@@ -231,20 +231,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def resolve_amp(setting: str | bool, device: torch.device) -> str:
-    """The precision for ``setting`` without a probe: explicit settings as they are, ``auto`` -> ``off``
-    where the device has no native bf16. For ``auto`` on a native-bf16 device this cannot decide: use
-    :func:`choose_amp` with a probe (the engine does), or the precision recorded in a run folder.
-
-    Raises:
-        ConfigError: an unknown setting, ``fp16`` off CUDA, or ``auto`` where only a probe can decide.
-    """
-    choice = choose_amp(setting, device)
-    if choice.setting == "auto" and native_bf16(device):
-        raise ConfigError(f"amp: auto on {device} is decided by timing the run's model; pass off, bf16 or fp16")
-    return choice.amp
-
-
 def evaluation_amp(recorded: str | bool, device: torch.device) -> tuple[str, str | None]:
     """The precision to evaluate a run in that trained in ``recorded`` (run.json's ``amp``), on ``device``.
 
