@@ -77,7 +77,7 @@ def table(rows: list[dict]) -> str:
 def plot_curves(groups: dict[str, list[dict]], out: Path) -> None:
     """Validation top-1 against elapsed training time (cumulative epoch seconds), one line per run."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    from vitlab.viz import plt, save_figure
+    from vitlab.viz.figure import plt, save_figure
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     colours = ["tab:blue", "tab:orange", "tab:green"]

@@ -3,7 +3,7 @@
     python -m benchmarks.bench_transformer_reverse [--config transformer_reverse|FILE.yaml] [--out DIR]
 
 Trains the shipped recipe ``transformer_reverse`` (reverse, lengths 1..20; ``src/vitlab/recipes/``) with
-:func:`vitlab.train.seq2seq.train_seq2seq` into a temporary folder (or ``--out``), then prints the exact-match
+:func:`vitlab.train.engine.train` into a temporary folder (or ``--out``), then prints the exact-match
 sequence accuracy of greedy decoding on the fixed 1,000-sequence test split and the wall time of the whole
 run (data generation, training, evaluations, writing the run folder). Targets: accuracy ≥ 0.99 within 300 s
 on 2 CPU cores. The time depends on the machine's load; the reference column is the target itself.
@@ -18,7 +18,8 @@ from pathlib import Path
 
 from benchmarks.report import print_table
 from vitlab.recipes import load_recipe
-from vitlab.train.seq2seq import train_seq2seq
+from vitlab.train.engine import train
+from vitlab.train.tasks.seq2seq import Seq2SeqConfig
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,10 +33,10 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(args.out) if args.out else Path(tmp) / "reverse"
         start = time.perf_counter()
-        result = train_seq2seq(config, run_dir, quiet=args.quiet)
+        result = train(Seq2SeqConfig.from_dict(config), run_dir, quiet=args.quiet)
         wall = time.perf_counter() - start
     accuracy = result["test_accuracy"]
-    print(f"{args.config}: {int(result['steps'])} steps, training loop {result['train_time_s']:.1f} s")
+    print(f"{args.config}: {int(result['steps'])} steps, training loop {result['train_seconds']:.1f} s")
     print_table(
         [
             {"name": "reverse test exact-match accuracy", "value": accuracy, "reference": 0.99,

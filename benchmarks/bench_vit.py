@@ -47,6 +47,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import vitlab
+from vitlab.models.convert import convert_to_timm_state_dict
 from vitlab.train import precision
 
 CONFIG = dict(img_size=32, patch_size=4, embed_dim=192, depth=12, num_heads=3, num_classes=10)
@@ -179,8 +180,8 @@ def build_steps(
     from timm.models.vision_transformer import VisionTransformer as TimmViT
     from timm.optim import create_optimizer_v2
 
-    from vitlab.train.config import TrainConfig
     from vitlab.train.tasks.image import build_optimizer
+    from vitlab.train.tasks.image_config import ImageConfig
 
     g = torch.Generator().manual_seed(0)
     images, labels = torch.randn(batch, 3, 32, 32, generator=g), torch.randint(0, 10, (batch,), generator=g)
@@ -188,8 +189,8 @@ def build_steps(
     with torch.random.fork_rng():
         torch.manual_seed(0)
         template = vitlab.create_model("vit_tiny_patch4_32")
-    timm_weights = vitlab.models.vit.convert_to_timm_state_dict(template.state_dict())
-    cfg = TrainConfig(lr=1e-4, min_lr=0.0, weight_decay=0.05)
+    timm_weights = convert_to_timm_state_dict(template.state_dict())
+    cfg = ImageConfig(lr=1e-4, min_lr=0.0, weight_decay=0.05)
     steps = {}
     # compiled: the two training steps only (each compilation costs minutes on a small CPU)
     names = ("vitlab", "timm") if compile_models or not model_rows else ("vitlab", "timm", "vitlab model", "timm model")
@@ -274,8 +275,8 @@ def run_precisions(
     """The row vitlab bf16 against vitlab float32: the same model, weights and engine optimizer, each step in
     the engine's precision region (:func:`vitlab.train.precision.autocast`, attention-kernel rule included),
     timed in alternating rounds in this run. ratio = float32 step time / bf16 step time."""
-    from vitlab.train.config import TrainConfig
     from vitlab.train.tasks.image import build_optimizer
+    from vitlab.train.tasks.image_config import ImageConfig
 
     device_ = torch.device(device)
     g = torch.Generator().manual_seed(0)
@@ -284,7 +285,7 @@ def run_precisions(
     with torch.random.fork_rng():
         torch.manual_seed(0)
         template = vitlab.create_model("vit_tiny_patch4_32")
-    cfg = TrainConfig(lr=1e-4, min_lr=0.0, weight_decay=0.05)
+    cfg = ImageConfig(lr=1e-4, min_lr=0.0, weight_decay=0.05)
     steps = {}
     for name, dtype in (("float32", None), ("bf16", torch.bfloat16)):
         model = vitlab.create_model("vit_tiny_patch4_32")

@@ -61,7 +61,7 @@ def _write_digit_png(path, image: torch.Tensor) -> None:
 def test_predict_prints_topk_matching_the_model_on_the_same_pixels(trained_run, tmp_path, capsys) -> None:
     from vitlab.data.digits import load_digits_dataset
     from vitlab.data.folder import read_image
-    from vitlab.train.loop import load_run, run_transform
+    from vitlab.train.tasks.image import load_run, run_transform
 
     test = load_digits_dataset()["test"]
     paths = []
@@ -130,7 +130,7 @@ def _mnist_pngs(tmp_path, count: int) -> list:
 
 
 def test_default_recipe_predicts_28x28_grayscale_pngs_and_explains_them(mnist_run, tmp_path, capsys) -> None:
-    from vitlab.train.loop import load_run, run_transform
+    from vitlab.train.tasks.image import load_run, run_transform
 
     paths = _mnist_pngs(tmp_path, 3)
     out = tmp_path / "explain.png"
@@ -191,15 +191,14 @@ def test_train_help_names_the_seq2seq_task_and_how_to_list_keys(capsys) -> None:
 
 
 def test_list_keys_prints_every_key_of_the_chosen_task(capsys) -> None:
-    import dataclasses
 
-    from vitlab.train.config import TrainConfig
-    from vitlab.train.seq2seq import Seq2SeqConfig
+    from vitlab.train.tasks.image_config import ImageConfig
+    from vitlab.train.tasks.seq2seq import Seq2SeqConfig
 
-    for extra, cls in (([], TrainConfig), (["--set", "task=seq2seq"], Seq2SeqConfig)):
+    for extra, cls in (([], ImageConfig), (["--set", "task=seq2seq"], Seq2SeqConfig)):
         assert main(["train", "--list-keys", *extra]) == 0
         lines = capsys.readouterr().out.strip().splitlines()
-        assert [line.split()[0] for line in lines[1:]] == [f.name for f in dataclasses.fields(cls)]
+        assert [line.split()[0] for line in lines[1:]] == cls.keys()  # the task's own keys, then the engine's
 
 
 def test_shards_command_writes_readable_shards_refuses_bad_input_and_trains(tmp_path, capsys) -> None:
@@ -239,17 +238,16 @@ def test_eval_of_a_streamed_run_equals_its_summary(tmp_path, capsys, source) -> 
     # Reference: the run's own final evaluation (summary.json), made through the streaming loader. A folder of
     # mixed-size photos cannot be held in memory at one size, and shards have no class sub-folders: both used
     # to fail in `vitlab eval` ("images differ in size" / "has no class sub-folders").
-    from vitlab.data.shards import write_shards
-    from vitlab.train import loop
-
     from tests.train.tasks.test_image_stream import make_photos, stream_config
+    from vitlab.data.shards import write_shards
+    from vitlab.train import engine
 
     root = make_photos(tmp_path / "photos", per_class=8)
     if source == "shards":
         write_shards(root, tmp_path / "shards", max_count=4)
         root = tmp_path / "shards"
     run = tmp_path / "run"
-    summary = loop.train(stream_config(root, epochs=1, amp="off"), run, quiet=True)
+    summary = engine.train(stream_config(root, epochs=1, amp="off"), run, quiet=True)
     capsys.readouterr()
     assert main(["eval", str(run), "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)
@@ -263,7 +261,7 @@ def test_predict_on_a_run_held_in_memory_uses_the_raw_pixels_like_its_evaluation
     # Reference: the run's model on the image's raw pixels with the run's normalisation, which is what its
     # evaluation saw (a folder already at img_size is held in memory: no resize, no centre crop). Before, predict
     # always resized and centre-cropped (crop fraction 0.875) and its top class could differ.
-    from vitlab.train import loop
+    from vitlab.train import engine
     from vitlab.train.tasks.image import load_run, run_transform
 
     rng = np.random.default_rng(0)
@@ -276,10 +274,10 @@ def test_predict_on_a_run_held_in_memory_uses_the_raw_pixels_like_its_evaluation
     cfg = {"dataset": "folder", "data_root": str(tmp_path / "eights"), "img_size": 8, "model": "vit_tiny_patch16_224",
            "model_args": {"depth": 1, "embed_dim": 16, "num_heads": 2, "patch_size": 2}, "epochs": 1, "batch_size": 4,
            "warmup_epochs": 0.5, "threads": 1, "workers": 0, "amp": "off"}
-    from vitlab.train.config import config_from_dict
+    from vitlab.train.tasks.image_config import config_from_dict
 
     run = tmp_path / "run"
-    loop.train(config_from_dict(cfg), run, quiet=True)
+    engine.train(config_from_dict(cfg), run, quiet=True)
     assert json.loads((run / "run.json").read_text())["data_modes"]["test"] == "memory"
     image = tmp_path / "eights" / "a" / "0.png"
     capsys.readouterr()

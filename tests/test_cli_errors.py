@@ -43,13 +43,13 @@ TINY = ["--config", "digits_vit", "--set", "model_args.depth=1", "--set", "model
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory) -> Path:
     """A finished one-epoch tiny run on the digits (with its checkpoint), shared read-only by the cases."""
-    from vitlab.train import loop
-    from vitlab.train.config import TrainConfig
+    from vitlab.train import engine
+    from vitlab.train.tasks.image_config import ImageConfig
 
     run = tmp_path_factory.mktemp("trained") / "run"
     threads = torch.get_num_threads()
     try:
-        loop.train(TrainConfig(epochs=1, threads=1, model_args={"depth": 1, "embed_dim": 32, "num_heads": 2}), run,
+        engine.train(ImageConfig(epochs=1, threads=1, model_args={"depth": 1, "embed_dim": 32, "num_heads": 2}), run,
                    quiet=True)
     finally:
         torch.set_num_threads(threads)

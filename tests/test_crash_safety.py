@@ -30,9 +30,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from vitlab.train import loop
+from vitlab.train import engine
 from vitlab.train.checkpoint import TEST_PAUSE_ENV, latest_checkpoint, load_checkpoint, load_weights
-from vitlab.train.config import config_from_dict
+from vitlab.train.tasks.image_config import config_from_dict
 
 RECIPE = {
     "epochs": 2,
@@ -144,7 +144,7 @@ def _metrics(path: Path) -> list[dict[str, str]]:
 def test_kill_9_at_five_random_points_then_resume_gives_bit_identical_weights(tmp_path) -> None:
     threads = torch.get_num_threads()
     try:
-        loop.train(config_from_dict(dict(RECIPE)), tmp_path / "straight", quiet=True)
+        engine.train(config_from_dict(dict(RECIPE)), tmp_path / "straight", quiet=True)
     finally:
         torch.set_num_threads(threads)
 
@@ -206,7 +206,7 @@ def test_crash_plan_is_seeded_and_covers_mid_write_stages() -> None:
 
 
 SEQ_RECIPE = {
-    "task": "seq2seq", "dataset": "copy", "min_len": 1, "max_len": 4, "num_train": 512, "num_test": 16,
+    "task": "seq2seq", "grad_clip": 0.0, "dataset": "copy", "min_len": 1, "max_len": 4, "num_train": 512, "num_test": 16,
     "d_model": 32, "num_heads": 2, "num_encoder_layers": 1, "num_decoder_layers": 1, "dim_ff": 64,
     "batch_size": 32, "steps": 24, "warmup": 8, "eval_every": 8, "checkpoint_steps": 3, "threads": 1,
 }

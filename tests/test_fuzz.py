@@ -19,7 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vitlab.errors import ConfigError, VitlabError
-from vitlab.train.config import apply_overrides, config_from_dict, config_keys, load_yaml
+from vitlab.io import load_yaml
+from vitlab.train.config import apply_overrides
+from vitlab.train.tasks.image_config import config_from_dict, config_keys
 
 FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

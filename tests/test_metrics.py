@@ -240,6 +240,59 @@ def test_fit_temperature_recovers_known_temperature(true_t: float) -> None:
     assert fitted == pytest.approx(true_t, rel=0.05)
 
 
+def _golden_section_temperature(logits: torch.Tensor, labels: torch.Tensor, t_min: float = 0.05, t_max: float = 20.0,
+                                tol: float = 1e-6) -> float:
+    """vitlab's former hand-written fit: golden-section search over log T to a bracket of width ``tol``,
+    then the best of its midpoint and the two bounds (float64 NLLs)."""
+    z, y = logits.double(), labels.long()
+
+    def nll(u: float) -> float:
+        return float(torch.nn.functional.cross_entropy(z / math.exp(u), y))
+
+    lo, hi = math.log(t_min), math.log(t_max)
+    inv_phi = (math.sqrt(5.0) - 1.0) / 2.0
+    a, b = lo, hi
+    c, d = b - inv_phi * (b - a), a + inv_phi * (b - a)
+    fc, fd = nll(c), nll(d)
+    while b - a > tol:
+        if fc <= fd:
+            b, d, fd = d, c, fc
+            c = b - inv_phi * (b - a)
+            fc = nll(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + inv_phi * (b - a)
+            fd = nll(d)
+    return math.exp(min(((a + b) / 2.0, lo, hi), key=nll))
+
+
+def _logit_set(kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    g = _gen(sum(map(ord, kind)))
+    if kind == "separable":  # every label is the argmax and confident: NLL falls as T -> 0, the fit is t_min
+        z = torch.randn(500, 5, generator=g)
+        return z * 8.0, z.argmax(1)
+    z = torch.randn(2000, 10, generator=g, dtype=torch.float64)
+    labels = torch.multinomial(z.softmax(1), 1, generator=g).squeeze(1)
+    scale = {"calibrated": 1.0, "over-confident": 3.0, "under-confident": 0.3, "noise": 40.0}[kind]
+    if kind == "noise":  # labels unrelated to huge logits: the optimum is beyond t_max
+        labels = torch.randint(0, 10, (2000,), generator=g)
+    return (z * scale).float(), labels
+
+
+@pytest.mark.parametrize("kind", ["calibrated", "over-confident", "under-confident", "separable", "noise"])
+def test_fit_temperature_equals_the_former_golden_section_search(kind: str) -> None:
+    """Reference: the golden-section search vitlab used before scipy's bounded Brent search, on the same NLL;
+    including the two cases where the optimum is a bound of the bracket [0.05, 20]."""
+    logits, labels = _logit_set(kind)
+    expected = _golden_section_temperature(logits, labels)
+    fitted = fit_temperature(logits, labels)
+    assert fitted == pytest.approx(expected, rel=1e-4)
+    if kind == "separable":
+        assert fitted == pytest.approx(0.05, rel=1e-12)
+    if kind == "noise":
+        assert fitted == pytest.approx(20.0, rel=1e-12)
+
+
 def test_fit_temperature_is_the_nll_minimum_and_deterministic() -> None:
     """Reference: NLL evaluated on a dense grid of T with F.cross_entropy; fitted T is no worse."""
     g = _gen(7)

@@ -21,7 +21,6 @@ References, step by step:
 
 from __future__ import annotations
 
-import io
 import json
 import tarfile
 from pathlib import Path
@@ -31,17 +30,17 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.train import resume
+from tests.train.resume import crash_resume_compare
+from tests.train.tasks.test_image_stream import make_photos
 from vitlab.cli import _evaluate_streamed, _in_memory_split, main
 from vitlab.models.convert.common import ConvertError
-from vitlab.models.convert.loader import FORMATS, export_pretrained, load_pretrained
-from vitlab.train import loop
-from vitlab.train.config import TrainConfig
+from vitlab.models.pretrained import FORMATS, export_pretrained, load_pretrained
+from vitlab.train import engine
 from vitlab.train.distributed import DistContext
 from vitlab.train.tasks import task_for
 from vitlab.train.tasks.image import evaluate, load_run, run_transform
-
-from tests.train.resume import crash_resume_compare
-from tests.train.tasks.test_image_stream import make_photos
+from vitlab.train.tasks.image_config import ImageConfig
 
 SOURCES = ("mnist5k", "digits", "folder", "photos", "shards")
 STEMS = ("linear", "conv")
@@ -66,14 +65,14 @@ def _eights(root: Path) -> Path:
     return root
 
 
-def _config(source: str, stem: str, tmp: Path) -> TrainConfig:
+def _config(source: str, stem: str, tmp: Path) -> ImageConfig:
     common = dict(model="vit_tiny_patch4_32", epochs=2, batch_size=10, warmup_epochs=0.5, threads=1, amp="off",
                   checkpoint_every=1, log_every=1, crop_padding=0, seed=1)
     if source in ("mnist5k", "digits"):
         patch = 4 if source == "mnist5k" else 2
-        return TrainConfig(dataset=source, train_per_class=3, model_args=dict(MODEL, stem=stem, patch_size=patch), **common)
+        return ImageConfig(dataset=source, train_per_class=3, model_args=dict(MODEL, stem=stem, patch_size=patch), **common)
     if source == "folder":
-        return TrainConfig(dataset="folder", data_root=str(_eights(tmp / "eights")),
+        return ImageConfig(dataset="folder", data_root=str(_eights(tmp / "eights")),
                            model_args=dict(MODEL, stem=stem, patch_size=2), **common)
     photos = make_photos(tmp / "photos", per_class=8)
     root = photos
@@ -82,11 +81,11 @@ def _config(source: str, stem: str, tmp: Path) -> TrainConfig:
 
         write_shards(photos, tmp / "shards", max_count=5)
         root = tmp / "shards"
-    return TrainConfig(dataset="folder", data_root=str(root), img_size=16, workers=0,
+    return ImageConfig(dataset="folder", data_root=str(root), img_size=16, workers=0,
                        model_args=dict(MODEL, stem=stem, patch_size=4), **common)
 
 
-def _steps_per_epoch(cfg: TrainConfig) -> int:
+def _steps_per_epoch(cfg: ImageConfig) -> int:
     task = task_for(cfg)
     task.load_data(None)
     return task.schedule(1)[1]
@@ -99,9 +98,9 @@ def _evaluation(run: Path):  # noqa: ANN202 - an Evaluation and the file of its 
     ctx = DistContext()
     if cfg.img_size is not None:
         result, _ = _evaluate_streamed(model, cfg, info, "test", ctx, "off")
-        from vitlab.data.stream import _open_source
+        from vitlab.data.stream import open_source
 
-        source = _open_source(cfg.data_root, "test", cfg.val_fraction, 0)
+        source = open_source(cfg.data_root, "test", cfg.val_fraction, 0)
         described = source.describe(0)
         if ".tar:" not in described:
             return result, Path(described)
@@ -164,7 +163,7 @@ def test_every_user_path_works_or_is_refused_in_one_line(tmp_path, monkeypatch, 
     cfg = _config(source, stem, tmp_path)
     # train (crashed after its first checkpoint) -> resume: bit-identical to the straight run
     steps = _steps_per_epoch(cfg)
-    real_train = loop.train
+    real_train = resume.train
 
     def train_via_cli_on_resume(config, run_dir, *, resume=False, quiet=False, **kwargs):  # noqa: ANN001, ANN003, ANN202
         if resume:  # the resume a user types: vitlab train --resume RUN
@@ -172,9 +171,9 @@ def test_every_user_path_works_or_is_refused_in_one_line(tmp_path, monkeypatch, 
             return json.loads((Path(run_dir) / "summary.json").read_text())
         return real_train(config, run_dir, quiet=quiet, **kwargs)
 
-    monkeypatch.setattr(loop, "train", train_via_cli_on_resume)
+    monkeypatch.setattr(resume, "train", train_via_cli_on_resume)
     crash_resume_compare(cfg, tmp_path, monkeypatch, crash_after=1, expect_latest=f"step_{steps:08d}")
-    monkeypatch.setattr(loop, "train", real_train)
+    monkeypatch.setattr(resume, "train", real_train)
     run = tmp_path / "resumed"
     summary = json.loads((run / "summary.json").read_text())
 
@@ -194,10 +193,10 @@ def test_every_user_path_works_or_is_refused_in_one_line(tmp_path, monkeypatch, 
 
     # fine-tune from the run folder: 4 classes of photos at img_size 32 (3 channels)
     target = make_photos(tmp_path / "target", per_class=6, classes=("ant", "bee", "cat", "dog"), seed=3)
-    tuned = TrainConfig(dataset="folder", data_root=str(target), img_size=32, init=str(run), epochs=1, batch_size=6,
+    tuned = ImageConfig(dataset="folder", data_root=str(target), img_size=32, init=str(run), epochs=1, batch_size=6,
                         warmup_epochs=0.5, threads=1, amp="off", workers=0, model="vit_tiny_patch4_32",
                         model_args={"global_pool": "avg"})
-    loop.train(tuned, tmp_path / "tuned", quiet=True, plots=False)
+    engine.train(tuned, tmp_path / "tuned", quiet=True, plots=False)
     model, _, tuned_info = load_run(tmp_path / "tuned")
     assert tuned_info["image_shape"] == [3, 32, 32] and model(torch.zeros(1, 3, 32, 32)).shape == (1, 4)
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from vitlab import recipes
 from vitlab.cli import main
@@ -31,8 +31,8 @@ def test_list_recipes_is_every_yaml_of_the_package_folder() -> None:
 
 
 def test_every_shipped_training_recipe_is_a_valid_config() -> None:
-    from vitlab.train.config import config_from_dict
-    from vitlab.train.seq2seq import Seq2SeqConfig
+    from vitlab.train.tasks.image_config import config_from_dict
+    from vitlab.train.tasks.seq2seq import Seq2SeqConfig
 
     for name in list_recipes():
         data = load_recipe(name)

@@ -33,7 +33,7 @@ def test_cli_plot_mixing_writes_a_png_grid(tmp_path, capsys):
 
 def test_plot_mixing_is_reproducible_from_its_seed(tmp_path):
     """Same seed -> byte-identical PNG; another seed -> a different one (the generator drives every draw)."""
-    from vitlab.viz import plot_mixing
+    from vitlab.viz.techniques import plot_mixing
 
     a = plot_mixing(tmp_path / "a.png", n=4, seed=0).read_bytes()
     b = plot_mixing(tmp_path / "b.png", n=4, seed=0).read_bytes()
@@ -45,22 +45,22 @@ def test_plot_mixing_is_reproducible_from_its_seed(tmp_path):
 
 
 def test_plot_reliability_diagram_writes_png_and_title_has_the_ece(tmp_path, monkeypatch):
-    from vitlab import viz
     from vitlab.metrics import expected_calibration_error
+    from vitlab.viz import techniques
 
     g = torch.Generator().manual_seed(0)
     probs = (torch.randn(500, 5, generator=g) * 2).softmax(1)
     labels = torch.randint(0, 5, (500,), generator=g)
     titles = []
-    original = viz._reliability_panel
+    original = techniques._reliability_panel
 
     def spy(ax, ax_count, p, y, n_bins, title):  # noqa: ANN001, ANN202
         ece = original(ax, ax_count, p, y, n_bins, title)
         titles.append(ax.get_title())
         return ece
 
-    monkeypatch.setattr(viz, "_reliability_panel", spy)
-    out = viz.plot_reliability_diagram(probs, labels, tmp_path / "r.png", n_bins=10, title="random")
+    monkeypatch.setattr(techniques, "_reliability_panel", spy)
+    out = techniques.plot_reliability_diagram(probs, labels, tmp_path / "r.png", n_bins=10, title="random")
     assert out.read_bytes()[:8] == PNG_MAGIC
     expected = float(expected_calibration_error(probs, labels, 10))
     assert titles == [f"random: ECE = {expected:.4f} (10 bins)"]
@@ -68,7 +68,7 @@ def test_plot_reliability_diagram_writes_png_and_title_has_the_ece(tmp_path, mon
 
 def test_plot_temperature_scaling_writes_png_and_rejects_bad_temperature(tmp_path):
     from vitlab.errors import ConfigError
-    from vitlab.viz import plot_temperature_scaling
+    from vitlab.viz.techniques import plot_temperature_scaling
 
     g = torch.Generator().manual_seed(1)
     logits = torch.randn(300, 4, generator=g) * 4

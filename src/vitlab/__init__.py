@@ -2,7 +2,8 @@
 
 from vitlab.errors import CheckpointError, ConfigError, DataError, VitlabError
 from vitlab.models import VisionTransformer, create_model, list_models, register_model
-from vitlab.models.convert import ConvertError, LoadReport, export_pretrained, load_pretrained
+from vitlab.models.convert import ConvertError, LoadReport
+from vitlab.models.pretrained import export_pretrained, load_pretrained
 
 __version__ = "0.1.0"
 

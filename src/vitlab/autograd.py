@@ -22,7 +22,6 @@ which, unlike the closed form P'_n = n·(P_{n−1} − x·P_n)/(1 − x²), is r
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import torch
 
@@ -154,17 +153,3 @@ def fit_legendre_p3(
     with torch.no_grad():
         y_pred = a + b * LegendreP3.apply(c + d * x)
     return {**result, "loss": loss.item(), "history": history, "x": x, "y": y, "y_pred": y_pred}
-
-
-def legendre_demo(out_dir: Path) -> int:
-    """``vitlab demo legendre``: reproduce the tutorial's fit and write ``legendre_fit.png`` in ``out_dir``.
-
-    Returns:
-        0 (the exit code).
-    """
-    from vitlab.viz import plot_legendre_fit
-
-    fit = fit_legendre_p3()
-    path = plot_legendre_fit(fit["x"], fit["y"], fit["y_pred"], Path(out_dir) / "legendre_fit.png", fit)
-    print(f"final loss {fit['loss']:.6f}; wrote {path}")
-    return 0

@@ -8,31 +8,33 @@ Errors a person can cause are raised as :class:`vitlab.errors.VitlabError` (or `
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
+import fnmatch
+import json
+import os
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+from vitlab import __version__
 
 DEFAULT_RUNS = "runs"
 
 
-def _default_run_dir(*parts: str) -> "Path":
+def _default_run_dir(*parts: str) -> Path:
     """``runs/<part>-<part>-<YYYYmmdd-HHMMSS>``: a new folder name for each run."""
-    import time
-    from pathlib import Path
 
     return Path(DEFAULT_RUNS) / "-".join([*parts, time.strftime("%Y%m%d-%H%M%S")])
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train the recipe (default: a ViT on the embedded 28×28 MNIST set) into a run folder, or continue one with --resume."""
-    import os
-    from pathlib import Path
 
-    from vitlab.train.config import resolve_config
     from vitlab.train.engine import train
-    from vitlab.train.tasks import config_from_raw
+    from vitlab.train.tasks import config_from_raw, resolve_config, task_name
 
     recipe = _recipe_file(args.config, args.set or [])
     if args.list_keys:
@@ -48,7 +50,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = config_from_raw(resolve_config(recipe, args.set or []), str(recipe) if recipe else "config")
         if args.auto_resume and not args.out:
             raise ValueError("--auto-resume needs --out DIR: the folder to continue after a restart")
-        name = ("seq2seq", cfg.dataset) if not hasattr(cfg, "model") else (cfg.dataset, cfg.model)
+        name = (cfg.dataset, cfg.model) if task_name(cfg) == "image" else (task_name(cfg), cfg.dataset)
         run_dir = Path(args.out) if args.out else _default_run_dir(*name)
         train(cfg, run_dir, quiet=args.quiet, auto_resume=args.auto_resume)
     if os.environ.get("RANK", "0") == "0":
@@ -56,7 +58,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _recipe_file(config: str | None, overrides: list[str]) -> "Path | None":
+def _recipe_file(config: str | None, overrides: list[str]) -> Path | None:
     """The YAML behind ``--config`` (a shipped recipe name or a file); without one, the default recipe
     (:data:`vitlab.recipes.DEFAULT_RECIPE`, an image recipe), or no file when ``--set task=...`` asks for
     another task (its dataclass defaults then apply)."""
@@ -70,22 +72,19 @@ def _recipe_file(config: str | None, overrides: list[str]) -> "Path | None":
 
 def _list_keys(raw: dict) -> int:
     """Print the config keys of the recipe's task with their values (defaults, or the recipe's)."""
-    import dataclasses
 
     from vitlab.train.tasks import config_class, config_from_raw
 
     task = str(raw.get("task", "image"))
     cfg = config_from_raw(raw) if raw else config_class(task)()
     print(f"config keys of task: {task} (set with --set KEY=VALUE or in a --config YAML file)")
-    for field in dataclasses.fields(cfg):
-        print(f"  {field.name:18s} {getattr(cfg, field.name)!r}")
+    for key, value in cfg.to_dict().items():
+        print(f"  {key:18s} {value!r}")
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate a trained run on a split of its dataset (or of another dataset with the same shapes)."""
-    import dataclasses
-    import json
 
     import torch
 
@@ -156,7 +155,6 @@ def _evaluate_streamed(model: Any, cfg: Any, info: dict, split: str, context: An
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Print the top-k classes and probabilities for each image file (and, with --explain, the attention rollout)."""
-    from pathlib import Path
 
     import torch
 
@@ -207,7 +205,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         inputs.append(transform(image.unsqueeze(0), None, train=False))
         titles.append(f"{Path(path).name}: {classes[int(indices[0])]} ({float(values[0]):.2f})")
     if args.explain:
-        from vitlab.viz import plot_attention_rollout
+        from vitlab.viz.vit import plot_attention_rollout
 
         batch = torch.cat(inputs)
         plot_attention_rollout(batch, model.attention_rollout(batch), args.explain, titles)
@@ -225,7 +223,6 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     """Print the registered image models and the seq2seq Transformer, one per line, with parameter counts."""
-    import fnmatch
 
     from vitlab.models import create_model, list_models
     from vitlab.models.vit import count_parameters
@@ -248,45 +245,33 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-# `vitlab plot NAME --out PATH`: each entry is "module:function", the function taking the output PNG path
-# and returning the path it wrote. Imported lazily so that `vitlab --help` stays fast.
-PLOTS: dict[str, str] = {
-    "activations": "vitlab.viz:plot_activations",
-    "posenc": "vitlab.viz:plot_posenc",
-    "mixing": "vitlab.viz:plot_mixing",
-}
-
-# `vitlab demo NAME --out DIR`: each entry is "module:function", the function taking the output folder and
-# returning an exit code.
-DEMOS: dict[str, str] = {
-    "legendre": "vitlab.autograd:legendre_demo",
-}
-
-
-def _resolve(entry: str):  # noqa: ANN202 - returns a callable
-    import importlib
-
-    module, _, function = entry.partition(":")
-    return getattr(importlib.import_module(module), function)
+PLOTS = ("activations", "posenc", "mixing")  # `vitlab plot NAME --out PATH`
+DEMOS = ("legendre",)  # `vitlab demo NAME --out DIR`
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
     """Write one of the technique plots as a PNG."""
-    from pathlib import Path
+    from vitlab.viz import techniques  # matplotlib: per command, so that `vitlab --help` stays fast
 
     out = Path(args.out) if args.out else Path(f"{args.name}.png")
     if out.suffix.lower() != ".png":
         raise ValueError(f"vitlab plot writes PNG files; give --out a .png name (e.g. {out.with_suffix('.png')})")
-    written = _resolve(PLOTS[args.name])(out)
-    print(f"wrote {written}")
+    plot = {"activations": techniques.plot_activations, "posenc": techniques.plot_posenc,
+            "mixing": techniques.plot_mixing}[args.name]
+    print(f"wrote {plot(out)}")
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Run one of the demos (e.g. the Legendre P3 fit of sin(x))."""
-    from pathlib import Path
+    """Run one of the demos: ``legendre`` reproduces the PyTorch tutorial's fit of sin(x) by a + b·P3(c + d·x)
+    (:func:`vitlab.autograd.fit_legendre_p3`) and writes ``legendre_fit.png`` in ``--out``."""
+    from vitlab.autograd import fit_legendre_p3  # per command, so that `vitlab --help` stays fast
+    from vitlab.viz.techniques import plot_legendre_fit
 
-    return int(_resolve(DEMOS[args.name])(Path(args.out)) or 0)
+    fit = fit_legendre_p3()
+    path = plot_legendre_fit(fit["x"], fit["y"], fit["y_pred"], Path(args.out) / "legendre_fit.png", fit)
+    print(f"final loss {fit['loss']:.6f}; wrote {path}")
+    return 0
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
@@ -308,7 +293,6 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 def cmd_shards(args: argparse.Namespace) -> int:
     """Write an image folder's train / val / test splits as WebDataset-style tar shards (vitlab.data.shards)."""
     import shutil
-    from pathlib import Path
 
     from vitlab.data.shards import write_shards
 
@@ -337,15 +321,12 @@ def cmd_recipes(args: argparse.Namespace) -> int:
         print(f"  {name:30s} {describe(recipe_dir() / f'{name}.yaml')}")
     print("reproduce recipes (vitlab reproduce NAME):")
     for recipe in load_recipes():
-        about = describe(recipe.path) if recipe.path else recipe.title
-        print(f"  {recipe.name:30s} {about.split(', run by `vitlab reproduce')[0]}")
+        print(f"  {recipe.name:30s} {describe(recipe.path) if recipe.path else recipe.title}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    from vitlab import __version__
-
     parser = argparse.ArgumentParser(
         prog="vitlab",
         description="Vision Transformers and the techniques that train image classifiers, from the papers.",
@@ -353,7 +334,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"vitlab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    _add_train_command(sub)
+    _add_eval_command(sub)
+    _add_predict_command(sub)
+    _add_translate_command(sub)
+    _add_models_command(sub)
+    _add_plot_and_demo_command(sub)
+    _add_reproduce_command(sub)
+    _add_shards_command(sub)
+    _add_recipes_command(sub)
+    return parser
 
+
+def _add_train_command(sub: argparse._SubParsersAction) -> None:
+    """`vitlab train`: a recipe into a run folder, or --resume / --auto-resume."""
     train = sub.add_parser(
         "train",
         help="train a model (default: a ViT on the embedded 28x28 MNIST set; task: seq2seq for the Transformer)",
@@ -377,6 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bars: one line per epoch (seq2seq: per eval_every steps)")
     train.set_defaults(func=cmd_train)
 
+
+def _add_eval_command(sub: argparse._SubParsersAction) -> None:
+    """`vitlab eval`: a run's metrics on a split."""
     evaluate = sub.add_parser("eval", help="evaluate a trained run")
     evaluate.add_argument("run_dir", help="a run folder written by `vitlab train`")
     evaluate.add_argument("--data", default=None, help="dataset name (default: the run's)")
@@ -385,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
     evaluate.set_defaults(func=cmd_eval)
 
+
+def _add_predict_command(sub: argparse._SubParsersAction) -> None:
+    """`vitlab predict`: classes of image files."""
     predict = sub.add_parser("predict", help="classify image files with a trained run")
     predict.add_argument("run_dir", help="a run folder written by `vitlab train`")
     predict.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...) of the model's size")
@@ -393,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="ViT runs: draw each image with its attention rollout (Abnar & Zuidema 2020) into OUT.png")
     predict.set_defaults(func=cmd_predict)
 
+
+def _add_translate_command(sub: argparse._SubParsersAction) -> None:
+    """`vitlab translate`: decode with a seq2seq run."""
     trans = sub.add_parser("translate", help="decode a sequence with a trained seq2seq run")
     trans.add_argument("run_dir", help="run folder written by `vitlab train` with task: seq2seq")
     trans.add_argument("text", help='source symbols, e.g. "3 1 2"')
@@ -402,10 +405,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="beam search length penalty (default: the run's length_penalty)")
     trans.set_defaults(func=cmd_translate)
 
+
+def _add_models_command(sub: argparse._SubParsersAction) -> None:
+    """`vitlab models`: the registered models."""
     models = sub.add_parser("models", help="list the registered models")
     models.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'vit_tiny*'")
     models.set_defaults(func=cmd_models)
 
+
+def _add_plot_and_demo_command(sub: argparse._SubParsersAction) -> None:
+    """`vitlab plot` and `vitlab demo`: the technique plots and demos."""
     plot = sub.add_parser("plot", help="write a technique's plot as a PNG")
     plot.add_argument("name", choices=sorted(PLOTS), help="which plot")
     plot.add_argument("--out", default=None, help="output PNG path, ending in .png (default: NAME.png)")
@@ -416,6 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="demo", help="output folder for its plots (default: ./demo)")
     demo.set_defaults(func=cmd_demo)
 
+
+def _add_reproduce_command(sub: argparse._SubParsersAction) -> None:
+    """`vitlab reproduce`: the papers' comparisons."""
     repro = sub.add_parser("reproduce", help="rerun the papers' comparisons with several seeds and write a report")
     repro.add_argument("names", nargs="*", help="recipes to run (default: all; see `vitlab recipes`)")
     repro.add_argument("--seeds", type=int, default=None, help="seeds per recipe (default: each recipe's own: 5 for image claims, 3 for the Transformer; 2 with --quick)")
@@ -426,6 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--no-progress", action="store_true", help="no progress bar")
     repro.set_defaults(func=cmd_reproduce)
 
+
+def _add_shards_command(sub: argparse._SubParsersAction) -> None:
+    """`vitlab shards`: an image folder as tar shards."""
     shards = sub.add_parser("shards", help="write an image folder as tar shards (WebDataset layout) for streaming")
     shards.add_argument("folder", help="image folder: CLASS/*.jpg, or train/ and test/ [val/] of those")
     shards.add_argument("out", help="new or empty output folder (receives train/, val/, test/)")
@@ -435,10 +450,11 @@ def build_parser() -> argparse.ArgumentParser:
     shards.add_argument("--verify", action="store_true", help="decode every image first; refuse a corrupt one")
     shards.set_defaults(func=cmd_shards)
 
+
+def _add_recipes_command(sub: argparse._SubParsersAction) -> None:
+    """`vitlab recipes`: the shipped recipes."""
     recipes = sub.add_parser("recipes", help="list the shipped recipes (for train --config NAME and reproduce NAME)")
     recipes.set_defaults(func=cmd_recipes)
-
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

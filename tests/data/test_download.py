@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from vitlab.data.download import download, download_first, file_digest, verify_file
+from vitlab.data.download import download, download_first, verify_file
 from vitlab.errors import DataError
+from vitlab.io import file_digest
 
 PAYLOAD = bytes(range(256)) * 5000  # 1.28 MB: more than one read chunk
 

@@ -15,7 +15,7 @@ from PIL import Image
 from torch.utils.data import DistributedSampler
 
 from vitlab.data.pipeline import AugmentConfig
-from vitlab.data.stream import EpochBatchSampler, build_image_loader, choose_mode, _open_source
+from vitlab.data.stream import EpochBatchSampler, build_image_loader, choose_mode, open_source
 from vitlab.errors import ConfigError, DataError
 
 FORMATS = [("png", "PNG"), ("jpg", "JPEG"), ("bmp", "BMP"), ("webp", "WEBP"), ("tif", "TIFF"), ("gif", "GIF")]
@@ -81,7 +81,7 @@ def test_folder_of_mixed_sizes_modes_and_formats_streams_at_the_model_size(tmp_p
 
 def test_eval_batches_cover_the_split_in_file_order_with_the_right_labels(tmp_path):
     root = _folder(tmp_path / "data")
-    source = _open_source(root, "val", 0.1, 0)
+    source = open_source(root, "val", 0.1, 0)
     loader = build_image_loader(root, "val", img_size=16, batch_size=2, train=False, workers=0)
     labels = torch.cat([y for _, y in loader])
     assert labels.tolist() == source.labels.tolist()
@@ -129,7 +129,7 @@ def test_a_streamed_samples_augmentation_changes_between_epochs_and_repeats_with
 
 def test_training_order_is_distributed_samplers(tmp_path):
     root = _folder(tmp_path / "data", per_class=10)
-    n = len(_open_source(root, "train", 0.1, 0))
+    n = len(open_source(root, "train", 0.1, 0))
     for world in (1, 2, 3):
         for rank in range(world):
             sampler = EpochBatchSampler(n, 2, train=True, seed=5, rank=rank, world_size=world)
@@ -147,7 +147,7 @@ def test_training_order_is_distributed_samplers(tmp_path):
 @pytest.mark.parametrize("train", [True, False])
 def test_two_ranks_read_disjoint_parts_that_cover_the_split(tmp_path, train):
     root = _folder(tmp_path / "data", per_class=10)
-    n = len(_open_source(root, "train", 0.1, 0))
+    n = len(open_source(root, "train", 0.1, 0))
     parts = []
     for rank in (0, 1):
         sampler = EpochBatchSampler(n, 3, train=train, seed=1, rank=rank, world_size=2)
@@ -238,13 +238,13 @@ def test_skip_mode_drops_and_counts_corrupt_images(tmp_path):
 def test_auto_mode_rule(tmp_path):
     same = _folder(tmp_path / "same", same_size=True)
     mixed = _folder(tmp_path / "mixed")
-    src = _open_source(same, "train", 0.1, 0)
+    src = open_source(same, "train", 0.1, 0)
     assert choose_mode(src, 24, None)[0] == "memory"
     assert choose_mode(src, None, None)[0] == "memory"
     assert choose_mode(src, 32, None)[0] == "stream"  # not the model's size
     assert choose_mode(src, 24, AugmentConfig())[0] == "stream"  # per-image augmentation
     assert choose_mode(src, 24, None, memory_limit_mb=0.001)[0] == "stream"  # too big
-    assert choose_mode(_open_source(mixed, "train", 0.1, 0), 24, None)[0] == "stream"
+    assert choose_mode(open_source(mixed, "train", 0.1, 0), 24, None)[0] == "stream"
 
 
 def test_memory_and_stream_paths_share_order_and_labels(tmp_path):
@@ -256,7 +256,7 @@ def test_memory_and_stream_paths_share_order_and_labels(tmp_path):
     a, b = _batches(memory), _batches(stream)
     assert [y.tolist() for _, y in a] == [y.tolist() for _, y in b]
     evaluated = build_image_loader(root, "test", img_size=24, batch_size=4, train=False, workers=0)
-    source = _open_source(root, "test", 0.1, 0)
+    source = open_source(root, "test", 0.1, 0)
     first = source.open(0).convert("RGB")
     assert evaluated.mode == "memory"
     x, _ = next(iter(evaluated))  # the in-memory path keeps the pixels as stored
@@ -323,7 +323,7 @@ def test_a_body_truncated_file_in_a_memory_sized_folder_follows_bad_images(tmp_p
     with Image.open(path) as image:
         assert image.size == (24, 24)
     split = next(s for s in ("train", "val", "test")
-                 if str(path) in {_open_source(root, s, 0.1, 0).describe(i) for i in range(len(_open_source(root, s, 0.1, 0)))})
+                 if str(path) in {open_source(root, s, 0.1, 0).describe(i) for i in range(len(open_source(root, s, 0.1, 0)))})
     with pytest.raises(DataError, match="999.jpg: corrupt or truncated"):
         build_image_loader(root, split, img_size=24, batch_size=2, train=False, workers=0)
     loader = build_image_loader(root, split, img_size=24, batch_size=2, train=False, workers=0, bad_images="skip")

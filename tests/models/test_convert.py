@@ -19,8 +19,9 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
 import vitlab
-from vitlab.models.convert import ConvertError, detect_format, export_pretrained, load_pretrained, timm_kwargs
+from vitlab.models.convert import ConvertError, timm_kwargs
 from vitlab.models.convert.torchvision import torchvision_kwargs
+from vitlab.models.pretrained import detect_format, export_pretrained, load_pretrained
 
 timm_vit = pytest.importorskip("timm.models.vision_transformer")
 TOL = 1e-5
@@ -588,7 +589,7 @@ def test_vitlab_weights_saved_before_pooled_norm_load_with_the_same_logits(tmp_p
     # loader reads today's meaning of norm.* (on every token) and says so in a note.
     import json
 
-    from vitlab.models.convert.loader import CONFIG_KEY
+    from vitlab.models.pretrained import CONFIG_KEY
 
     model = _randomise(vitlab.create_model("vit_tiny_patch4_32", depth=2, num_classes=7, embed_dim=48, num_heads=3,
                                            class_token=False, global_pool="avg"), seed=10)
@@ -619,12 +620,6 @@ def test_vitlab_weights_saved_before_pooled_norm_load_with_the_same_logits(tmp_p
                                      global_pool="avg")
     torch.save(dict(unembedded.state_dict()), tmp_path / "nopos.pth")
     assert detect_format(tmp_path / "nopos.pth") == "vitlab"
-
-
-def test_old_names_still_import_from_vit_module():
-    from vitlab.models.vit import convert_timm_state_dict, convert_to_timm_state_dict, vit_from_timm
-
-    assert callable(convert_timm_state_dict) and callable(convert_to_timm_state_dict) and callable(vit_from_timm)
 
 
 def test_vitlab_imports_no_reference_library():

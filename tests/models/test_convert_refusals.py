@@ -13,8 +13,9 @@ import torch
 from safetensors.torch import load_file
 
 import vitlab
-from vitlab.models.convert import ConvertError, export_pretrained
+from vitlab.models.convert import ConvertError
 from vitlab.models.convert.torchvision import torchvision_kwargs
+from vitlab.models.pretrained import export_pretrained
 
 tv_vit = pytest.importorskip("torchvision.models.vision_transformer")
 timm_vit = pytest.importorskip("timm.models.vision_transformer")

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vitlab.models.convert import ConvertError, export_pretrained, load_pretrained
+from vitlab.models.convert import ConvertError
 from vitlab.models.finetune import (
     adapt_in_chans,
     adapt_pretrained,
@@ -18,6 +18,7 @@ from vitlab.models.finetune import (
     resize_patch_embed,
     resize_patches,
 )
+from vitlab.models.pretrained import export_pretrained, load_pretrained
 from vitlab.models.vit import VisionTransformer
 
 

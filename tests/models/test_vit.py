@@ -8,12 +8,8 @@ import torch
 
 import vitlab
 from vitlab.errors import CheckpointError, ConfigError
-from vitlab.models.vit import (
-    VisionTransformer,
-    convert_timm_state_dict,
-    convert_to_timm_state_dict,
-    vit_from_timm,
-)
+from vitlab.models.convert import convert_timm_state_dict, convert_to_timm_state_dict, vit_from_timm
+from vitlab.models.vit import VisionTransformer
 
 timm_vit = pytest.importorskip("timm.models.vision_transformer")
 
@@ -210,6 +206,7 @@ def test_forward_shortcut_equals_head_of_features_with_gradients_float64(extra):
     # for the class token alone (class_token_block), which must give the same logits and parameter gradients.
     torch.manual_seed(0)
     model = vitlab.create_model("vit_tiny_patch4_32", depth=2, embed_dim=48, num_heads=3, **extra).double()
+    model.class_token_shortcut = True
     x = torch.randn(3, 3, 32, 32, dtype=torch.float64)
     params = [p for p in model.parameters() if p.requires_grad]
     fast = model(x)
@@ -429,9 +426,11 @@ def test_vit_from_timm_refuses_unsupported_features_by_name(kwargs, feature):
 
 
 # ---------------------------------------------------------- class-token shortcut keeps module semantics
-def _tiny_token_model(**extra):
+def _tiny_token_model(shortcut: bool = False, **extra):
     torch.manual_seed(0)
-    return vitlab.create_model("vit_tiny_patch4_32", depth=2, embed_dim=48, num_heads=3, **extra).eval()
+    model = vitlab.create_model("vit_tiny_patch4_32", depth=2, embed_dim=48, num_heads=3, **extra).eval()
+    model.class_token_shortcut = shortcut
+    return model
 
 
 def test_forward_hooks_on_last_block_attention_and_qkv_fire():
@@ -467,7 +466,7 @@ class _LoRALinear(torch.nn.Linear):
 
 def test_lora_wrapped_qkv_is_used_in_the_last_block_with_gradients():
     # Reference: forward_head(forward_features(x)), which runs every block in full through its modules.
-    model = _tiny_token_model().double()
+    model = _tiny_token_model(shortcut=True).double()
     for block in model.blocks:
         block.attn.qkv = _LoRALinear(block.attn.qkv).double()
     x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
@@ -484,7 +483,7 @@ def test_lora_wrapped_qkv_is_used_in_the_last_block_with_gradients():
 
 def test_dynamic_quantization_runs_and_matches_the_quantized_full_path():
     # Reference: the quantized model's own full path forward_head(forward_features(x)).
-    model = _tiny_token_model()
+    model = _tiny_token_model(shortcut=True)
     quantized = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
@@ -494,7 +493,7 @@ def test_dynamic_quantization_runs_and_matches_the_quantized_full_path():
 
 
 class _ShapeRecordingLayerNorm(torch.nn.LayerNorm):
-    """A LayerNorm that records the shapes it normalises (no hook: hooks turn the shortcut off)."""
+    """A LayerNorm that records the shapes it normalises."""
 
     def forward(self, x):
         self.shapes.append(tuple(x.shape))
@@ -510,19 +509,21 @@ def _record_norm2(model):
     return new
 
 
-def test_plain_model_keeps_the_shortcut_and_hooks_turn_it_off():
+def test_the_shortcut_runs_only_when_switched_on():
     # Reference: the shapes reaching the last block's norm2. The shortcut runs norm2 and the MLP for the class
-    # token alone, (B, 1, D); the full block runs them on all (B, 65, D) tokens. A LoRA-wrapped qkv keeps the
-    # shortcut (qkv runs on all tokens either way); a hook anywhere in the block turns it off.
+    # token alone, (B, 1, D); the full block runs them on all (B, 65, D) tokens. Off by default; a LoRA-wrapped
+    # qkv keeps it (qkv runs on all tokens either way); switching it off again restores the full block.
     model = _tiny_token_model()
     norm2 = _record_norm2(model)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         model(x)
+        model.class_token_shortcut = True
+        model(x)
         model.blocks[-1].attn.qkv = _LoRALinear(model.blocks[-1].attn.qkv)
         model(x)
-        handle = model.blocks[-1].mlp.fc1.register_forward_hook(lambda *args: None)
+        model.class_token_shortcut = False
         model(x)
-        handle.remove()
-        model(x)
-    assert norm2.shapes == [(2, 1, 48), (2, 1, 48), (2, 65, 48), (2, 1, 48)]
+    assert norm2.shapes == [(2, 65, 48), (2, 1, 48), (2, 1, 48), (2, 65, 48)]
+
+

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from vitlab.models import create_model
 from vitlab.models.vit_analysis import patch_embedding_components, position_embedding_similarity
-from vitlab.viz import write_vit_figures
+from vitlab.viz.vit import write_vit_figures
 
 
 def test_patch_components_match_numpy_pca_up_to_sign() -> None:

@@ -12,8 +12,8 @@ SHIPPED = {"cutmix", "label_smoothing", "mish", "data_size", "posenc", "transfor
 
 
 def test_shipped_recipes_load_and_every_variant_config_is_valid() -> None:
-    from vitlab.train.config import config_from_dict
-    from vitlab.train.seq2seq import Seq2SeqConfig
+    from vitlab.train.tasks.image_config import config_from_dict
+    from vitlab.train.tasks.seq2seq import Seq2SeqConfig
 
     recipes = load_recipes()
     assert {r.name for r in recipes} == SHIPPED
@@ -122,8 +122,8 @@ def test_every_image_arm_builds_its_model_and_gives_logits_for_its_data() -> Non
     # reference: the data's image shape (mnist5k 1×28×28; the quick digits 1×8×8) and 10 classes
     import torch
 
-    from vitlab.train.config import config_from_dict
     from vitlab.train.tasks.image import build_model
+    from vitlab.train.tasks.image_config import config_from_dict
 
     shapes = {"mnist5k": (1, 28, 28), "digits": (1, 8, 8)}
     for recipe in load_recipes():

@@ -7,13 +7,25 @@ paired interval of a claim; per-seed contrasts computed by hand.
 
 from __future__ import annotations
 
+import base64
+import html
 import re
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
 from vitlab.reproduce.recipes import recipe_from_dict
-from vitlab.reproduce.report import ClaimResult, family_agreement, regime_notes, summarize, write_report
+from vitlab.reproduce.report import (
+    Block,
+    ClaimResult,
+    build_report,
+    family_agreement,
+    regime_notes,
+    summarize,
+    to_html,
+    write_report,
+)
 from vitlab.reproduce.stats import (
     HELD,
     NOT_RESOLVED,
@@ -130,6 +142,93 @@ def test_report_files_state_numbers_and_verdicts_and_html_is_self_contained(tmp_
     assert all(s.startswith("data:image/png;base64,") for s in srcs)
     assert "<link" not in page and "<script" not in page and "http" not in page
     assert "<strong>held</strong>" in page
+
+
+def _former_to_html_body(blocks: list[Block]) -> str:
+    """vitlab's hand-written HTML renderer before markdown-it-py (its body): the reference for equal output."""
+
+    def inline(text: str) -> str:
+        out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html.escape(text))
+        return re.sub(r"`(.+?)`", r"<code>\1</code>", out)
+
+    parts = []
+    for b in blocks:
+        if b.kind in ("h1", "h2", "h3"):
+            parts.append(f"<{b.kind}>{inline(b.text)}</{b.kind}>")
+        elif b.kind == "p":
+            parts.append(f"<p>{inline(b.text)}</p>")
+        elif b.kind == "list":
+            parts.append("<ul>" + "".join(f"<li>{inline(item[0])}</li>" for item in b.rows) + "</ul>")
+        elif b.kind == "table":
+            header, *body = b.rows
+            cells = "".join(f"<th>{inline(c)}</th>" for c in header)
+            parts.append(f"<table><thead><tr>{cells}</tr></thead><tbody>")
+            parts += ["<tr>" + "".join(f"<td>{inline(c)}</td>" for c in row) + "</tr>" for row in body]
+            parts.append("</tbody></table>")
+        elif b.kind == "image" and b.path is not None and b.path.is_file():
+            data = base64.b64encode(b.path.read_bytes()).decode("ascii")
+            parts.append(f"<p><img alt=\"{html.escape(b.text)}\" src=\"data:image/png;base64,{data}\"></p>")
+    return "\n".join(parts)
+
+
+class _Structure(HTMLParser):
+    """An HTML body as a list of start tags (with sorted attributes), end tags and whitespace-collapsed texts."""
+
+    def __init__(self, page: str) -> None:
+        super().__init__()
+        self.items: list[tuple] = []
+        self.feed(page[page.index("<body>") + len("<body>"):] if "<body>" in page else page)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.items.append(("start", tag, tuple(sorted(attrs))))
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.handle_starttag(tag, attrs)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag not in ("body", "html"):
+            self.items.append(("end", tag))
+
+    def handle_data(self, data: str) -> None:
+        if data.split():
+            self.items.append(("text", " ".join(data.split())))
+
+
+def test_html_from_markdown_it_equals_the_former_hand_written_renderer(tmp_path: Path) -> None:
+    """The whole report (header, verdict table, how-to-read list, a recipe's tables, plot and failed runs, an
+    extra figure whose caption has brackets and parentheses): same tags, attributes and text as before."""
+    res = summarize(_recipe(), _results())
+    header = {"command": "vitlab reproduce toy", "machine": {"processor": "test cpu", "cpu_count": 2},
+              "wall_seconds": 60.0, "note": "A note with `code`, **bold**, a_b_c, x < y & z > w, and a | pipe."}
+    figure = tmp_path / "toy_fit.png"
+    figure.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    extra = {"toy": [("Activations of classes [0, 1, 2] projected (seed 0); a + b·P3(c + d·x).", figure)]}
+    blocks = build_report([res], tmp_path, header, extra)
+    assert {b.kind for b in blocks} == {"h1", "h2", "p", "list", "table", "image"}
+    assert _Structure(to_html(blocks, "t")).items == _Structure(_former_to_html_body(blocks)).items
+
+
+def test_html_renders_the_markdown_it_shows_and_stays_self_contained(tmp_path: Path) -> None:
+    picture = tmp_path / "a dir (1)" / "Müller plot.png"  # spaces, parentheses, non-ASCII in the path
+    picture.parent.mkdir()
+    picture.write_bytes(b"\x89PNG\r\n\x1a\npixels")
+    blocks = [
+        Block("h1", "Title"), Block("h3", "Sub `x`"),
+        Block("p", "<script>alert(1)</script> & ![remote](http://example.com/x.png) *em* **strong**"),
+        Block("table", rows=[["a|b", "c"], ["`d`", "**e**"]]),
+        Block("image", text="plot", path=picture),
+        Block("image", text="gone", path=tmp_path / "missing.png"),
+    ]
+    page = to_html(blocks, "<title>")
+    assert "<title>&lt;title&gt;</title>" in page
+    assert "<h1>Title</h1>" in page and "<h3>Sub <code>x</code></h3>" in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; remote <em>em</em> <strong>strong</strong>" in page
+    assert "<script" not in page and "http" not in page
+    assert re.search(r"<th>a\|b</th>\s*<th>c</th>", page)
+    assert re.search(r"<td><code>d</code></td>\s*<td><strong>e</strong></td>", page)
+    data = base64.b64encode(picture.read_bytes()).decode("ascii")
+    assert re.findall(r'src="([^"]*)"', page) == [f"data:image/png;base64,{data}"]
+    assert 'alt="plot"' in page and "gone" not in page
 
 
 # ------------------------------------------------------------------------------------------ paired, families

@@ -122,7 +122,7 @@ def test_damaged_result_file_is_redone(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def test_a_run_that_fails_with_a_vitlab_error_is_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from vitlab.train.loop import NonFiniteLossError
+    from vitlab.train.engine import NonFiniteLossError
 
     def diverges(spec: runner.RunSpec) -> dict[str, float]:
         raise NonFiniteLossError("loss became nan at step 3")

@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 
 from vitlab.errors import ConfigError
-from vitlab.train.config import TrainConfig, apply_overrides, config_from_dict, config_keys, load_yaml
+from vitlab.io import load_yaml
+from vitlab.train.config import apply_overrides
+from vitlab.train.tasks.image_config import ImageConfig, config_from_dict, config_keys
 
 
 def test_defaults_are_valid_and_roundtrip_through_dict() -> None:
-    cfg = TrainConfig()
+    cfg = ImageConfig()
     assert config_from_dict(cfg.to_dict()) == cfg
 
 
@@ -87,7 +89,7 @@ def _empty(tmp_path):
 
 
 def test_every_key_is_documented_in_the_class_docstring() -> None:
-    doc = TrainConfig.__doc__ or ""
+    doc = ImageConfig.__doc__ or ""
     missing = [key for key in config_keys() if key not in doc]
     assert not missing, f"undocumented keys: {missing}"
 
@@ -95,16 +97,16 @@ def test_every_key_is_documented_in_the_class_docstring() -> None:
 def test_shipped_default_recipe_equals_the_dataclass_defaults() -> None:
     from vitlab.recipes import recipe_path
 
-    assert config_from_dict(load_yaml(recipe_path("digits_vit"))) == TrainConfig()
+    assert config_from_dict(load_yaml(recipe_path("digits_vit"))) == ImageConfig()
 
 
 def test_dotted_override_keeps_the_sibling_keys_of_the_default_recipe() -> None:
-    """Reference: the TrainConfig defaults with one nested key changed by hand."""
-    from vitlab.train.config import resolve_config
+    """Reference: the ImageConfig defaults with one nested key changed by hand."""
+    from vitlab.train.tasks import resolve_config
 
-    expected = {**TrainConfig().model_args, "drop_path_rate": 0.2}
+    expected = {**ImageConfig().model_args, "drop_path_rate": 0.2}
     assert resolve_config(None, ["model_args.drop_path_rate=0.2"])["model_args"] == expected
-    assert resolve_config(None, ["model_args.act=mish"])["model_args"] == {**TrainConfig().model_args, "act": "mish"}
+    assert resolve_config(None, ["model_args.act=mish"])["model_args"] == {**ImageConfig().model_args, "act": "mish"}
     # another model: the default model's arguments may not fit it, so they are not carried over
     assert resolve_config(None, ["model=vit_tiny_patch4_32", "model_args.act=mish"])["model_args"] == {"act": "mish"}
     # a whole mapping given with --set replaces the mapping
@@ -112,7 +114,7 @@ def test_dotted_override_keeps_the_sibling_keys_of_the_default_recipe() -> None:
 
 
 def test_dotted_override_keeps_the_sibling_keys_of_the_recipe_file(tmp_path) -> None:
-    from vitlab.train.config import resolve_config
+    from vitlab.train.tasks import resolve_config
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text("model_args:\n  depth: 2\n  act: gelu\n")
@@ -120,8 +122,8 @@ def test_dotted_override_keeps_the_sibling_keys_of_the_recipe_file(tmp_path) -> 
 
 
 def test_amp_accepts_the_modes_and_the_old_booleans() -> None:
-    assert TrainConfig().amp == "auto"
-    assert TrainConfig(amp=True).amp == "bf16" and TrainConfig(amp=False).amp == "off"
+    assert ImageConfig().amp == "auto"
+    assert ImageConfig(amp=True).amp == "bf16" and ImageConfig(amp=False).amp == "off"
     assert config_from_dict({"amp": "fp16"}).amp == "fp16"
     with pytest.raises(ConfigError, match="amp: unknown precision 'bf32'; did you mean 'bf16'"):
         config_from_dict({"amp": "bf32"})

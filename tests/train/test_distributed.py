@@ -1,4 +1,4 @@
-"""Tests of multi-process training (vitlab.train.distributed and the DDP path of vitlab.train.loop).
+"""Tests of multi-process training (vitlab.train.distributed and the DDP path of vitlab.train.engine).
 
 References:
 - ``DistContext.shard_range`` / ``gather_rows``: the definition (contiguous shares that tile ``[0, n)``, rows
@@ -35,10 +35,11 @@ from hypothesis import strategies as st
 from vitlab import cli
 from vitlab.errors import ConfigError
 from vitlab.train import distributed as distributed_module
-from vitlab.train import loop
+from vitlab.train import engine
 from vitlab.train.checkpoint import latest_checkpoint, load_weights
-from vitlab.train.config import TrainConfig
 from vitlab.train.distributed import DistContext
+from vitlab.train.tasks.image import build_model
+from vitlab.train.tasks.image_config import ImageConfig
 
 # The recipe every run here shares: a 1-block ViT, no augmentation, no dropout, so that runs are comparable.
 # accum_steps=2 and an EMA exercise DDP's no_sync and the EMA under DDP.
@@ -80,7 +81,7 @@ def _torchrun(
         f"--max-restarts={restarts}", "--monitor-interval=0.1",
         "-m", "vitlab", "train", "--quiet", "--auto-resume", "--out", str(out), *_set_args(recipe or RECIPE),
     ]  # fmt: skip
-    if (recipe or RECIPE).get("task", "image") == "image":  # TrainConfig(**RECIPE) = the digits_vit recipe + RECIPE
+    if (recipe or RECIPE).get("task", "image") == "image":  # ImageConfig(**RECIPE) = the digits_vit recipe + RECIPE
         command[command.index("--quiet"):command.index("--quiet")] = ["--config", "digits_vit"]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -103,7 +104,7 @@ def _torchrun(
 def one_process_run(tmp_path_factory) -> Path:
     """The reference: the recipe trained in this process (world size 1)."""
     run = tmp_path_factory.mktemp("ddp") / "one"
-    loop.train(TrainConfig(**RECIPE), run, quiet=True)
+    engine.train(ImageConfig(**RECIPE), run, quiet=True)
     return run
 
 
@@ -158,19 +159,19 @@ def test_fault_hook_fires_only_on_the_named_rank_and_first_attempt(monkeypatch) 
     monkeypatch.setenv("VITLAB_TEST_DIE_AT_STEP", "7")
     monkeypatch.setenv("VITLAB_TEST_DIE_RANK", "1")
     monkeypatch.delenv("TORCHELASTIC_RESTART_COUNT", raising=False)
-    assert loop._test_die_at_step(DistContext(world_size=2, rank=1)) == 7
-    assert loop._test_die_at_step(DistContext(world_size=2, rank=0)) is None
+    assert engine._test_die_at_step(DistContext(world_size=2, rank=1)) == 7
+    assert engine._test_die_at_step(DistContext(world_size=2, rank=0)) is None
     monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
-    assert loop._test_die_at_step(DistContext(world_size=2, rank=1)) is None
+    assert engine._test_die_at_step(DistContext(world_size=2, rank=1)) is None
     monkeypatch.delenv("VITLAB_TEST_DIE_AT_STEP")
     monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "0")
-    assert loop._test_die_at_step(DistContext(world_size=2, rank=1)) is None
+    assert engine._test_die_at_step(DistContext(world_size=2, rank=1)) is None
 
 
 # ------------------------------------------------------------------------------------------ --auto-resume
 def test_auto_resume_of_a_finished_run_returns_its_summary_without_training(one_process_run: Path) -> None:
     before = (one_process_run / "model.safetensors").stat().st_mtime_ns
-    summary = loop.train(TrainConfig(**RECIPE), one_process_run, quiet=True, auto_resume=True)
+    summary = engine.train(ImageConfig(**RECIPE), one_process_run, quiet=True, auto_resume=True)
     assert summary == json.loads((one_process_run / "summary.json").read_text())
     assert (one_process_run / "model.safetensors").stat().st_mtime_ns == before
 
@@ -181,7 +182,7 @@ def test_auto_resume_refuses_a_checkpoint_made_with_another_recipe(one_process_r
     (run / "summary.json").unlink()
     (run / "model.safetensors").unlink()
     with pytest.raises(ConfigError, match=r"lr: 0\.002 -> 0\.001"):
-        loop.train(TrainConfig(**{**RECIPE, "lr": 1e-3}), run, quiet=True, auto_resume=True)
+        engine.train(ImageConfig(**{**RECIPE, "lr": 1e-3}), run, quiet=True, auto_resume=True)
 
 
 def test_auto_resume_starts_over_in_a_folder_killed_before_its_first_checkpoint(one_process_run: Path, tmp_path) -> None:
@@ -190,7 +191,7 @@ def test_auto_resume_starts_over_in_a_folder_killed_before_its_first_checkpoint(
     for name in ("config.yaml", "run.json"):  # what rank 0 writes before the first step
         shutil.copy(one_process_run / name, run / name)
     assert latest_checkpoint(run) is None
-    loop.train(TrainConfig(**RECIPE), run, quiet=True, auto_resume=True)
+    engine.train(ImageConfig(**RECIPE), run, quiet=True, auto_resume=True)
     reference, restarted = load_weights(one_process_run / "model.safetensors"), load_weights(run / "model.safetensors")
     for name in reference:
         assert torch.equal(reference[name], restarted[name]), name
@@ -213,7 +214,7 @@ def test_two_gloo_processes_end_with_the_weights_and_metrics_of_one(one_process_
     one, two = load_weights(one_process_run / "model.safetensors"), load_weights(two_process_run / "model.safetensors")
     with torch.random.fork_rng():
         torch.manual_seed(RECIPE.get("seed", 0))  # the initial weights, as the loop builds them
-        initial = loop.build_model(TrainConfig(**RECIPE), (1, 8, 8), 10).state_dict()
+        initial = build_model(ImageConfig(**RECIPE), (1, 8, 8), 10).state_dict()
     assert one.keys() == two.keys()
     for name in one:
         moved = (one[name] - initial[name]).abs().max()
@@ -245,7 +246,7 @@ def test_rank_killed_mid_run_is_restarted_by_torchrun_and_ends_bit_identical(two
 
 # ------------------------------------------------------------------------------------------ seq2seq under torchrun
 SEQ_RECIPE = {
-    "task": "seq2seq", "dataset": "copy", "min_len": 1, "max_len": 4, "num_train": 512, "num_test": 32,
+    "task": "seq2seq", "grad_clip": 0.0, "dataset": "copy", "min_len": 1, "max_len": 4, "num_train": 512, "num_test": 32,
     "d_model": 32, "num_heads": 2, "num_encoder_layers": 1, "num_decoder_layers": 1, "dim_ff": 64, "dropout": 0.0,
     "batch_size": 32, "steps": 16, "warmup": 8, "lr_factor": 0.2, "eval_every": 8, "accum_steps": 2, "threads": 1,
     "device": "cpu",

@@ -12,25 +12,25 @@ import json
 import pytest
 import torch
 
-from vitlab.errors import CheckpointError, ConfigError
-from vitlab.train import engine, loop
-from vitlab.train.checkpoint import latest_checkpoint, load_weights
-from vitlab.train.config import TrainConfig
-
 from tests.train.resume import crash_resume_compare
+from vitlab.errors import CheckpointError, ConfigError
+from vitlab.train import engine
+from vitlab.train.checkpoint import latest_checkpoint, load_weights
+from vitlab.train.tasks.image import evaluate, load_run, run_transform
+from vitlab.train.tasks.image_config import ImageConfig
 
 TINY = {"depth": 1, "embed_dim": 32, "num_heads": 2}
 
 
-def tiny_config(**overrides) -> TrainConfig:
+def tiny_config(**overrides) -> ImageConfig:
     base = dict(epochs=2, batch_size=64, model_args=dict(TINY), warmup_epochs=1.0, threads=1, log_every=5)
     base.update(overrides)
-    return TrainConfig(**base)
+    return ImageConfig(**base)
 
 
 def test_run_folder_holds_config_weights_metrics_plots_and_summary(tmp_path) -> None:
     run = tmp_path / "run"
-    summary = loop.train(tiny_config(), run, quiet=True)
+    summary = engine.train(tiny_config(), run, quiet=True)
     for name in ("config.yaml", "run.json", "metrics.csv", "model.safetensors", "summary.json", "curves.png", "confusion.png",
                  "patch_embedding_pcs.png", "position_similarity.png", "attention_rollout.png"):  # the last three: ViT runs
         assert (run / name).is_file(), name
@@ -41,11 +41,11 @@ def test_run_folder_holds_config_weights_metrics_plots_and_summary(tmp_path) -> 
     assert on_disk["steps"] == 2 * (1258 // 64) == summary["steps"]
     assert 0.0 <= summary["test_acc1"] <= 1.0 and summary["train_images_per_s"] > 0
     # The saved model reproduces the reported test accuracy (reference: the summary the loop computed).
-    model, cfg, info = loop.load_run(run)
+    model, cfg, info = load_run(run)
     from vitlab.data.digits import load_digits_dataset
     from vitlab.train.distributed import DistContext
 
-    result = loop.evaluate(model, load_digits_dataset()["test"], loop.run_transform(cfg, info), DistContext())
+    result = evaluate(model, load_digits_dataset()["test"], run_transform(cfg, info), DistContext())
     assert result.acc1 == pytest.approx(summary["test_acc1"], abs=1e-12)
 
 
@@ -66,8 +66,8 @@ def test_resumed_run_ends_with_bit_identical_weights(tmp_path, monkeypatch, extr
 
 def test_gradient_accumulation_equals_one_big_batch(tmp_path) -> None:
     common = dict(epochs=1, crop_padding=0, label_smoothing=0.0, grad_clip=0.0, checkpoint_every=1, amp="off")  # float32 tolerance
-    loop.train(tiny_config(accum_steps=1, **common), tmp_path / "one", quiet=True)
-    loop.train(tiny_config(accum_steps=4, **common), tmp_path / "four", quiet=True)
+    engine.train(tiny_config(accum_steps=1, **common), tmp_path / "one", quiet=True)
+    engine.train(tiny_config(accum_steps=4, **common), tmp_path / "four", quiet=True)
     one = load_weights(tmp_path / "one" / "model.safetensors")
     four = load_weights(tmp_path / "four" / "model.safetensors")
     # Same samples per step, summed in another order: float reassociation only, which Adam's per-parameter
@@ -80,13 +80,13 @@ def test_existing_folder_and_resume_without_checkpoint_are_refused(tmp_path) -> 
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "file").write_text("x")
     with pytest.raises(ConfigError, match="already exists; pass --resume"):
-        loop.train(tiny_config(), tmp_path / "taken", quiet=True)
+        engine.train(tiny_config(), tmp_path / "taken", quiet=True)
     with pytest.raises(CheckpointError, match="does not exist"):
-        loop.train(None, tmp_path / "nowhere", resume=True, quiet=True)
+        engine.train(None, tmp_path / "nowhere", resume=True, quiet=True)
     (tmp_path / "empty_run").mkdir()
     (tmp_path / "empty_run" / "config.yaml").write_text("epochs: 1\n")
     with pytest.raises(CheckpointError, match="has no checkpoint yet"):
-        loop.train(None, tmp_path / "empty_run", resume=True, quiet=True)
+        engine.train(None, tmp_path / "empty_run", resume=True, quiet=True)
 
 
 def _nan_loss_at(call_number: int, monkeypatch) -> None:
@@ -111,22 +111,22 @@ def _nan_loss_at(call_number: int, monkeypatch) -> None:
 
 def test_nonfinite_loss_stops_naming_the_step_and_leaves_no_half_run(tmp_path, monkeypatch) -> None:
     _nan_loss_at(3, monkeypatch)
-    with pytest.raises(loop.NonFiniteLossError, match="at step 3; no checkpoint had been written yet") as info:
-        loop.train(tiny_config(), tmp_path / "run", quiet=True)
+    with pytest.raises(engine.NonFiniteLossError, match="at step 3; no checkpoint had been written yet") as info:
+        engine.train(tiny_config(), tmp_path / "run", quiet=True)
     assert "\n" not in str(info.value)
     assert not (tmp_path / "run").exists()
 
 
 def test_nonfinite_loss_after_a_checkpoint_keeps_it(tmp_path, monkeypatch) -> None:
     _nan_loss_at(25, monkeypatch)  # epoch 2; the epoch-1 checkpoint (step 19) is on disk
-    with pytest.raises(loop.NonFiniteLossError, match="at step 25; the last good checkpoint is .*step_00000019"):
-        loop.train(tiny_config(), tmp_path / "run", quiet=True)
+    with pytest.raises(engine.NonFiniteLossError, match="at step 25; the last good checkpoint is .*step_00000019"):
+        engine.train(tiny_config(), tmp_path / "run", quiet=True)
     assert latest_checkpoint(tmp_path / "run").name == "step_00000019"
 
 
 def test_nonfinite_skip_drops_the_step_and_finishes(tmp_path, monkeypatch) -> None:
     _nan_loss_at(4, monkeypatch)
-    summary = loop.train(tiny_config(nonfinite="skip"), tmp_path / "run", quiet=True)
+    summary = engine.train(tiny_config(nonfinite="skip"), tmp_path / "run", quiet=True)
     assert summary["skipped_steps"] == 1 and summary["steps"] == 38
     assert all(torch.isfinite(t).all() for t in load_weights(tmp_path / "run" / "model.safetensors").values())
 
@@ -151,7 +151,7 @@ def test_a_skipped_step_stays_out_of_the_epoch_mean_train_loss(tmp_path, monkeyp
         return mixer, recording
 
     monkeypatch.setattr(mixing, "build_mixing", build)
-    loop.train(tiny_config(nonfinite="skip", epochs=1, warmup_epochs=0.5), tmp_path / "run", quiet=True)
+    engine.train(tiny_config(nonfinite="skip", epochs=1, warmup_epochs=0.5), tmp_path / "run", quiet=True)
     rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
     epoch1 = seen[:19]  # 19 steps of one batch each; the evaluation does not call the training loss
     kept = [v for v in epoch1 if v == v]
@@ -161,12 +161,12 @@ def test_a_skipped_step_stays_out_of_the_epoch_mean_train_loss(tmp_path, monkeyp
 
 def test_bad_model_args_fail_before_any_folder_is_made(tmp_path) -> None:
     with pytest.raises(ConfigError, match="unexpected keyword argument .depthh."):
-        loop.train(tiny_config(model_args={"depthh": 2}), tmp_path / "run", quiet=True)
+        engine.train(tiny_config(model_args={"depthh": 2}), tmp_path / "run", quiet=True)
     assert not (tmp_path / "run").exists()
 
 
 def test_bf16_autocast_and_ema_run_and_save_float32_weights(tmp_path) -> None:
-    summary = loop.train(tiny_config(epochs=2, amp=True, ema_decay=0.9), tmp_path / "run", quiet=True)
+    summary = engine.train(tiny_config(epochs=2, amp=True, ema_decay=0.9), tmp_path / "run", quiet=True)
     weights = load_weights(tmp_path / "run" / "model.safetensors")
     assert all(t.dtype == torch.float32 for t in weights.values() if t.is_floating_point())
     assert summary["steps"] == 2 * (1258 // 64)
@@ -179,7 +179,7 @@ def test_metrics_lr_is_the_rate_the_epochs_last_step_used(tmp_path) -> None:
     import math
 
     cfg = tiny_config(epochs=3, warmup_epochs=1.0)
-    loop.train(cfg, tmp_path / "run", quiet=True)
+    engine.train(cfg, tmp_path / "run", quiet=True)
     rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
     steps, total, warmup = 19, 57, 19
     for epoch, row in enumerate(rows, start=1):
@@ -190,7 +190,7 @@ def test_metrics_lr_is_the_rate_the_epochs_last_step_used(tmp_path) -> None:
 
 
 def test_warmup_covering_the_whole_run_is_a_one_line_warning(tmp_path, capsys) -> None:
-    summary = loop.train(tiny_config(epochs=1, warmup_epochs=3.0), tmp_path / "run", quiet=True)
+    summary = engine.train(tiny_config(epochs=1, warmup_epochs=3.0), tmp_path / "run", quiet=True)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "warmup_epochs 3 >= epochs 1: the whole run is warm-up" in err[0]
     assert summary["warnings"] and "warm-up" in summary["warnings"][0]
@@ -240,7 +240,7 @@ def _recorded_training_views(run, monkeypatch) -> list[tuple[torch.Tensor, bytes
     monkeypatch.setattr(ImageTask, "batch_loss", spy)
     cfg = tiny_config(batch_size=8, train_per_class=4, crop_padding=2, amp="off", warmup_epochs=0.5,
                       model_args={"depth": 1, "embed_dim": 16, "num_heads": 2})
-    loop.train(cfg, run, quiet=True)
+    engine.train(cfg, run, quiet=True)
     monkeypatch.setattr(ImageTask, "batch_loss", real_batch_loss)
     return records
 

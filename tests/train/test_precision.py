@@ -10,18 +10,19 @@ engine, a run with the precision set explicitly is the reference for ``auto`` ch
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend
 
-from vitlab.errors import ConfigError
-from vitlab.train import loop, precision
-from vitlab.train.checkpoint import load_weights
-from vitlab.train.config import TrainConfig
-
 from tests.train.resume import crash_resume_compare
+from vitlab.errors import ConfigError
+from vitlab.train import engine, precision
+from vitlab.train.checkpoint import load_weights
+from vitlab.train.tasks.image_config import ImageConfig
 
 FLAGS = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx2 {extra}\nbogomips\t: 4000\n"
 CPU = torch.device("cpu")
@@ -29,14 +30,40 @@ CPU = torch.device("cpu")
 
 @pytest.mark.parametrize("extra, native", [("", False), ("avx512f avx512_bf16", True), ("amx_bf16 amx_tile", True),
                                            ("avx512f avx512bw", False)])
-def test_cpu_bf16_is_read_from_the_cpuinfo_flags(tmp_path, extra, native) -> None:
+def test_cpu_bf16_is_read_from_the_cpuinfo_flags(tmp_path, monkeypatch, extra, native) -> None:
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")  # the flags decide
     path = tmp_path / "cpuinfo"
     path.write_text(FLAGS.format(extra=extra))
     assert precision.cpu_has_native_bf16(path) is native
 
 
-def test_unreadable_cpuinfo_means_no_native_bf16(tmp_path) -> None:
+def test_unreadable_cpuinfo_means_no_native_bf16(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     assert precision.cpu_has_native_bf16(tmp_path / "missing") is False
+
+
+@pytest.mark.parametrize("capability", ["DEFAULT", "AVX2", "SVE256", "VSX"])
+def test_below_atens_avx512_level_there_is_no_native_bf16_whatever_the_flags(tmp_path, monkeypatch, capability) -> None:
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    path = tmp_path / "cpuinfo"
+    path.write_text(FLAGS.format(extra="avx512f avx512_bf16 amx_bf16"))
+    assert precision.cpu_has_native_bf16(path) is False
+
+
+def test_this_cpus_bf16_flags_come_with_atens_avx512_level() -> None:
+    """Reference: this machine's own /proc/cpuinfo. What makes the capability a valid first check: a CPU whose
+    flags list avx512_bf16 or amx_bf16 is at ATen's AVX512 level (unless ATEN_CPU_CAPABILITY caps it)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        pytest.skip("no /proc/cpuinfo on this system")
+    flags = next((set(line.partition(":")[2].split()) for line in text.splitlines() if line.startswith("flags")), set())
+    if not flags & {"avx512_bf16", "amx_bf16"}:
+        pytest.skip("this CPU has no bf16 instructions")
+    if os.environ.get("ATEN_CPU_CAPABILITY"):
+        pytest.skip("ATEN_CPU_CAPABILITY caps ATen's level in this process")
+    assert torch.backends.cpu.get_cpu_capability() == "AVX512"
+    assert precision.cpu_has_native_bf16() is True
 
 
 def _never_called(modes):  # noqa: ANN001, ANN202
@@ -168,11 +195,11 @@ def test_autocast_bf16_makes_matmuls_bf16_and_off_leaves_float32() -> None:
 TINY = {"depth": 1, "embed_dim": 32, "num_heads": 2}
 
 
-def _tiny(**overrides) -> TrainConfig:  # noqa: ANN003
+def _tiny(**overrides) -> ImageConfig:  # noqa: ANN003
     base = dict(epochs=2, batch_size=64, model_args=dict(TINY), warmup_epochs=1.0, threads=1, log_every=5,
                 checkpoint_every=1)
     base.update(overrides)
-    return TrainConfig(**base)
+    return ImageConfig(**base)
 
 
 def _force(monkeypatch: pytest.MonkeyPatch, picked: str) -> list[dict[str, float]]:
@@ -194,9 +221,9 @@ def _force(monkeypatch: pytest.MonkeyPatch, picked: str) -> list[dict[str, float
 @pytest.mark.parametrize("picked", ["off", "bf16"])
 def test_auto_choosing_a_precision_is_bit_identical_to_setting_it(tmp_path, monkeypatch, picked) -> None:
     measured = _force(monkeypatch, picked)
-    auto = loop.train(_tiny(), tmp_path / "auto", quiet=True)
+    auto = engine.train(_tiny(), tmp_path / "auto", quiet=True)
     assert len(measured) == 1 and auto["amp"] == picked and auto["amp_choice"]["setting"] == "auto"
-    explicit = loop.train(_tiny(amp=picked), tmp_path / "explicit", quiet=True)
+    explicit = engine.train(_tiny(amp=picked), tmp_path / "explicit", quiet=True)
     assert explicit["amp_choice"]["step_seconds"] == {}
     a = load_weights(tmp_path / "auto" / "model.safetensors")
     b = load_weights(tmp_path / "explicit" / "model.safetensors")
@@ -210,7 +237,7 @@ def test_auto_choosing_a_precision_is_bit_identical_to_setting_it(tmp_path, monk
 
 def test_the_choice_is_printed_in_one_line(tmp_path, monkeypatch, capsys) -> None:
     _force(monkeypatch, "bf16")
-    loop.train(_tiny(epochs=1), tmp_path / "run", quiet=False)
+    engine.train(_tiny(epochs=1), tmp_path / "run", quiet=False)
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("vitlab: precision")]
     assert len(lines) == 1 and lines[0].startswith("vitlab: precision bf16 (amp: auto): probe: float32 step")
 

@@ -14,17 +14,16 @@ import json
 import pytest
 import torch
 
-from vitlab.errors import CheckpointError, ConfigError, DataError
-from vitlab.models.convert.common import sha256_of
-from vitlab.models.convert.loader import export_pretrained, load_pretrained
-from vitlab.models.vit import VisionTransformer
-from vitlab.train import loop
-from vitlab.train.checkpoint import load_weights
-from vitlab.train.config import TrainConfig
-from vitlab.train.schedule import WarmupCosine
-from vitlab.train.tasks.image import ImageTask
-
 from tests.train.resume import crash_resume_compare
+from vitlab.errors import CheckpointError, ConfigError, DataError
+from vitlab.io import sha256_file as sha256_of
+from vitlab.models.pretrained import export_pretrained, load_pretrained
+from vitlab.models.vit import VisionTransformer
+from vitlab.train import engine
+from vitlab.train.checkpoint import load_weights
+from vitlab.train.schedule import WarmupCosine
+from vitlab.train.tasks.image import ImageTask, load_run
+from vitlab.train.tasks.image_config import ImageConfig
 
 
 def _pretrained(path, fmt="timm", **kw):
@@ -36,14 +35,14 @@ def _pretrained(path, fmt="timm", **kw):
     return export_pretrained(model, path, fmt), model
 
 
-def _cfg(init, **overrides) -> TrainConfig:
+def _cfg(init, **overrides) -> ImageConfig:
     base = dict(init=str(init), init_args={"num_heads": 2}, model_args={"patch_size": 2}, epochs=2, batch_size=64,
                 warmup_epochs=1.0, threads=1, log_every=5)
     base.update(overrides)
-    return TrainConfig(**base)
+    return ImageConfig(**base)
 
 
-def _built(cfg: TrainConfig):
+def _built(cfg: ImageConfig):
     task = ImageTask(cfg)
     task.load_data(None)
     return task, task.build_model()
@@ -83,18 +82,18 @@ def test_resumed_finetune_ends_with_bit_identical_weights_without_reading_init_a
     # resume rebuilds the architecture from run.json, never from the init file
     crash_resume_compare(cfg, tmp_path, monkeypatch, crash_after=2, expect_latest="step_00000014", before_resume=path.unlink)
     # The finished fine-tuning run loads for eval without the init file, and can itself be an init.
-    model, _, info = loop.load_run(tmp_path / "resumed")
+    model, _, info = load_run(tmp_path / "resumed")
     assert info["init"]["sha256"] and isinstance(model, VisionTransformer)
     again, report = load_pretrained(tmp_path / "resumed" / "model.safetensors")  # its vitlab.config metadata
     assert report.format == "vitlab" and again.config["patch_size"] == 2
 
 
 def test_init_from_a_vitlab_run_folder_needs_no_arguments(tmp_path) -> None:
-    scratch = TrainConfig(epochs=1, threads=1, model_args={"depth": 1, "embed_dim": 32, "num_heads": 2})
-    loop.train(scratch, tmp_path / "pre", quiet=True)
+    scratch = ImageConfig(epochs=1, threads=1, model_args={"depth": 1, "embed_dim": 32, "num_heads": 2})
+    engine.train(scratch, tmp_path / "pre", quiet=True)
     weights = load_weights(tmp_path / "pre" / "model.safetensors")
     for init in (tmp_path / "pre", tmp_path / "pre" / "model.safetensors"):
-        task, model = _built(TrainConfig(init=str(init), model_args={}, threads=1))
+        task, model = _built(ImageConfig(init=str(init), model_args={}, threads=1))
         state = model.state_dict()
         for name, value in weights.items():  # same data size and patch: the body is copied unchanged
             if not name.startswith("head."):
@@ -127,13 +126,13 @@ def test_fine_tuning_from_a_conv_stem_run_at_another_image_size_channels_and_cla
     from vitlab.train.engine import train
 
     tiny = {"depth": 1, "embed_dim": 16, "num_heads": 2}
-    train(TrainConfig(model="vit_mnist_conv4_28", model_args=tiny, epochs=1, warmup_epochs=0.5, threads=1, amp="off"),
+    train(ImageConfig(model="vit_mnist_conv4_28", model_args=tiny, epochs=1, warmup_epochs=0.5, threads=1, amp="off"),
           tmp_path / "pre", quiet=True)
     photos = _rgb_folder(tmp_path / "photos")
-    cfg = TrainConfig(dataset="folder", data_root=str(photos), init=str(tmp_path / "pre"), model_args={}, epochs=1,
+    cfg = ImageConfig(dataset="folder", data_root=str(photos), init=str(tmp_path / "pre"), model_args={}, epochs=1,
                       batch_size=7, warmup_epochs=0.5, threads=1, amp="off")
     task, model = _built(cfg)
-    pretrained, _, _ = loop.load_run(tmp_path / "pre")
+    pretrained, _, _ = load_run(tmp_path / "pre")
     reference, _ = adapt_pretrained(pretrained, num_classes=3, img_size=(16, 16), in_chans=3)
     assert model.state_dict().keys() == reference.state_dict().keys()
     for name, value in reference.state_dict().items():
@@ -143,7 +142,7 @@ def test_fine_tuning_from_a_conv_stem_run_at_another_image_size_channels_and_cla
     assert "patch_embed.proj.weight" in report["loaded"]  # the stem's 1x1 projection is kept
     summary = train(cfg, tmp_path / "ft", quiet=True)
     assert summary["steps"] >= 1
-    tuned, _, info = loop.load_run(tmp_path / "ft")
+    tuned, _, info = load_run(tmp_path / "ft")
     assert info["image_shape"] == [3, 16, 16] and len(info["classes"]) == 3
     assert tuned.config["stem"] == "conv" and tuned.patch_embed.grid_size == (4, 4)
     assert tuned(torch.zeros(1, 3, 16, 16)).shape == (1, 3)
@@ -175,7 +174,7 @@ def test_linear_probe_changes_only_the_head(tmp_path) -> None:
     path, _ = _pretrained(tmp_path / "w.safetensors")
     cfg = _cfg(path, linear_probe=True, epochs=1, model_args={"patch_size": 2})
     _, start = _built(cfg)
-    loop.train(cfg, tmp_path / "probe", quiet=True)
+    engine.train(cfg, tmp_path / "probe", quiet=True)
     end = load_weights(tmp_path / "probe" / "model.safetensors")
     for name, value in start.state_dict().items():
         if name.startswith("head."):
@@ -190,7 +189,7 @@ def test_train_per_class_keeps_n_images_of_every_class_seeded(tmp_path) -> None:
     full = load_digits_dataset()
 
     def train_set(seed):
-        task = ImageTask(TrainConfig(train_per_class=7, seed=seed))
+        task = ImageTask(ImageConfig(train_per_class=7, seed=seed))
         task.load_data(None)
         return task
 
@@ -204,17 +203,17 @@ def test_train_per_class_keeps_n_images_of_every_class_seeded(tmp_path) -> None:
     assert len(a.val_set) == len(full["val"]) and len(a.test_set) == len(full["test"])
     assert a.run_info()["splits"]["train"] == 70 and a.run_info()["train_per_class"] == 7
     with pytest.raises(DataError, match="fewer than the 1000 per class"):
-        train_set_big = ImageTask(TrainConfig(train_per_class=1000))
+        train_set_big = ImageTask(ImageConfig(train_per_class=1000))
         train_set_big.load_data(None)
 
 
 def test_bad_finetune_settings_raise_one_line(tmp_path) -> None:
     with pytest.raises(ConfigError, match="unknown init argument 'heads'"):
-        TrainConfig(init="x", init_args={"heads": 2})
+        ImageConfig(init="x", init_args={"heads": 2})
     with pytest.raises(ConfigError, match=r"layer_decay must be in \(0, 1\]"):
-        TrainConfig(layer_decay=1.5)
+        ImageConfig(layer_decay=1.5)
     with pytest.raises(ConfigError, match="linear_probe needs a ViT"):
-        _built(TrainConfig(model="resnet8", model_args={}, linear_probe=True))
+        _built(ImageConfig(model="resnet8", model_args={}, linear_probe=True))
     path, _ = _pretrained(tmp_path / "w.safetensors", img_size=15, patch_size=5)
     with pytest.raises(CheckpointError, match=r"8x8 images do not split into 5x5 patches.*model_args.patch_size=4"):
         _built(_cfg(path, model_args={}))

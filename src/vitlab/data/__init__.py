@@ -6,8 +6,8 @@ from vitlab.data.cifar import load_cifar
 from vitlab.data.digits import load_digits_dataset, load_digits_splits
 from vitlab.data.download import download
 from vitlab.data.folder import load_image_folder
-from vitlab.data.pipeline import AugmentConfig, build_pipeline
 from vitlab.data.idx import load_mnist_family, read_idx
+from vitlab.data.pipeline import AugmentConfig, build_pipeline
 from vitlab.data.registry import list_datasets, load_splits
 from vitlab.data.shards import write_shards
 from vitlab.data.stream import ImageLoader, build_image_loader, choose_mode

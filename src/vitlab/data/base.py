@@ -48,7 +48,7 @@ class ImageDataset:
         """(C, H, W)."""
         return tuple(self.images.shape[1:])  # type: ignore[return-value]
 
-    def subset(self, index: Tensor, name: str | None = None) -> "ImageDataset":
+    def subset(self, index: Tensor, name: str | None = None) -> ImageDataset:
         """The samples at ``index`` (a 1-D int64 tensor), sharing class names."""
         return ImageDataset(self.images[index], self.labels[index], list(self.classes), name or self.name, dict(self.meta))
 

@@ -25,10 +25,8 @@ those in torchvision's ``torchvision/datasets/cifar.py``) are in :data:`CIFAR_SO
 from __future__ import annotations
 
 import io
-import os
 import pickle
 import tarfile
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +37,7 @@ import torch
 from vitlab.data.base import ImageDataset
 from vitlab.data.download import download_first, verify_file
 from vitlab.errors import ConfigError, DataError, unknown_name_message
+from vitlab.io import atomic_open
 
 __all__ = ["CIFAR_SOURCES", "CifarSource", "RestrictedUnpickler", "load_cifar", "load_cifar_pickle"]
 
@@ -192,13 +191,10 @@ def _download_and_extract(root: Path, source: CifarSource, timeout: float) -> Pa
                 member = tar.getmember(f"{source.folder}/{name}")  # by exact name: no path from the archive is used
                 if not member.isfile():
                     raise DataError(f"{archive}: {member.name} is not a regular file; delete the archive and retry")
-                fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=target)
-                try:
-                    with os.fdopen(fd, "wb") as out, tar.extractfile(member) as src:  # type: ignore[union-attr]
-                        out.write(src.read())
-                    os.replace(tmp, target / name)
-                finally:
-                    Path(tmp).unlink(missing_ok=True)
+                source_file = tar.extractfile(member)
+                assert source_file is not None  # a regular file (checked above) always has contents
+                with atomic_open(target / name, suffix=".part") as out, source_file:
+                    out.write(source_file.read())
     except (tarfile.TarError, KeyError, OSError, EOFError) as exc:
         raise DataError(f"{archive}: cannot extract ({exc}); delete it and download again") from exc
     return target

@@ -15,28 +15,18 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
 from vitlab.errors import DataError
+from vitlab.io import atomic_open, file_digest
 
-__all__ = ["download", "download_first", "file_digest", "verify_file"]
+__all__ = ["download", "download_first", "verify_file"]
 
 _CHUNK = 1 << 20
 _SCHEMES = ("http://", "https://", "file://")
-
-
-def file_digest(path: str | os.PathLike[str], algorithm: str = "sha256") -> str:
-    """Hex digest of a file, read in 1 MiB chunks."""
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def verify_file(path: str | os.PathLike[str], sha256: str | None = None, md5: str | None = None) -> bool:
@@ -79,42 +69,35 @@ def download(
     if not url.lower().startswith(_SCHEMES):
         raise DataError(f"cannot download {url!r}: only http://, https:// and file:// URLs are supported; "
                         f"put the file at {dest} yourself")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
     hashes = {name: hashlib.new(name) for name, want in (("sha256", sha256), ("md5", md5)) if want is not None}
-    try:
-        with os.fdopen(fd, "wb") as out:
-            try:
-                response = urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 (scheme checked above)
-                with response:
-                    size = response.headers.get("Content-Length") if hasattr(response, "headers") else None
-                    total = int(size) if size and size.isdigit() else None
-                    bar = _progress_bar(total, dest.name) if progress and total else None
-                    try:
-                        for block in iter(lambda: response.read(_CHUNK), b""):
-                            out.write(block)
-                            for h in hashes.values():
-                                h.update(block)
-                            if bar is not None:
-                                bar.update(len(block))
-                    finally:
+    with atomic_open(dest, suffix=".part") as out:  # the old file stays until the new one is complete and verified
+        try:
+            response = urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 (scheme checked above)
+            with response:
+                size = response.headers.get("Content-Length") if hasattr(response, "headers") else None
+                total = int(size) if size and size.isdigit() else None
+                bar = _progress_bar(total, dest.name) if progress and total else None
+                try:
+                    for block in iter(lambda: response.read(_CHUNK), b""):
+                        out.write(block)
+                        for h in hashes.values():
+                            h.update(block)
                         if bar is not None:
-                            bar.close()
-            except urllib.error.HTTPError as exc:  # reached the server, which refused: not an offline problem
-                raise DataError(f"could not download {url}: HTTP {exc.code} {exc.reason}; try another mirror or "
-                                f"put the file at {dest} yourself") from exc
-            except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, OSError) as exc:
-                reason = getattr(exc, "reason", None) or exc
-                raise DataError(f"could not download {url}: {reason}; you are offline? "
-                                f"put the file at {dest} yourself") from exc
+                            bar.update(len(block))
+                finally:
+                    if bar is not None:
+                        bar.close()
+        except urllib.error.HTTPError as exc:  # reached the server, which refused: not an offline problem
+            raise DataError(f"could not download {url}: HTTP {exc.code} {exc.reason}; try another mirror or "
+                            f"put the file at {dest} yourself") from exc
+        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise DataError(f"could not download {url}: {reason}; you are offline? "
+                            f"put the file at {dest} yourself") from exc
         for name, want in (("sha256", sha256), ("md5", md5)):
             if want is not None and hashes[name].hexdigest() != want.lower():
                 raise DataError(f"{url}: {name} {hashes[name].hexdigest()} does not match the expected {want.lower()} "
                                 f"(download deleted); retry, try another mirror, or put a good copy at {dest}")
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
     return dest
 
 

@@ -27,7 +27,6 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -109,12 +108,12 @@ class AugmentConfig:
         RandomErasing(self.erase_prob)
 
     @classmethod
-    def minimal(cls, **overrides: Any) -> "AugmentConfig":
+    def minimal(cls, **overrides: Any) -> AugmentConfig:
         """Crop and flip only: no policy, no colour jitter, no erasing (the throughput benchmark's pipeline)."""
         return cls(**{"policy": "none", "erase_prob": 0.0, **overrides})
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any] | None) -> "AugmentConfig":
+    def from_dict(cls, values: dict[str, Any] | None) -> AugmentConfig:
         """From a recipe's ``augment:`` mapping; an unknown key is a :class:`ConfigError`."""
         values = dict(values or {})
         known = set(cls.__dataclass_fields__)

@@ -41,6 +41,7 @@ import torch
 
 from vitlab.data.folder import IMAGE_EXTENSIONS, folder_splits, open_image
 from vitlab.errors import DataError
+from vitlab.io import atomic_open, atomic_write_text
 
 __all__ = ["INDEX_FILE", "ShardSource", "is_shard_dir", "open_shards", "write_shards"]
 
@@ -105,9 +106,9 @@ def write_shards(
         shards: list[dict[str, Any]] = []
         for number, start in enumerate(range(0, len(order), max_count)):
             name = f"shard-{number:06d}.tar"
-            temporary = target / f".{name}.partial"
             entries = []
-            with tarfile.open(temporary, "w", format=tarfile.USTAR_FORMAT) as tar:
+            with atomic_open(target / name, suffix=".partial") as handle, \
+                    tarfile.open(fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT) as tar:
                 for position in order[start : start + max_count]:
                     path, label = samples[position]
                     key = f"s{start + len(entries):08d}"
@@ -116,12 +117,9 @@ def write_shards(
                     offset = _add(tar, f"{key}.{ext}", data)
                     _add(tar, f"{key}.cls", str(label).encode())
                     entries.append([key, ext, offset, len(data), label])
-            os.replace(temporary, target / name)
             shards.append({"file": name, "bytes": (target / name).stat().st_size, "samples": entries})
         index = {"format": FORMAT, "version": 1, "classes": list(classes), "shards": shards}
-        temporary = target / f".{INDEX_FILE}.partial"
-        temporary.write_text(json.dumps(index), encoding="utf-8")
-        os.replace(temporary, target / INDEX_FILE)
+        atomic_write_text(target / INDEX_FILE, json.dumps(index))
         written[split] = {"shards": len(shards), "samples": len(samples)}
     return written
 

@@ -75,6 +75,7 @@ __all__ = [
     "StreamingLoader",
     "build_image_loader",
     "choose_mode",
+    "open_source",
 ]
 
 MEMORY_LIMIT_MB = 1024
@@ -114,7 +115,8 @@ class FolderSource:
         """Nothing to close (each file is closed after it is read); as :meth:`ShardSource.close`."""
 
 
-def _open_source(source: str | Path, split: str, val_fraction: float, split_seed: int) -> FolderSource | ShardSource:
+def open_source(source: str | Path, split: str, val_fraction: float, split_seed: int) -> FolderSource | ShardSource:
+    """The ``split`` of a folder of images or of tar shards, as an indexable source of (encoded image, label)."""
     if split not in SPLITS:
         raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     shards = open_shards(source, split)
@@ -192,7 +194,7 @@ class Batch:
     labels: Tensor  # (b,)
     bad: list[tuple[str, str]]
 
-    def pin_memory(self) -> "Batch":
+    def pin_memory(self) -> Batch:
         return Batch(self.images.pin_memory(), self.labels.pin_memory(), self.bad)
 
 
@@ -436,6 +438,56 @@ def choose_mode(source: FolderSource | ShardSource, img_size: int | None, augmen
     return "memory", f"{len(source)} images of one size {size[0]}x{size[1]} fit in memory_limit_mb={memory_limit_mb}"
 
 
+def _check_loader_settings(bad_images: str, mode: str, in_chans: int, dtype: torch.dtype) -> None:
+    """Refuse a ``bad_images``, ``mode``, ``in_chans`` or ``dtype`` that the loaders do not offer."""
+    if bad_images not in BAD_IMAGES:
+        raise ConfigError(f"bad_images must be 'error' or 'skip', got {bad_images!r}")
+    if mode not in ("auto", "memory", "stream"):
+        raise ConfigError(f"data mode must be 'auto', 'memory' or 'stream', got {mode!r}")
+    if in_chans not in (1, 3):
+        raise ConfigError(f"in_chans must be 1 or 3 for image files, got {in_chans!r}")
+    if dtype not in (torch.float32, torch.uint8):
+        raise ConfigError(f"dtype must be torch.float32 or torch.uint8, got {dtype}")
+
+
+def _memory_loader(
+    data: FolderSource | ShardSource, source: str | Path, sampler: EpochBatchSampler, *, img_size: int | None,
+    in_chans: int, dtype: torch.dtype, mode: str, bad_images: str,
+) -> InMemoryLoader | None:
+    """The split decoded once into memory; None when a file does not decode and ``auto`` + ``skip`` streams it."""
+    if isinstance(data, ShardSource):
+        raise ConfigError("mode 'memory' reads image folders only; use mode 'stream' (or 'auto') for shards")
+    samples = [(Path(data.describe(i)), int(data.labels[i])) for i in range(len(data))]
+    try:
+        dataset = load_image_files(samples, data.classes, data.name, str(source), channels=in_chans)
+    except DataError:
+        if mode == "memory" or bad_images == "error":
+            raise
+        return None  # auto + skip: a file that does not decode sends the split to the stream, which skips it
+    if img_size is not None and dataset.image_shape[1:] != (img_size, img_size):
+        raise DataError(f"{data.name}: images are {dataset.image_shape[2]}x{dataset.image_shape[1]}, the "
+                        f"model expects {img_size}x{img_size}; use mode 'stream' to resize them")
+    return InMemoryLoader(dataset, sampler, dtype)
+
+
+def _streaming_loader(
+    data: FolderSource | ShardSource, sampler: EpochBatchSampler, *, train: bool, img_size: int | None,
+    in_chans: int, augment: AugmentConfig | None, seed: int, dtype: torch.dtype, workers: int | None, prefetch: int,
+    pin_memory: bool | None, bad_images: str,
+) -> StreamingLoader:
+    """Batches decoded on the fly by DataLoader workers through the training or evaluation pipeline."""
+    if img_size is None:
+        raise ConfigError(f"{data.name}: streaming needs the model's img_size (images are resized to it)")
+    pipeline = build_pipeline(train, img_size, in_chans, augment or AugmentConfig.minimal())
+    workers = min(4, os.cpu_count() or 1) if workers is None else int(workers)
+    if workers < 0:
+        raise ConfigError(f"workers must be >= 0, got {workers}")
+    pin = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
+    stream = StreamDataset(data, pipeline, seed, in_chans, img_size, dtype)
+    return StreamingLoader(stream, sampler, workers=workers, prefetch=prefetch, pin_memory=pin,
+                           bad_images=bad_images, seed=seed)
+
+
 def build_image_loader(
     source: str | Path,
     split: str,
@@ -488,17 +540,10 @@ def build_image_loader(
     Raises:
         ConfigError: bad settings. DataError: a bad folder, shard or (with ``bad_images="error"``) image.
     """
-    if bad_images not in BAD_IMAGES:
-        raise ConfigError(f"bad_images must be 'error' or 'skip', got {bad_images!r}")
-    if mode not in ("auto", "memory", "stream"):
-        raise ConfigError(f"data mode must be 'auto', 'memory' or 'stream', got {mode!r}")
-    if in_chans not in (1, 3):
-        raise ConfigError(f"in_chans must be 1 or 3 for image files, got {in_chans!r}")
-    if dtype not in (torch.float32, torch.uint8):
-        raise ConfigError(f"dtype must be torch.float32 or torch.uint8, got {dtype}")
+    _check_loader_settings(bad_images, mode, in_chans, dtype)
     if isinstance(augment, dict):
         augment = AugmentConfig.from_dict(augment)
-    data = _open_source(source, split, val_fraction, split_seed)
+    data = open_source(source, split, val_fraction, split_seed)
     chosen = mode
     if mode == "auto":
         chosen, _reason = choose_mode(data, img_size, augment, memory_limit_mb, in_chans)
@@ -506,31 +551,12 @@ def build_image_loader(
                                 groups=data.groups if train else None)
     loader: ImageLoader | None = None
     if chosen == "memory":
-        if isinstance(data, ShardSource):
-            raise ConfigError("mode 'memory' reads image folders only; use mode 'stream' (or 'auto') for shards")
-        samples = [(Path(data.describe(i)), int(data.labels[i])) for i in range(len(data))]
-        try:
-            dataset = load_image_files(samples, data.classes, data.name, str(source), channels=in_chans)
-        except DataError:
-            if mode == "memory" or bad_images == "error":
-                raise
-            dataset = None  # auto + skip: a file that does not decode sends the split to the stream, which skips it
-        if dataset is not None:
-            if img_size is not None and dataset.image_shape[1:] != (img_size, img_size):
-                raise DataError(f"{data.name}: images are {dataset.image_shape[2]}x{dataset.image_shape[1]}, the "
-                                f"model expects {img_size}x{img_size}; use mode 'stream' to resize them")
-            loader = InMemoryLoader(dataset, sampler, dtype)
+        loader = _memory_loader(data, source, sampler, img_size=img_size, in_chans=in_chans, dtype=dtype, mode=mode,
+                                bad_images=bad_images)
     if loader is None:
-        if img_size is None:
-            raise ConfigError(f"{data.name}: streaming needs the model's img_size (images are resized to it)")
-        pipeline = build_pipeline(train, img_size, in_chans, augment or AugmentConfig.minimal())
-        workers = min(4, os.cpu_count() or 1) if workers is None else int(workers)
-        if workers < 0:
-            raise ConfigError(f"workers must be >= 0, got {workers}")
-        pin = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
-        stream = StreamDataset(data, pipeline, seed, in_chans, img_size, dtype)
-        loader = StreamingLoader(stream, sampler, workers=workers, prefetch=prefetch, pin_memory=pin,
-                                 bad_images=bad_images, seed=seed)
+        loader = _streaming_loader(data, sampler, train=train, img_size=img_size, in_chans=in_chans, augment=augment,
+                                   seed=seed, dtype=dtype, workers=workers, prefetch=prefetch, pin_memory=pin_memory,
+                                   bad_images=bad_images)
     loader.set_epoch(epoch, start_batch)
     return loader
 

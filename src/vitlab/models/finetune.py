@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vitlab.models.convert.common import ConvertError, LoadReport
+from vitlab.models.convert.timm import timm_config_from_state_dict
 from vitlab.models.vit import VisionTransformer, migrate_vit_state_dict
 from vitlab.nn.posenc import resample_pos_embed
 
@@ -127,14 +128,113 @@ def _load_template(model: VisionTransformer | dict[str, Tensor], num_heads: int 
     if isinstance(model, VisionTransformer):
         return model, []
     if isinstance(model, dict):
-        from vitlab.models.convert.timm import timm_config_from_state_dict
-
         kwargs, notes = timm_config_from_state_dict(model, "state dict", names="vitlab", num_heads=num_heads,
                                                     fc_norm=fc_norm)
         built = VisionTransformer(**kwargs)
         built.load_state_dict(migrate_vit_state_dict(model, built.state_dict()), strict=True)
         return built, notes
     raise TypeError(f"expected a VisionTransformer or a vitlab state dict, got {type(model).__name__}")
+
+
+def _start_report(model: VisionTransformer, notes: list[str], report: LoadReport | None) -> LoadReport:
+    """The report to extend (a new one if none is given), with the template's notes and its loaded names."""
+    report = report if report is not None else LoadReport(source="pretrained model", format="vitlab",
+                                                          config=dict(model.config))
+    report.notes.extend(note for note in notes if note not in report.notes)
+    if not report.loaded:
+        report.loaded = list(model.state_dict())
+    return report
+
+
+def _adapted_config(
+    model: VisionTransformer, overrides: dict[str, Any], num_classes: int | None,
+    img_size: int | tuple[int, int] | None, patch_size: int | None, in_chans: int | None, source: str,
+) -> tuple[dict[str, Any], int]:
+    """The new model's configuration (the old one, the overrides, the new sizes and head), and the old patch size."""
+    cfg = dict(model.config)
+    cfg.update(overrides)
+    old_patch = int(cfg["patch_size"])
+    new_patch = old_patch if patch_size is None else int(patch_size)
+    new_img = _pair(cfg["img_size"] if img_size is None else img_size)
+    if new_img[0] % new_patch or new_img[1] % new_patch:
+        raise ConvertError(f"{source}: image size {new_img[0]}x{new_img[1]} is not a multiple of the patch "
+                           f"size {new_patch}; choose sizes that divide")
+    cfg.update(img_size=new_img, patch_size=new_patch)
+    if in_chans is not None:
+        cfg["in_chans"] = int(in_chans)
+    if num_classes is not None:
+        cfg["num_classes"] = int(num_classes)
+        cfg["representation_size"] = None
+    return cfg, old_patch
+
+
+def _move_final_norm(
+    model: VisionTransformer, new_model: VisionTransformer, old_state: dict[str, Tensor], report: LoadReport
+) -> dict[str, str]:
+    """New name → old name of the final LayerNorm's weights when an ``fc_norm`` override moves it (noted)."""
+    # an fc_norm override moves the final LayerNorm between norm (every token) and pooled_norm (after pooling)
+    old_norm, new_norm = (("pooled_norm." if m.fc_norm else "norm.") for m in (model, new_model))
+    moved = {new_norm + n[len(old_norm) :]: n for n in old_state if n.startswith(old_norm) and old_norm != new_norm}
+    if moved:
+        report.notes.append(f"final LayerNorm moved from {old_norm}* to {new_norm}* (fc_norm={new_model.fc_norm} "
+                            f"given): it now acts {'after pooling' if new_model.fc_norm else 'on every token'}")
+        report.loaded = [next((new for new, old in moved.items() if old == n), n) for n in report.loaded]
+    return moved
+
+
+def _transfer_weights(
+    model: VisionTransformer, new_model: VisionTransformer, state: dict[str, Tensor], old_state: dict[str, Tensor],
+    *, moved: dict[str, str], first_kernel: str, old_patch: int, new_patch: int, replace_head: bool, source: str,
+) -> list[str]:
+    """Copy the old weights into ``state``, the image-reading kernel and position table adapted; the adapted names."""
+    resampled: list[str] = []
+    for name, target in state.items():
+        if name.startswith(("head.", "pre_logits.")) and replace_head:
+            continue
+        value = old_state[moved.get(name, name)]
+        if name == first_kernel:
+            changed = value
+            if new_patch != old_patch:
+                changed = resize_patch_embed(changed, new_patch)
+            changed = adapt_in_chans(changed, new_model.patch_embed.in_chans, f"{source}: patch embedding")
+            if changed is not value:
+                resampled.append(name)
+            value = changed
+        elif name == "pos_embed.weight" and new_model.patch_embed.grid_size != model.patch_embed.grid_size:
+            # compare the grids, not the token counts: 4x8 -> 8x4 keeps the count but moves every position
+            value = resample_pos_embed(value, new_model.patch_embed.grid_size, model.patch_embed.grid_size,
+                                       model.pos_prefix_tokens)
+            resampled.append(name)
+        if tuple(value.shape) != tuple(target.shape):
+            raise ConvertError(f"{source}: cannot map {name} of shape {tuple(value.shape)} to "
+                               f"{tuple(target.shape)}")
+        state[name] = value.to(target.dtype)
+    return resampled
+
+
+def _zero_new_head(state: dict[str, Tensor], old_state: dict[str, Tensor], report: LoadReport) -> list[str]:
+    """Zero the new head in ``state`` (ViT App. B.1.1), list the old head as dropped; the new head's names."""
+    new_head: list[str] = []
+    for name in state:
+        if name.startswith("head."):
+            state[name] = torch.zeros_like(state[name])
+            new_head.append(name)
+    dropped = [n for n in old_state if n.startswith(("head.", "pre_logits."))]
+    report.dropped.extend(n for n in dropped if n not in report.dropped)
+    return new_head
+
+
+def _record_changes(
+    report: LoadReport, new_model: VisionTransformer, old_state: dict[str, Tensor], resampled: list[str],
+    new_head: list[str], replace_head: bool,
+) -> None:
+    """Move the adapted and replaced names from the report's ``loaded`` to ``resampled``/``new``."""
+    changed = set(resampled) | set(new_head) | {n for n in old_state if n.startswith(("head.", "pre_logits."))
+                                                 and replace_head}
+    report.loaded = [n for n in report.loaded if n not in changed]
+    report.resampled.extend(n for n in resampled if n not in report.resampled)
+    report.new.extend(n for n in new_head if n not in report.new)
+    report.config = dict(new_model.config)
 
 
 def adapt_pretrained(
@@ -170,26 +270,10 @@ def adapt_pretrained(
             new patch size for a convolutional stem.
     """
     model, notes = _load_template(model_or_state, overrides.get("num_heads"), overrides.get("fc_norm"))
-    report = report if report is not None else LoadReport(source="pretrained model", format="vitlab",
-                                                          config=dict(model.config))
-    report.notes.extend(note for note in notes if note not in report.notes)
-    if not report.loaded:
-        report.loaded = list(model.state_dict())
-    cfg = dict(model.config)
-    cfg.update(overrides)
-    old_patch = int(cfg["patch_size"])
-    new_patch = old_patch if patch_size is None else int(patch_size)
-    new_img = _pair(cfg["img_size"] if img_size is None else img_size)
-    if new_img[0] % new_patch or new_img[1] % new_patch:
-        raise ConvertError(f"{report.source}: image size {new_img[0]}x{new_img[1]} is not a multiple of the patch "
-                           f"size {new_patch}; choose sizes that divide")
-    cfg.update(img_size=new_img, patch_size=new_patch)
-    if in_chans is not None:
-        cfg["in_chans"] = int(in_chans)
+    report = _start_report(model, notes, report)
+    cfg, old_patch = _adapted_config(model, overrides, num_classes, img_size, patch_size, in_chans, report.source)
+    new_patch = int(cfg["patch_size"])
     replace_head = num_classes is not None
-    if replace_head:
-        cfg["num_classes"] = int(num_classes)
-        cfg["representation_size"] = None
     new_model = VisionTransformer(**cfg)
     old_state = {k: v.detach() for k, v in model.state_dict().items()}
     state = new_model.state_dict()
@@ -200,50 +284,13 @@ def adapt_pretrained(
     # the kernel that sees the image's channels: the patch projection, or the conv stem's first convolution
     # (the stem's 1x1 projection then keeps its shape)
     first_kernel = "patch_embed.stem.0.weight" if conv_stem else "patch_embed.proj.weight"
-    # an fc_norm override moves the final LayerNorm between norm (every token) and pooled_norm (after pooling)
-    old_norm, new_norm = (("pooled_norm." if m.fc_norm else "norm.") for m in (model, new_model))
-    moved = {new_norm + n[len(old_norm) :]: n for n in old_state if n.startswith(old_norm) and old_norm != new_norm}
-    if moved:
-        report.notes.append(f"final LayerNorm moved from {old_norm}* to {new_norm}* (fc_norm={new_model.fc_norm} "
-                            f"given): it now acts {'after pooling' if new_model.fc_norm else 'on every token'}")
-        report.loaded = [next((new for new, old in moved.items() if old == n), n) for n in report.loaded]
-    resampled: list[str] = []
-    for name, target in state.items():
-        if name.startswith(("head.", "pre_logits.")) and replace_head:
-            continue
-        value = old_state[moved.get(name, name)]
-        if name == first_kernel:
-            changed = value
-            if new_patch != old_patch:
-                changed = resize_patch_embed(changed, new_patch)
-            changed = adapt_in_chans(changed, new_model.patch_embed.in_chans, f"{report.source}: patch embedding")
-            if changed is not value:
-                resampled.append(name)
-            value = changed
-        elif name == "pos_embed.weight" and new_model.patch_embed.grid_size != model.patch_embed.grid_size:
-            # compare the grids, not the token counts: 4x8 -> 8x4 keeps the count but moves every position
-            value = resample_pos_embed(value, new_model.patch_embed.grid_size, model.patch_embed.grid_size,
-                                       model.pos_prefix_tokens)
-            resampled.append(name)
-        if tuple(value.shape) != tuple(target.shape):
-            raise ConvertError(f"{report.source}: cannot map {name} of shape {tuple(value.shape)} to "
-                               f"{tuple(target.shape)}")
-        state[name] = value.to(target.dtype)
-    new_head: list[str] = []
-    if replace_head:
-        for name in state:
-            if name.startswith("head."):
-                state[name] = torch.zeros_like(state[name])
-                new_head.append(name)
-        dropped = [n for n in old_state if n.startswith(("head.", "pre_logits."))]
-        report.dropped.extend(n for n in dropped if n not in report.dropped)
+    moved = _move_final_norm(model, new_model, old_state, report)
+    resampled = _transfer_weights(model, new_model, state, old_state, moved=moved, first_kernel=first_kernel,
+                                  old_patch=old_patch, new_patch=new_patch, replace_head=replace_head,
+                                  source=report.source)
+    new_head = _zero_new_head(state, old_state, report) if replace_head else []
     new_model.load_state_dict(state, strict=True)
-    changed = set(resampled) | set(new_head) | {n for n in old_state if n.startswith(("head.", "pre_logits."))
-                                                 and replace_head}
-    report.loaded = [n for n in report.loaded if n not in changed]
-    report.resampled.extend(n for n in resampled if n not in report.resampled)
-    report.new.extend(n for n in new_head if n not in report.new)
-    report.config = dict(new_model.config)
+    _record_changes(report, new_model, old_state, resampled, new_head, replace_head)
     return new_model, report
 
 

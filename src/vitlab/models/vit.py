@@ -48,6 +48,26 @@ def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
+def _check_arguments(global_pool: str, pos_embed: str, class_token: bool, num_classes: int, norm_eps: float,
+                     representation_size: int | None, **positive: int) -> None:
+    """Raise :class:`ConfigError` naming the first argument of a ViT that cannot be built, and the fix."""
+    if global_pool not in GLOBAL_POOLS:
+        raise ConfigError(f"unknown global_pool '{global_pool}'; choose one of {GLOBAL_POOLS}")
+    if pos_embed not in POS_EMBEDS:
+        raise ConfigError(f"unknown pos_embed '{pos_embed}'; choose one of {POS_EMBEDS}")
+    if global_pool == "token" and not class_token:
+        raise ConfigError("global_pool='token' needs class_token=True; set global_pool='avg' or class_token=True")
+    for name, value in positive.items():
+        if int(value) <= 0:
+            raise ConfigError(f"{name} must be a positive integer, got {value}")
+    if num_classes < 0:
+        raise ConfigError(f"num_classes must be >= 0, got {num_classes}")
+    if not norm_eps > 0:
+        raise ConfigError(f"norm_eps must be > 0, got {norm_eps}")
+    if representation_size is not None and int(representation_size) <= 0:
+        raise ConfigError(f"representation_size must be a positive integer or None, got {representation_size}")
+
+
 class VisionTransformer(nn.Module):
     """ViT image classifier.
 
@@ -79,6 +99,10 @@ class VisionTransformer(nn.Module):
         no_embed_class: the position embedding covers the patches only (N rows); the class token gets none.
         norm_eps: epsilon of every LayerNorm.
         representation_size: if given, a pre-logits layer Linear(D, this) + tanh before the head.
+
+    Attributes:
+        class_token_shortcut: ``False`` (default); set ``True`` to run the last block for the class token alone
+            when pooling by the class token (:meth:`forward`).
     """
 
     def __init__(
@@ -108,79 +132,67 @@ class VisionTransformer(nn.Module):
         stem: str = "linear",
     ) -> None:
         super().__init__()
+        _check_arguments(global_pool, pos_embed, class_token, num_classes, norm_eps, representation_size,
+                         in_chans=in_chans, embed_dim=embed_dim, depth=depth, num_heads=num_heads)
+        fc_norm = (global_pool == "avg") if fc_norm is None else bool(fc_norm)
         # the arguments this model was built with (adapt_pretrained and exports rebuild from them)
         self.config: dict[str, Any] = dict(
             img_size=_pair(img_size), patch_size=patch_size, in_chans=in_chans, num_classes=num_classes,
             embed_dim=embed_dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
             class_token=class_token, global_pool=global_pool, pos_embed=pos_embed,
             sincos_convention=sincos_convention, act=act, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
-            drop_path_rate=drop_path_rate, layer_scale_init=layer_scale_init,
-            fc_norm=(global_pool == "avg") if fc_norm is None else bool(fc_norm), no_embed_class=no_embed_class,
-            norm_eps=norm_eps, representation_size=representation_size, stem=stem,
+            drop_path_rate=drop_path_rate, layer_scale_init=layer_scale_init, fc_norm=fc_norm,
+            no_embed_class=no_embed_class, norm_eps=norm_eps, representation_size=representation_size, stem=stem,
         )
-        if global_pool not in GLOBAL_POOLS:
-            raise ConfigError(f"unknown global_pool '{global_pool}'; choose one of {GLOBAL_POOLS}")
-        if pos_embed not in POS_EMBEDS:
-            raise ConfigError(f"unknown pos_embed '{pos_embed}'; choose one of {POS_EMBEDS}")
-        if global_pool == "token" and not class_token:
-            raise ConfigError("global_pool='token' needs class_token=True; set global_pool='avg' or class_token=True")
-        for name, value in (("in_chans", in_chans), ("embed_dim", embed_dim), ("depth", depth), ("num_heads", num_heads)):
-            if int(value) <= 0:
-                raise ConfigError(f"{name} must be a positive integer, got {value}")
-        if num_classes < 0:
-            raise ConfigError(f"num_classes must be >= 0, got {num_classes}")
-        if not norm_eps > 0:
-            raise ConfigError(f"norm_eps must be > 0, got {norm_eps}")
-        if representation_size is not None and int(representation_size) <= 0:
-            raise ConfigError(f"representation_size must be a positive integer or None, got {representation_size}")
         self.num_classes = num_classes
         self.embed_dim = embed_dim
         self.global_pool = global_pool
         self.pos_embed_type = pos_embed
         self.sincos_convention = sincos_convention
         self.num_prefix_tokens = 1 if class_token else 0
-        self.fc_norm = (global_pool == "avg") if fc_norm is None else bool(fc_norm)
+        self.fc_norm = fc_norm
         self.no_embed_class = bool(no_embed_class)
         self.norm_eps = float(norm_eps)
+        self.class_token_shortcut = False  # public switch, see forward(); an execution choice, not in config
 
-        self.patch_embed = PatchEmbed(_pair(img_size), patch_size, in_chans, embed_dim, stem=stem)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
+        self._build_embedding(_pair(img_size), patch_size, in_chans, class_token, pos_embed, drop_rate, stem)
+        drop_paths = torch.linspace(0, drop_path_rate, depth).tolist()
+        self.blocks = nn.ModuleList(
+            Block(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, act=act, drop=drop_rate,
+                  attn_drop=attn_drop_rate, drop_path=drop_paths[i], layer_scale_init=layer_scale_init,
+                  norm_eps=norm_eps)
+            for i in range(depth)
+        )
+        self._build_head(representation_size, drop_rate)
+        self.reset_parameters()
+
+    def _build_embedding(self, img_size: tuple[int, int], patch_size: int, in_chans: int, class_token: bool,
+                         pos_embed: str, drop_rate: float, stem: str) -> None:
+        """Eq. 1's pieces: the patch embedding, the class token and the position embedding."""
+        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, self.embed_dim, stem=stem)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dim)) if class_token else None
         num_positions = self.patch_embed.num_patches + self.pos_prefix_tokens
         self.pos_embed: nn.Module | None = None
         if pos_embed == "learn":
-            self.pos_embed = LearnedPositionEmbedding(num_positions, embed_dim)
+            self.pos_embed = LearnedPositionEmbedding(num_positions, self.embed_dim)
         elif pos_embed == "sincos":
             self.register_buffer("sincos_embed", self._build_sincos(), persistent=False)
         self.pos_drop = nn.Dropout(drop_rate)
-        drop_paths = torch.linspace(0, drop_path_rate, depth).tolist()
-        self.blocks = nn.ModuleList(
-            Block(
-                embed_dim,
-                num_heads,
-                mlp_ratio=mlp_ratio,
-                qkv_bias=qkv_bias,
-                act=act,
-                drop=drop_rate,
-                attn_drop=attn_drop_rate,
-                drop_path=drop_paths[i],
-                layer_scale_init=layer_scale_init,
-                norm_eps=norm_eps,
-            )
-            for i in range(depth)
-        )
+
+    def _build_head(self, representation_size: int | None, drop_rate: float) -> None:
+        """Eq. 4's final LayerNorm (before or after pooling), the optional pre-logits layer, and the head."""
         # One final LayerNorm, named for where it acts (the other slot is an identity); registered next to each
         # other so that the parameter order (which optimizer state is keyed by) is that of the one-norm layout.
-        final_norm = nn.LayerNorm(embed_dim, eps=norm_eps)
+        final_norm = nn.LayerNorm(self.embed_dim, eps=self.norm_eps)
         self.norm: nn.Module = nn.Identity() if self.fc_norm else final_norm  # on every token (B, T, D)
         self.pooled_norm: nn.Module = final_norm if self.fc_norm else nn.Identity()  # on the pooled vector (B, D)
         self.pre_logits: nn.Module = nn.Identity()
-        head_in = embed_dim
+        head_in = self.embed_dim
         if representation_size is not None:
             head_in = int(representation_size)
-            self.pre_logits = nn.Sequential(OrderedDict(fc=nn.Linear(embed_dim, head_in), act=nn.Tanh()))
+            self.pre_logits = nn.Sequential(OrderedDict(fc=nn.Linear(self.embed_dim, head_in), act=nn.Tanh()))
         self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(head_in, num_classes) if num_classes > 0 else nn.Identity()
-        self.reset_parameters()
+        self.head = nn.Linear(head_in, self.num_classes) if self.num_classes > 0 else nn.Identity()
 
     # ----------------------------------------------------------------------------------------- set-up
     def reset_parameters(self) -> None:
@@ -267,11 +279,13 @@ class VisionTransformer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """x: (B, C, H, W) -> logits (B, K): ``forward_head(forward_features(x))``.
 
-        With class-token pooling only the class token of the last block reaches the head (eq. 4), so the last
-        block is run for that one query (:func:`class_token_block`): the same logits and gradients up to
-        float rounding, for about a sixth of a block's cost (on ViT-Ti: ~7% of the model's FLOPs).
+        With :attr:`class_token_shortcut` set (and class-token pooling), only the class token of the last block
+        reaches the head (eq. 4), so the last block is run for that one query (:func:`class_token_block`): the
+        same logits and gradients up to float rounding, for about a sixth of a block's cost (ViT-Ti/4 training
+        step: 7-8 % faster, docs/vit.md). Hooks on the last block or on ``norm`` then see the class token's row
+        only.
         """
-        if self.global_pool != "token" or len(self.blocks) == 0 or _has_hooks(self.norm):
+        if not (self.class_token_shortcut and self.global_pool == "token" and len(self.blocks) > 0):
             return self.forward_head(self.forward_features(x))
         tokens = self.embed(x)
         for block in self.blocks[:-1]:
@@ -334,34 +348,10 @@ class VisionTransformer(nn.Module):
 
 
 # ------------------------------------------------------------------------ class-token shortcut
-_GLOBAL_HOOKS = (
-    "_global_forward_hooks",
-    "_global_forward_pre_hooks",
-    "_global_backward_hooks",
-    "_global_backward_pre_hooks",
-)
-_MODULE_HOOKS = (
-    "_forward_hooks",
-    "_forward_pre_hooks",
-    "_backward_hooks",
-    "_backward_pre_hooks",
-)
-
-
-def _has_hooks(module: nn.Module) -> bool:
-    """True if ``module`` or any submodule has forward/backward hooks, or global module hooks are set."""
-    import torch.nn.modules.module as module_module
-
-    if any(getattr(module_module, name, None) for name in _GLOBAL_HOOKS):
-        return True
-    return any(getattr(sub, name, None) for sub in module.modules() for name in _MODULE_HOOKS)
-
-
 def _can_shortcut(block: nn.Module) -> bool:
     """Whether :func:`class_token_block` may compute ``block`` for the class token alone.
 
-    It may when the block is vitlab's :class:`Block` with its :class:`Attention`, no hooks are registered
-    anywhere in it (a hook must see the tensors of the full block), and every module that the shortcut
+    It may when the block is vitlab's :class:`Block` with its :class:`Attention`, and every module that the shortcut
     calls on the class-token row alone (``attn.proj``, ``norm2``, ``mlp.fc1``/``fc2``, LayerScale, dropout,
     drop path) is a plain per-row module: an ``nn.Linear`` (or a subclass, e.g. a LoRA wrapper),
     ``nn.LayerNorm``, ... A dynamically quantized Linear is not per-row (its activation scale is computed
@@ -369,8 +359,6 @@ def _can_shortcut(block: nn.Module) -> bool:
     on every token, exactly as the full block calls them, so they may be anything.
     """
     if type(block) is not Block or type(block.attn) is not Attention or type(block.mlp) is not Mlp:
-        return False
-    if _has_hooks(block):
         return False
     mlp = block.mlp
     linear_ok = all(isinstance(m, nn.Linear) for m in (block.attn.proj, mlp.fc1, mlp.fc2))
@@ -388,9 +376,9 @@ def class_token_block(block: nn.Module, tokens: Tensor) -> Tensor:
     projection, the MLP and both residuals act on that one row. ``norm1`` and the qkv projection still run
     on every token (3D² per token), but attention has one query and the output projection and MLP (9D² per
     token) run for one token. Every step calls the block's own modules (so a LoRA-wrapped ``qkv`` or a
-    replaced activation is used); when the shortcut cannot keep the full block's semantics (hooks, quantized
-    or non-row-wise modules, a block that is not vitlab's :class:`Block`; see :func:`_can_shortcut`) the
-    full block runs and its first row is returned.
+    replaced activation is used); when the shortcut cannot keep the full block's semantics (quantized or
+    non-row-wise modules, a block that is not vitlab's :class:`Block`; see :func:`_can_shortcut`) the full
+    block runs and its first row is returned.
 
     Args:
         block: a transformer block, normally a pre-norm :class:`~vitlab.nn.blocks.Block`.
@@ -452,18 +440,6 @@ def migrate_vit_state_dict(state_dict: Mapping[str, Tensor], expected: Iterable[
             continue
         renames.update({name: new + name[len(old) :] for name in state_dict if name.startswith(old)})
     return {renames.get(name, name): value for name, value in state_dict.items()}
-
-
-_CONVERT_NAMES = ("convert_timm_state_dict", "convert_to_timm_state_dict", "vit_from_timm")
-
-
-def __getattr__(name: str) -> Any:
-    """The timm converters moved to :mod:`vitlab.models.convert`; the old names still resolve here."""
-    if name in _CONVERT_NAMES:
-        from vitlab.models import convert
-
-        return getattr(convert, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ------------------------------------------------------------------------------------- named sizes
@@ -529,9 +505,6 @@ def count_parameters(model: nn.Module) -> int:
 
 __all__ = [
     "VisionTransformer",
-    "convert_timm_state_dict",
-    "convert_to_timm_state_dict",
     "count_parameters",
     "migrate_vit_state_dict",
-    "vit_from_timm",
 ]

@@ -72,6 +72,6 @@ def recipe_path(name_or_path: str | Path) -> Path:
 
 def load_recipe(name_or_path: str | Path) -> dict[str, Any]:
     """The mapping of a recipe file or shipped recipe name (:func:`recipe_path`, read with ``yaml.safe_load``)."""
-    from vitlab.train.config import load_yaml
+    from vitlab.io import load_yaml
 
     return load_yaml(recipe_path(name_or_path))

@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vitlab.io import atomic_write_text
 from vitlab.reproduce.recipes import Recipe, arm_name, load_recipes
 from vitlab.reproduce.report import RecipeResult, summarize, write_report
 from vitlab.reproduce.runner import default_jobs, load_result, machine_info, plan, run_all
-from vitlab.train.checkpoint import atomic_write_text
 
 __all__ = ["load_recipes", "penultimate_figure", "reproduce"]
 
@@ -27,15 +27,14 @@ def penultimate_figure(run_dirs: dict[str, Path], classes: list[int], out: Path)
     import torch
 
     from vitlab.reproduce.penultimate import head_templates, penultimate_features, project_onto_template_plane
-    from vitlab.train.loop import load_run, run_transform
-    from vitlab.train.tasks.image import _load_data
-    from vitlab.viz import plot_penultimate_projection
+    from vitlab.train.tasks.image import load_image_data, load_run, run_transform
+    from vitlab.viz.training import plot_penultimate_projection
 
     panels = []
     for label, run_dir in run_dirs.items():
         model, cfg, info = load_run(run_dir)
         transform = run_transform(cfg, info)
-        splits = _load_data(cfg)  # the run's own splits (its train_per_class subset included)
+        splits = load_image_data(cfg)  # the run's own splits (its train_per_class subset included)
         templates = head_templates(model, classes)
         names = [info["classes"][k] for k in classes]
         for split in ("train", "test"):
@@ -55,7 +54,7 @@ def penultimate_figure(run_dirs: dict[str, Path], classes: list[int], out: Path)
     return plot_penultimate_projection(panels, out, ncols=2)
 
 
-def cluster_spread_ratio(coords: "torch.Tensor", labels: "torch.Tensor") -> float:
+def cluster_spread_ratio(coords: torch.Tensor, labels: torch.Tensor) -> float:
     """Mean distance of points to their class centroid over the mean distance between class centroids.
 
     Smaller means tighter, better separated clusters (the effect Müller et al. 2019 describe for smoothing).

@@ -6,8 +6,8 @@ tabulate, the paper's own numbers, and its claims, each a comparison between two
     name: label_smoothing
     title: Label smoothing (Müller et al. 2019)
     paper: Müller, Kornblith & Hinton 2019, When does label smoothing help?, Table ...
-    kind: image                  # image (vitlab.train.loop.train), seq2seq or legendre
-    base: {epochs: 40, ...}      # TrainConfig (or Seq2SeqConfig) keys shared by every variant
+    kind: image                  # image (vitlab.train.engine.train), seq2seq or legendre
+    base: {epochs: 40, ...}      # ImageConfig (or Seq2SeqConfig) keys shared by every variant
     quick: {epochs: 4}           # applied last (over base and the variant) with --quick
     seeds: 3                     # default number of seeds (--seeds overrides)
     variants: {no_smoothing: {label_smoothing: 0.0}, smoothing: {label_smoothing: 0.1}}
@@ -21,7 +21,7 @@ tabulate, the paper's own numbers, and its claims, each a comparison between two
     figure: {kind: penultimate, variants: [no_smoothing, smoothing], classes: [0, 1, 2]}   # optional
     pretrain: {config: {...}, quick: {...}}   # optional, image recipes: one shared pre-training run
 
-A recipe with ``pretrain`` runs that TrainConfig once (seed 0, before every variant, into
+A recipe with ``pretrain`` runs that ImageConfig once (seed 0, before every variant, into
 ``OUT/runs/<recipe>/pretrain/seed0``); a variant whose config says ``init: pretrain`` starts from it (the
 runner puts the run folder's path there).
 
@@ -104,7 +104,7 @@ class Claim:
     margin: float | None = None
     minus: tuple[str, str] | None = None  # claim on (variant − against) − (minus[0] − minus[1])
 
-    def arms(self, family: str) -> "Claim":
+    def arms(self, family: str) -> Claim:
         """This claim within ``family``: plain variant names become ``family/variant`` (arm names are kept)."""
         def name(v: str | None) -> str | None:
             return None if v is None or "/" in v or not family else f"{family}/{v}"
@@ -220,8 +220,8 @@ def _require(data: dict[str, Any], key: str, kind: type, where: str) -> Any:
     return data[key]
 
 
-def recipe_from_dict(data: dict[str, Any], where: str = "recipe") -> Recipe:
-    """Validate a recipe mapping (unknown kinds, variants, metrics and expectations raise :class:`ConfigError`)."""
+def _check_recipe_keys(data: Any, where: str) -> None:
+    """Refuse a recipe that is not a mapping or has a key the format does not know."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
     known = {"name", "title", "paper", "kind", "base", "quick", "variants", "metrics", "claims", "seeds",
@@ -229,10 +229,12 @@ def recipe_from_dict(data: dict[str, Any], where: str = "recipe") -> Recipe:
     for key in data:
         if key not in known:
             raise ConfigError(f"{where}: " + unknown_name_message("recipe key", str(key), known))
-    name = _require(data, "name", str, where)
-    kind = _require(data, "kind", str, where)
-    if kind not in KINDS:
-        raise ConfigError(f"{where}: " + unknown_name_message("recipe kind", kind, KINDS))
+
+
+def _read_variants(
+    data: dict[str, Any], kind: str, where: str
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The variants and the model families (each name → its overrides), their names checked."""
     variants = _require(data, "variants", dict, where)
     if not variants:
         raise ConfigError(f"{where}: 'variants' is empty; list at least one variant")
@@ -245,47 +247,68 @@ def recipe_from_dict(data: dict[str, Any], where: str = "recipe") -> Recipe:
         raise ConfigError(f"{where}: 'families' needs kind 'image', got '{kind}'; remove 'families'")
     if any("/" in name for name in list(families) + list(variants)):
         raise ConfigError(f"{where}: family and variant names may not contain '/'; rename them")
+    return variants, families
+
+
+def _read_metrics(data: dict[str, Any], where: str) -> list[str]:
+    """The metrics to tabulate, each one of :data:`METRICS`."""
     metrics = list(_require(data, "metrics", list, where))
     for metric in metrics:
         if metric not in METRICS:
             raise ConfigError(f"{where}: " + unknown_name_message("metric", str(metric), METRICS))
-    claims = []
-    for i, raw in enumerate(data.get("claims") or []):
-        at = f"{where} claim {i + 1}"
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{at} must be a mapping")
-        expect = _require(raw, "expect", str, at)
-        if expect not in EXPECTS:
-            raise ConfigError(f"{at}: " + unknown_name_message("expectation", expect, EXPECTS))
-        metric = _require(raw, "metric", str, at)
-        if metric not in METRICS:
-            raise ConfigError(f"{at}: " + unknown_name_message("metric", metric, METRICS))
-        variant = _require(raw, "variant", str, at)
-        against = raw.get("against")
-        minus = raw.get("minus")
-        if minus is not None and not (isinstance(minus, list) and len(minus) == 2 and all(isinstance(m, str) for m in minus)):
-            raise ConfigError(f"{at}: 'minus' must be a list of two variant names [c, d], got {minus!r}")
-        named = [v for v in (variant, against, *(minus or [])) if v is not None]
-        qualified = ["/" in v for v in named]
-        if any(qualified) and not all(qualified):
-            raise ConfigError(f"{at}: name every variant of a claim as 'family/variant', or none of them")
-        arms = {arm_name(f, v) for f in families for v in variants} if any(qualified) else set(variants)
-        if any(qualified) and not families:
-            raise ConfigError(f"{at}: '{variant}' names a family, but the recipe has no 'families'; use variant names")
-        for v in named:
-            if v not in arms:
-                raise ConfigError(f"{at}: " + unknown_name_message("variant", str(v), arms))
-        if expect in ("higher", "lower", "equal") and against is None:
-            raise ConfigError(f"{at}: expect '{expect}' compares two variants; add 'against: <variant>'")
-        if minus is not None and expect not in ("higher", "lower"):
-            raise ConfigError(f"{at}: 'minus' needs expect 'higher' or 'lower', got '{expect}'")
-        margin = raw.get("margin")
-        if expect in ("equal", "match") and not (isinstance(margin, (int, float)) and margin > 0):
-            raise ConfigError(f"{at}: expect '{expect}' needs a positive 'margin', got {margin!r}")
-        if expect in ("higher", "lower") and margin is not None and not (isinstance(margin, (int, float)) and margin > 0):
-            raise ConfigError(f"{at}: a margin for expect '{expect}' (the least difference claimed) must be > 0, got {margin!r}")
-        claims.append(Claim(_require(raw, "text", str, at), metric, variant, against, expect,
-                            float(margin) if margin is not None else None, tuple(minus) if minus else None))
+    return metrics
+
+
+def _check_claim_variants(
+    named: list[str], variant: str, at: str, variants: dict[str, Any], families: dict[str, Any]
+) -> None:
+    """Refuse a claim's variant names unless all are known variants, or all known ``family/variant`` arms."""
+    qualified = ["/" in v for v in named]
+    if any(qualified) and not all(qualified):
+        raise ConfigError(f"{at}: name every variant of a claim as 'family/variant', or none of them")
+    arms = {arm_name(f, v) for f in families for v in variants} if any(qualified) else set(variants)
+    if any(qualified) and not families:
+        raise ConfigError(f"{at}: '{variant}' names a family, but the recipe has no 'families'; use variant names")
+    for v in named:
+        if v not in arms:
+            raise ConfigError(f"{at}: " + unknown_name_message("variant", str(v), arms))
+
+
+def _read_claim(raw: Any, at: str, variants: dict[str, Any], families: dict[str, Any]) -> Claim:
+    """One claim, validated: its expectation, metric, variant names, ``minus`` and margin."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{at} must be a mapping")
+    expect = _require(raw, "expect", str, at)
+    if expect not in EXPECTS:
+        raise ConfigError(f"{at}: " + unknown_name_message("expectation", expect, EXPECTS))
+    metric = _require(raw, "metric", str, at)
+    if metric not in METRICS:
+        raise ConfigError(f"{at}: " + unknown_name_message("metric", metric, METRICS))
+    variant = _require(raw, "variant", str, at)
+    against = raw.get("against")
+    minus = raw.get("minus")
+    if minus is not None and not (isinstance(minus, list) and len(minus) == 2
+                                  and all(isinstance(m, str) for m in minus)):
+        raise ConfigError(f"{at}: 'minus' must be a list of two variant names [c, d], got {minus!r}")
+    named = [v for v in (variant, against, *(minus or [])) if v is not None]
+    _check_claim_variants(named, variant, at, variants, families)
+    if expect in ("higher", "lower", "equal") and against is None:
+        raise ConfigError(f"{at}: expect '{expect}' compares two variants; add 'against: <variant>'")
+    if minus is not None and expect not in ("higher", "lower"):
+        raise ConfigError(f"{at}: 'minus' needs expect 'higher' or 'lower', got '{expect}'")
+    margin = raw.get("margin")
+    positive = isinstance(margin, (int, float)) and margin > 0
+    if expect in ("equal", "match") and not positive:
+        raise ConfigError(f"{at}: expect '{expect}' needs a positive 'margin', got {margin!r}")
+    if expect in ("higher", "lower") and margin is not None and not positive:
+        raise ConfigError(f"{at}: a margin for expect '{expect}' (the least difference claimed) must be > 0, "
+                          f"got {margin!r}")
+    return Claim(_require(raw, "text", str, at), metric, variant, against, expect,
+                 float(margin) if margin is not None else None, tuple(minus) if minus else None)
+
+
+def _read_pretrain(data: dict[str, Any], kind: str, variants: dict[str, dict[str, Any]], where: str) -> dict[str, Any]:
+    """The shared pre-training run's settings (``{}`` without one), and the variants that start from it checked."""
     pretrain = data.get("pretrain") or {}
     if pretrain:
         if kind != "image" or not isinstance(pretrain, dict) or not isinstance(pretrain.get("config"), dict):
@@ -298,6 +321,21 @@ def recipe_from_dict(data: dict[str, Any], where: str = "recipe") -> Recipe:
     for variant, overrides in variants.items():
         if overrides.get("init") == PRETRAIN and not pretrain:
             raise ConfigError(f"{where}: variant '{variant}' says init: {PRETRAIN} but the recipe has no 'pretrain'")
+    return pretrain
+
+
+def recipe_from_dict(data: dict[str, Any], where: str = "recipe") -> Recipe:
+    """Validate a recipe mapping (unknown kinds, variants, metrics and expectations raise :class:`ConfigError`)."""
+    _check_recipe_keys(data, where)
+    name = _require(data, "name", str, where)
+    kind = _require(data, "kind", str, where)
+    if kind not in KINDS:
+        raise ConfigError(f"{where}: " + unknown_name_message("recipe kind", kind, KINDS))
+    variants, families = _read_variants(data, kind, where)
+    metrics = _read_metrics(data, where)
+    claims = [_read_claim(raw, f"{where} claim {i + 1}", variants, families)
+              for i, raw in enumerate(data.get("claims") or [])]
+    pretrain = _read_pretrain(data, kind, variants, where)
     seeds = data.get("seeds", 3)
     if not isinstance(seeds, int) or seeds < 1:
         raise ConfigError(f"{where}: seeds must be a positive integer, got {seeds!r}")

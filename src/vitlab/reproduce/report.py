@@ -22,8 +22,9 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from vitlab.io import atomic_write_text
 from vitlab.reproduce.recipes import METRICS, Claim, Recipe, arm_name
 from vitlab.reproduce.stats import (
     HELD,
@@ -40,7 +41,13 @@ from vitlab.reproduce.stats import (
     seeds_for_half_width,
     welch_interval,
 )
-from vitlab.train.checkpoint import atomic_write_text
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from markdown_it.renderer import RendererHTML
+    from markdown_it.token import Token
+    from markdown_it.utils import OptionsDict
 
 VERDICT_TEXT = {
     HELD: "held",
@@ -261,16 +268,15 @@ def to_markdown(blocks: list[Block], image_base: Path) -> str:
             lines += ["| " + " | ".join(_md_inline(c) for c in row) + " |" for row in body]
             lines.append("")
         elif b.kind == "image" and b.path is not None:
-            rel = b.path.relative_to(image_base) if b.path.is_relative_to(image_base) else b.path
-            lines += [f"![{b.text}]({rel.as_posix()})", ""]
+            src = _image_src(b.path, image_base)
+            dest = f"<{src}>" if re.search(r"[\s()]", src) else src  # CommonMark: <...> may hold spaces, parentheses
+            lines += [f"![{b.text}]({dest})", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _html_inline(text: str) -> str:
-    """Escape, then turn Markdown **bold** and `code` into tags (the only inline markup the report uses)."""
-    out = html.escape(text)
-    out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
-    return re.sub(r"`(.+?)`", r"<code>\1</code>", out)
+def _image_src(path: Path, image_base: Path) -> str:
+    """An image's address in the Markdown: relative to ``image_base`` where it lies under it."""
+    return (path.relative_to(image_base) if path.is_relative_to(image_base) else path).as_posix()
 
 
 _CSS = """body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;
@@ -279,27 +285,36 @@ th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top
 img{max-width:100%}code{background:#f3f3f3;padding:0 .2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em}"""
 
 
+def _inline_png(renderer: RendererHTML, tokens: Sequence[Token], idx: int, options: OptionsDict,
+                env: dict[str, Any]) -> str:
+    """markdown-it's image rule with the picture's file inlined as a data: URI (``env["images"]``: src -> file);
+    an image the report did not draw (Markdown in a recipe's text) shows its alt text: the page stays self-contained."""
+    token = tokens[idx]
+    path = env["images"].get(token.attrGet("src"))
+    if path is None:
+        return html.escape(token.content)
+    token.attrSet("src", "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii"))
+    return renderer.image(tokens, idx, options, env)
+
+
 def to_html(blocks: list[Block], title: str) -> str:
-    """Render blocks as one self-contained HTML page (images inlined as data: URIs, no external links)."""
-    parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>",
-             f"<style>{_CSS}</style></head><body>"]
-    for b in blocks:
-        if b.kind in ("h1", "h2", "h3"):
-            parts.append(f"<{b.kind}>{_html_inline(b.text)}</{b.kind}>")
-        elif b.kind == "p":
-            parts.append(f"<p>{_html_inline(b.text)}</p>")
-        elif b.kind == "list":
-            parts.append("<ul>" + "".join(f"<li>{_html_inline(item[0])}</li>" for item in b.rows) + "</ul>")
-        elif b.kind == "table":
-            header, *body = b.rows
-            parts.append("<table><thead><tr>" + "".join(f"<th>{_html_inline(c)}</th>" for c in header) + "</tr></thead><tbody>")
-            parts += ["<tr>" + "".join(f"<td>{_html_inline(c)}</td>" for c in row) + "</tr>" for row in body]
-            parts.append("</tbody></table>")
-        elif b.kind == "image" and b.path is not None and b.path.is_file():
-            data = base64.b64encode(b.path.read_bytes()).decode("ascii")
-            parts.append(f"<p><img alt=\"{html.escape(b.text)}\" src=\"data:image/png;base64,{data}\"></p>")
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+    """Render blocks as one self-contained HTML page (images inlined as data: URIs, no external links).
+
+    The body is the blocks' Markdown (:func:`to_markdown`) rendered by markdown-it-py: CommonMark plus GitHub's
+    tables, with raw HTML off (so ``<`` in a text is shown, not interpreted). The page therefore shows exactly
+    what ``report.md`` shows where GitHub renders it. Images whose file is missing are left out.
+    """
+    from markdown_it import MarkdownIt
+
+    md = MarkdownIt("commonmark", {"html": False}).enable("table")
+    md.add_render_rule("image", _inline_png)
+    base = Path()  # any base: the image rule looks each address up, as markdown-it normalised it
+    shown = [b for b in blocks if b.kind != "image" or (b.path is not None and b.path.is_file())]
+    images = {md.normalizeLink(_image_src(b.path, base)): b.path for b in shown if b.kind == "image" and b.path}
+    body = md.render(to_markdown(shown, base), {"images": images})
+    head = (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{_CSS}</style></head><body>")
+    return f"{head}\n{body}</body></html>\n"
 
 
 def _verdict_cell(result: ClaimResult) -> str:
@@ -368,12 +383,8 @@ def regime_notes(res: RecipeResult) -> list[str]:
     return notes
 
 
-def recipe_blocks(res: RecipeResult, image_dir: Path, extra_images: list[tuple[str, Path]] | None = None) -> list[Block]:
-    """The section of one recipe, writing its seed plots into ``image_dir``."""
-    from vitlab.viz import plot_seed_comparison
-
-    r = res.recipe
-    arms = r.arm_names()
+def _intro_blocks(r: Recipe) -> list[Block]:
+    """The recipe's heading, then its paper, the paper's claim and how this setting differs, where given."""
     blocks = [Block("h2", r.title)]
     if r.paper:
         blocks.append(Block("p", f"**Paper.** {r.paper}"))
@@ -381,9 +392,20 @@ def recipe_blocks(res: RecipeResult, image_dir: Path, extra_images: list[tuple[s
         blocks.append(Block("p", f"**Claim.** {r.paper_quote}"))
     if r.setting:
         blocks.append(Block("p", f"**Setting here vs the paper.** {r.setting}"))
-    n_seeds = max((len(v) for m in res.values.values() for v in m.values()), default=0)
+    return blocks
+
+
+def _shown_metrics(res: RecipeResult) -> list[str]:
+    """The recipe's metrics (and, for image recipes, the regime metrics) that some arm has a value for."""
+    r = res.recipe
+    arms = r.arm_names()
     listed = list(r.metrics) + ([m for m in REGIME_METRICS if m not in r.metrics] if r.kind == "image" else [])
-    shown = [m for m in listed if any(m in res.intervals[a] for a in arms)]
+    return [m for m in listed if any(m in res.intervals[a] for a in arms)]
+
+
+def _results_rows(res: RecipeResult, shown: list[str]) -> list[list[str]]:
+    """The results table (header row first): per arm, each shown metric's value, then the paper's numbers."""
+    r = res.recipe
     header = ["family", "variant"] if r.families else ["variant"]
     header += [f"{METRICS[m].label}{_unit(m)}" for m in shown]
     in_paper = {m for pv in r.paper_values.values() for m in pv}
@@ -404,29 +426,62 @@ def recipe_blocks(res: RecipeResult, image_dir: Path, extra_images: list[tuple[s
             value = _paper_value(r.paper_values, arm, m)
             row.append("—" if value is None else str(value))
         rows.append(row)
+    return rows
+
+
+def _results_caption(res: RecipeResult, n_seeds: int) -> str:
+    """The line above the results table: what its numbers are, and the compute they took on which devices."""
+    r = res.recipe
     what = "one deterministic run" if r.kind == "legendre" else f"mean ± 95% interval half-width over {n_seeds} seeds"
-    blocks.append(Block("p", f"Results ({what}; compute {res.seconds / 60:.1f} min on {', '.join(sorted(res.devices)) or 'n/a'}):"))
+    return f"Results ({what}; compute {res.seconds / 60:.1f} min on {', '.join(sorted(res.devices)) or 'n/a'}):"
+
+
+def _claim_rows(res: RecipeResult) -> list[list[str]]:
+    """The claims table (header row first): each claim's number here and in the paper, and the verdict."""
+    if res.recipe.kind == "legendre":
+        claim_rows = [["claim", "here", "paper", "verdict"]]
+        claim_rows += [[c.claim.text, c.ours, c.paper, _verdict_cell(c)] for c in res.claims]
+        return claim_rows
+    claim_rows = [["claim", "difference (variant − reference) [paired 95% interval]", "P(better) [95% bootstrap]",
+                   "resolution", "paper", "verdict"]]
+    claim_rows += [[_claim_label(c), c.ours, _fmt_prob(c), _fmt_resolution(c), c.paper, _verdict_cell(c)]
+                   for c in res.claims]
+    return claim_rows
+
+
+def _agreement_rows(res: RecipeResult) -> list[list[str]]:
+    """The family-agreement table (header row first): per within-family claim, each family's verdict."""
+    r = res.recipe
+    agree_rows = [["claim"] + list(r.families) + ["families"]]
+    for i, claim in enumerate(r.claims):
+        per = [c for c in res.claims if c.index == i and c.family]
+        if per:
+            agree_rows.append([claim.text] + [VERDICT_TEXT[c.verdict] for c in per] + [family_agreement(per)])
+    return agree_rows
+
+
+def recipe_blocks(
+    res: RecipeResult, image_dir: Path, extra_images: list[tuple[str, Path]] | None = None
+) -> list[Block]:
+    """The section of one recipe, writing its seed plots into ``image_dir``."""
+    from vitlab.viz.training import plot_seed_comparison
+
+    r = res.recipe
+    arms = r.arm_names()
+    blocks = _intro_blocks(r)
+    n_seeds = max((len(v) for m in res.values.values() for v in m.values()), default=0)
+    shown = _shown_metrics(res)
+    rows = _results_rows(res, shown)
+    blocks.append(Block("p", _results_caption(res, n_seeds)))
     blocks.append(Block("table", rows=rows))
     if r.claims:
-        if r.kind == "legendre":
-            claim_rows = [["claim", "here", "paper", "verdict"]]
-            claim_rows += [[c.claim.text, c.ours, c.paper, _verdict_cell(c)] for c in res.claims]
-        else:
-            claim_rows = [["claim", "difference (variant − reference) [paired 95% interval]", "P(better) [95% bootstrap]",
-                           "resolution", "paper", "verdict"]]
-            claim_rows += [[_claim_label(c), c.ours, _fmt_prob(c), _fmt_resolution(c), c.paper, _verdict_cell(c)]
-                           for c in res.claims]
-        blocks.append(Block("table", rows=claim_rows))
+        blocks.append(Block("table", rows=_claim_rows(res)))
     notes = regime_notes(res)
     if notes:
         blocks.append(Block("p", "Regime of the claims that went the other way (means over seeds):"))
         blocks.append(Block("list", rows=[[n] for n in notes]))
     if r.families:
-        agree_rows = [["claim"] + list(r.families) + ["families"]]
-        for i, claim in enumerate(r.claims):
-            per = [c for c in res.claims if c.index == i and c.family]
-            if per:
-                agree_rows.append([claim.text] + [VERDICT_TEXT[c.verdict] for c in per] + [family_agreement(per)])
+        agree_rows = _agreement_rows(res)
         if len(agree_rows) > 1:
             blocks.append(Block("p", "Do the model families agree?"))
             blocks.append(Block("table", rows=agree_rows))
@@ -437,7 +492,8 @@ def recipe_blocks(res: RecipeResult, image_dir: Path, extra_images: list[tuple[s
         plot_seed_comparison(
             plotted,
             [res.values[a][metric] for a in plotted],
-            [(res.intervals[a][metric].mean, res.intervals[a][metric].low, res.intervals[a][metric].high) for a in plotted],
+            [(res.intervals[a][metric].mean, res.intervals[a][metric].low, res.intervals[a][metric].high)
+             for a in plotted],
             f"{METRICS[metric].label}{_unit(metric)}",
             path,
             title=r.title,

@@ -30,8 +30,8 @@ from typing import Any
 import torch
 
 from vitlab.errors import VitlabError
+from vitlab.io import atomic_write_text
 from vitlab.reproduce.recipes import PRETRAIN, Recipe, arm_name
-from vitlab.train.checkpoint import atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,7 @@ def _train_or_resume(cfg: Any, run_dir: Path) -> dict[str, Any]:
 
 
 def _run_image(spec: RunSpec) -> dict[str, float]:
-    from vitlab.train.config import config_from_dict
+    from vitlab.train.tasks.image_config import config_from_dict
 
     run_dir = Path(spec.run_dir)
     summary = _train_or_resume(config_from_dict(spec.config, f"recipe {spec.recipe}/{spec.variant}"), run_dir)
@@ -165,12 +165,12 @@ def training_accuracy(run_dir: str | Path) -> float:
     split is rebuilt from the run's config (``train_per_class`` included), scored on the CPU.
     """
     from vitlab.train.distributed import DistContext
-    from vitlab.train.tasks.image import _load_data, evaluate, load_run, run_amp, run_transform
+    from vitlab.train.tasks.image import evaluate, load_image_data, load_run, run_amp, run_transform
 
     model, cfg, info = load_run(run_dir)
     model = model.cpu()
     amp = run_amp(info, "cpu")
-    return evaluate(model, _load_data(cfg)["train"], run_transform(cfg, info), DistContext(), amp=amp).acc1
+    return evaluate(model, load_image_data(cfg)["train"], run_transform(cfg, info), DistContext(), amp=amp).acc1
 
 
 @torch.no_grad()
@@ -182,7 +182,7 @@ def seq2seq_teacher_forced(run_dir: str | Path, batch_size: int = 500) -> dict[s
     import yaml
 
     from vitlab.data.sequence import Vocab, iterate_batches, make_task
-    from vitlab.train.seq2seq import Seq2SeqConfig, load_seq2seq
+    from vitlab.train.tasks.seq2seq import Seq2SeqConfig, load_seq2seq
 
     config = yaml.safe_load((Path(run_dir) / "config.yaml").read_text(encoding="utf-8")) or {}
     config.pop("task", None)
@@ -216,7 +216,7 @@ def _run_seq2seq(spec: RunSpec) -> dict[str, float]:
 
 def _run_legendre(spec: RunSpec) -> dict[str, float]:
     from vitlab.autograd import fit_legendre_p3
-    from vitlab.viz import plot_legendre_fit
+    from vitlab.viz.techniques import plot_legendre_fit
 
     start = time.perf_counter()
     fit = fit_legendre_p3(**spec.config, verbose=False)

@@ -32,7 +32,6 @@ import io
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -42,6 +41,7 @@ import torch
 from torch import Tensor
 
 from vitlab.errors import CheckpointError
+from vitlab.io import atomic_open, sha256_file, staging_dir
 from vitlab.safeload import load_torch_file
 
 CHECKPOINTS = "checkpoints"
@@ -68,73 +68,16 @@ def _test_pause(stage: str) -> None:
     time.sleep(60)  # the test kills the process here
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-# mkstemp creates files with mode 0600; the renamed file gets the mode an ordinary open() would give.
-FILE_MODE = 0o666 & ~_umask()
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file and an atomic rename. Returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, FILE_MODE)
-        with os.fdopen(fd, "wb") as handle:
-            if _writing_step is not None and os.environ.get(TEST_PAUSE_ENV):  # test-only: stop half-way
-                handle.write(data[: len(data) // 2])
-                handle.flush()
-                _test_pause(f"partial-{path.name}")
-                data = data[len(data) // 2 :]
-            handle.write(data)
+def _write_file(path: Path, data: bytes) -> Path:
+    """Write one checkpoint file atomically; the test-only pause can stop it half-way through."""
+    with atomic_open(path) as handle:
+        if _writing_step is not None and os.environ.get(TEST_PAUSE_ENV):  # test-only: stop half-way
+            handle.write(data[: len(data) // 2])
             handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException as error:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(error, OSError) and error.filename is None and error.errno is not None:
-            raise OSError(error.errno, error.strerror, str(path)) from error  # name the file (disk full, ...)
-        raise
-    _fsync_dir(path.parent)
+            _test_pause(f"partial-{path.name}")
+            data = data[len(data) // 2 :]
+        handle.write(data)
     return path
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically. Returns the path."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def sha256_bytes(data: bytes) -> str:
-    """Hex SHA-256 of ``data``."""
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of the file at ``path``, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _tensor_digest(tensors: Mapping[str, Tensor]) -> str:
@@ -164,7 +107,7 @@ def save_weights(
     tensors = {name: t.detach().to("cpu").contiguous().clone() for name, t in state_dict.items()}
     meta = {str(k): str(v) for k, v in (metadata or {}).items()}
     meta[DIGEST_KEY] = _tensor_digest(tensors)
-    return atomic_write_bytes(path, save(tensors, metadata=meta))
+    return _write_file(Path(path), save(tensors, metadata=meta))
 
 
 def load_weights(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> dict[str, Tensor]:
@@ -231,25 +174,20 @@ def save_checkpoint(run_dir: str | os.PathLike[str], step: int, weights: Mapping
     final = root / name
     global _writing_step
     _writing_step = step
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
     try:
-        save_weights(weights, staging / WEIGHTS)
-        _test_pause(WEIGHTS)
-        atomic_write_bytes(staging / STATE, _save_torch(state))
-        _test_pause(STATE)
-        manifest = {"step": step, "files": {f: sha256_file(staging / f) for f in (WEIGHTS, STATE)}}
-        atomic_write_text(staging / MANIFEST, json.dumps(manifest, indent=2))
-        _test_pause(MANIFEST)
-        if final.exists():  # the same step saved again after a resume: retire the old folder first
-            _discard(final)
-        os.replace(staging, final)
-        _fsync_dir(root)
+        with staging_dir(final) as staging:  # the folder appears whole under its name, or not at all
+            save_weights(weights, staging / WEIGHTS)
+            _test_pause(WEIGHTS)
+            _write_file(staging / STATE, _save_torch(state))
+            _test_pause(STATE)
+            manifest = {"step": step, "files": {f: sha256_file(staging / f) for f in (WEIGHTS, STATE)}}
+            _write_file(staging / MANIFEST, json.dumps(manifest, indent=2).encode("utf-8"))
+            _test_pause(MANIFEST)
+            if final.exists():  # the same step saved again after a resume: retire the old folder first
+                _discard(final)
         _test_pause("renamed")
-        atomic_write_text(root / LATEST, name + "\n")
+        _write_file(root / LATEST, (name + "\n").encode("utf-8"))
         _test_pause(LATEST)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     finally:
         _writing_step = None
     folders = sorted(p for p in root.glob("step_*") if p.is_dir())

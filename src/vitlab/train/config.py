@@ -1,10 +1,12 @@
-"""The training recipe: one dataclass, loaded from YAML with ``yaml.safe_load``, overridable from the CLI.
+"""Configuration: the engine's keys declared once (:class:`EngineConfig`), read from YAML and checked.
 
-Every key is a field of :class:`TrainConfig`. A YAML file may hold any subset of the keys; ``--set
-key=value`` overrides a key afterwards (the value is parsed as YAML, so ``--set lr=3e-4``,
-``--set hflip=true`` and ``--set model_args.act=mish`` give a float, a bool and a nested key).
-Unknown keys and values of the wrong type or range raise :class:`~vitlab.errors.ConfigError` naming the
-key, the bad value and the fix (for an unknown key, the nearest valid one).
+Each task's config extends :class:`EngineConfig` with its own keys and lives beside its task
+(:class:`vitlab.train.tasks.image_config.ImageConfig`, :class:`vitlab.train.tasks.seq2seq.Seq2SeqConfig`).
+A YAML file (``yaml.safe_load``) may hold any subset of the keys; ``--set key=value`` overrides a key
+afterwards (the value is parsed as YAML, so ``--set lr=3e-4``, ``--set hflip=true`` and
+``--set model_args.act=mish`` give a float, a bool and a nested key). Unknown keys and values of the wrong
+type or range raise :class:`~vitlab.errors.ConfigError` naming the key, the bad value and the fix (for an
+unknown key, the nearest valid one).
 """
 
 from __future__ import annotations
@@ -13,184 +15,69 @@ import dataclasses
 import math
 import types
 import typing
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
 from vitlab.errors import ConfigError, unknown_name_message
+from vitlab.train.precision import normalize_amp
 
 NONFINITE_POLICIES = ("stop", "skip")
 DEVICES = ("auto", "cpu", "cuda", "mps")
-DATA_MODES = ("auto", "memory", "stream")
-BAD_IMAGES = ("error", "skip")
 
 
 @dataclass
-class TrainConfig:
-    """An image-classification training recipe (the defaults train the embedded digits).
+class EngineConfig:
+    """The keys the engine (:mod:`vitlab.train.engine`) reads, declared once; every task's config extends it.
 
-    Data:
-        dataset: registered dataset name (``vitlab.data.registry.list_datasets()``).
-        data_root: folder of the dataset files (not needed for the embedded digits).
-        download: fetch missing dataset files (users who are online).
-        val_fraction: share of the training files held out for validation where a dataset has no
-            validation split of its own.
-        crop_padding: random-crop padding in pixels (0 = off).
-        rotate, scale: random rotation up to ±``rotate`` degrees and size change up to ±``scale`` (a fraction)
-            per training image (:func:`vitlab.data.transforms.random_rotate_scale`; 0 = off).
-        hflip: random horizontal flips (off for digits: a flipped digit is another symbol).
-        normalize: subtract the training set's per-channel mean and divide by its std.
-    Streaming image data (``dataset: folder`` only; :mod:`vitlab.data.stream`, docs/data.md):
-        img_size: the model's input side S; set it to train on a folder of photos of any size and mode
-            (RandomResizedCrop + flip + the ``augment`` policy for training, resize + centre crop for
-            evaluation), or on tar shards (a ``data_root`` written by ``vitlab shards``, which needs it).
-            None (default): the folder is read into memory as before and must hold one image size.
-        augment: the training pipeline's settings (:class:`vitlab.data.pipeline.AugmentConfig` keys,
-            e.g. ``{policy: randaugment, erase_prob: 0.25}``); null: RandomResizedCrop + flip only.
-        data_mode: ``auto`` (memory when the split fits ``memory_limit_mb``, is a folder, has no
-            ``augment`` and every image already has the size; else stream), ``memory`` or ``stream``.
-        workers: DataLoader decoding processes (null: min(4, CPU count); 0: decode in the training process).
-        bad_images: ``error`` (a file that does not decode stops the run naming it) or ``skip`` (dropped
-            and counted in summary.json's ``skipped_images``).
-        memory_limit_mb: the decoded split size up to which ``data_mode: auto`` keeps a split in memory.
-    Model:
-        model: registered model name; ``img_size``, ``in_chans`` and ``num_classes`` come from the data.
-        model_args: constructor overrides, e.g. ``{act: mish, pos_embed: sincos, drop_path_rate: 0.1}``.
-    Fine-tuning (:mod:`vitlab.train.pretrained`, docs/finetune.md):
-        init: a pretrained ViT to start from (a timm / Hugging Face / torchvision / vitlab weights file or
-            model folder, or a vitlab run folder); the architecture then comes from the checkpoint, not from
-            ``model``, and is adapted to the data (new zero-initialised head, position embeddings resampled
-            to the new grid, channels). Of ``model_args`` only ``patch_size`` (PI-resize of the patch kernel)
-            and the regularisers ``drop_rate``, ``attn_drop_rate``, ``drop_path_rate`` apply.
-        init_args: what the checkpoint does not record, passed to :func:`vitlab.load_pretrained`:
-            ``num_heads``, ``global_pool``, ``fc_norm``, ``norm_eps``, ``act``, ``source_img_size``.
-        layer_decay: layer-wise lr decay in (0, 1] (BEiT / MAE; 1 = off): layer i of L gets
-            ``lr · layer_decay^(L + 1 − i)``, the warm-up/cosine schedule scaling every group alike.
-        linear_probe: train the head only (everything else frozen).
-        train_per_class: keep a seeded stratified subset of N training images per class (0 = all; the
-            subset's seed is ``seed``; validation and test splits unchanged).
     Optimisation:
-        epochs, batch_size (global, over all processes), lr (peak), min_lr (end of the cosine),
-        weight_decay (AdamW, not applied to ``no_weight_decay()`` parameters, biases and norms),
-        warmup_epochs (linear warm-up from 0), grad_clip (max global L2 norm, 0 = off), accum_steps
-        (micro-batches per optimizer step), label_smoothing, and the mixing keys of
-        :func:`vitlab.mixing.build_mixing` (mixup_alpha, cutmix_alpha, cutout_size, mix_prob, switch_prob,
-        mix_mode: batch, pair or elem), ema_decay (0 = off), amp (``auto``: bf16 autocast where the
-        device computes bf16 natively, else float32; ``off``, ``bf16``, ``fp16``; see
-        :mod:`vitlab.train.precision`), compile (``torch.compile``), nonfinite (``stop``: end the run naming the step, keeping the last good
-        checkpoint; ``skip``: drop that step's update and go on).
+        batch_size: global batch over all processes (micro-batch × ``accum_steps`` × processes).
+        accum_steps: micro-batches per optimizer step (``batch_size`` must be divisible by it).
+        grad_clip: max global L2 norm of the gradients (0 = off; the seq2seq recipes set 0: the paper clips nothing).
+        ema_decay: exponential moving average of the weights (0 = off), evaluated and saved beside them.
+        amp: ``auto`` (bf16 autocast where the device computes bf16 natively and a measured probe finds it
+            faster, else float32), ``off``, ``bf16`` or ``fp16`` (:mod:`vitlab.train.precision`).
+        compile: ``torch.compile`` the model.
+        nonfinite: ``stop`` (end the run naming the step, keeping the last good checkpoint) or ``skip``
+            (drop that step's update and go on).
     Run:
-        seed, device (``auto`` picks CUDA when present), eval_every (epochs), checkpoint_every (epochs),
-        checkpoint_steps (also every N optimizer steps; 0 = off), log_every (steps between progress
-        updates; each costs one host sync), threads (CPU intra-op threads; 0 = PyTorch's default; the
-        default 1 suits the tiny digits ViT, whose epoch took 0.35 s with one thread and 1.1 s with two on
-        a 2-core machine shared with one other job).
+        seed: seeds the model's initialisation, the sample order and augmentation.
+        device: ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        threads: CPU intra-op threads (0 = PyTorch's default, all cores; the default 1 suits the small models
+            of the tests and tutorials, whose steps are too short to share between cores).
+        checkpoint_every: epochs between checkpoints; checkpoint_steps: also every N optimizer steps (0 = off).
+        log_every: optimizer steps between progress updates (each costs one host sync).
     """
 
-    dataset: str = "digits"
-    data_root: str | None = None
-    download: bool = False
-    val_fraction: float = 0.1
-    crop_padding: int = 1
-    rotate: float = 0.0
-    scale: float = 0.0
-    hflip: bool = False
-    normalize: bool = True
-
-    # streaming image data (vitlab.data.stream); inactive while img_size is None
-    img_size: int | None = None
-    augment: dict[str, Any] | None = None
-    data_mode: str = "auto"
-    workers: int | None = None
-    bad_images: str = "error"
-    memory_limit_mb: float = 1024.0
-
-    model: str = "vit_digits_patch2_8"
-    model_args: dict[str, Any] = field(default_factory=lambda: {"global_pool": "avg", "drop_path_rate": 0.1})
-
-    init: str | None = None
-    init_args: dict[str, Any] = field(default_factory=dict)
-    layer_decay: float = 1.0
-    linear_probe: bool = False
-    train_per_class: int = 0
-
-    epochs: int = 150
     batch_size: int = 64
-    lr: float = 2e-3
-    min_lr: float = 1e-5
-    weight_decay: float = 0.05
-    warmup_epochs: float = 3.0
-    grad_clip: float = 1.0
     accum_steps: int = 1
-    label_smoothing: float = 0.1
-    mixup_alpha: float = 0.0
-    cutmix_alpha: float = 0.0
-    cutout_size: int = 0
-    mix_prob: float = 1.0
-    switch_prob: float = 0.5
-    mix_mode: str = "batch"
+    grad_clip: float = 1.0
     ema_decay: float = 0.0
     amp: str | bool = "auto"
     compile: bool = False
     nonfinite: str = "stop"
-
     seed: int = 0
     device: str = "auto"
-    eval_every: int = 1
+    threads: int = 1
     checkpoint_every: int = 1
     checkpoint_steps: int = 0
     log_every: int = 20
-    threads: int = 1
 
     def __post_init__(self) -> None:
         self.validate()
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "config") -> TrainConfig:
-        """:func:`config_from_dict` (the constructor every task's config offers)."""
-        return config_from_dict(data, source)
-
     def validate(self) -> None:
-        """Check every value's range; raise :class:`ConfigError` naming the key and the fix."""
-        from vitlab.train.precision import normalize_amp
-
+        """Check the engine keys' ranges; a task's config extends this with its own keys (calling it first)."""
         self.amp = normalize_amp(self.amp)
-        positive_int = ("epochs", "batch_size", "accum_steps", "eval_every", "checkpoint_every", "log_every")
-        for key in positive_int:
+        for key in ("batch_size", "accum_steps", "checkpoint_every", "log_every"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be a positive integer, got {getattr(self, key)}; e.g. --set {key}=1")
-        for key in ("crop_padding", "cutout_size", "checkpoint_steps", "threads", "seed", "train_per_class"):
+        for key in ("checkpoint_steps", "threads", "seed"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
-        if not (math.isfinite(self.rotate) and self.rotate >= 0) or not (math.isfinite(self.scale) and 0 <= self.scale < 1):
-            raise ConfigError(f"rotate must be >= 0 (degrees) and scale in [0, 1), got rotate={self.rotate}, scale={self.scale}")
-        for key in ("lr",):
-            value = getattr(self, key)
-            if not (math.isfinite(value) and value > 0):
-                raise ConfigError(f"{key} must be a positive finite number, got {value}; e.g. --set {key}=1e-3")
-        for key in ("min_lr", "weight_decay", "warmup_epochs", "grad_clip", "mixup_alpha", "cutmix_alpha"):
-            value = getattr(self, key)
-            if not (math.isfinite(value) and value >= 0):
-                raise ConfigError(f"{key} must be a finite number >= 0, got {value}")
-        if self.min_lr > self.lr:
-            raise ConfigError(f"min_lr {self.min_lr} is larger than lr {self.lr}; lower min_lr")
-        for key in ("val_fraction", "label_smoothing"):
-            value = getattr(self, key)
-            if not (0.0 <= value < 1.0):
-                raise ConfigError(f"{key} must be in [0, 1), got {value}")
-        for key in ("mix_prob", "switch_prob"):
-            value = getattr(self, key)
-            if not (0.0 <= value <= 1.0):
-                raise ConfigError(f"{key} must be in [0, 1], got {value}")
-        if not (math.isfinite(self.layer_decay) and 0.0 < self.layer_decay <= 1.0):
-            raise ConfigError(f"layer_decay must be in (0, 1] (1 = off), got {self.layer_decay}; MAE uses 0.65 for ViT-B")
-        if self.init is not None and not str(self.init).strip():
-            raise ConfigError("init is empty; pass the path of a pretrained checkpoint or run folder, or leave init out")
-        from vitlab.train.pretrained import check_init_args
-
-        check_init_args(self.init_args)
+        if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
+            raise ConfigError(f"grad_clip must be a finite number >= 0 (0 = off), got {self.grad_clip}")
         if not (0.0 <= self.ema_decay < 1.0):
             raise ConfigError(f"ema_decay must be in [0, 1) (0 = off), got {self.ema_decay}; e.g. 0.999")
         if self.nonfinite not in NONFINITE_POLICIES:
@@ -198,49 +85,29 @@ class TrainConfig:
         if self.device not in DEVICES and not self.device.startswith("cuda:"):
             raise ConfigError(unknown_name_message("device", self.device, DEVICES))
         if self.batch_size % self.accum_steps:
-            raise ConfigError(
-                f"batch_size {self.batch_size} is not divisible by accum_steps {self.accum_steps}; "
-                "make accum_steps divide batch_size"
-            )
-        self.validate_streaming()
+            raise ConfigError(f"batch_size {self.batch_size} is not divisible by accum_steps {self.accum_steps}; "
+                              "make accum_steps divide batch_size")
 
-    def validate_streaming(self) -> None:
-        """Check the streaming keys (img_size, augment, data_mode, workers, bad_images, memory_limit_mb)."""
-        if self.img_size is not None and self.img_size < 1:
-            raise ConfigError(f"img_size must be a positive integer (the model's input side), got {self.img_size}; e.g. --set img_size=224")
-        if self.data_mode not in DATA_MODES:
-            raise ConfigError(unknown_name_message("data_mode", self.data_mode, DATA_MODES))
-        if self.bad_images not in BAD_IMAGES:
-            raise ConfigError(unknown_name_message("bad_images setting", self.bad_images, BAD_IMAGES))
-        if self.workers is not None and self.workers < 0:
-            raise ConfigError(f"workers must be >= 0 (0 = decode in the training process), got {self.workers}")
-        if not (math.isfinite(self.memory_limit_mb) and self.memory_limit_mb > 0):
-            raise ConfigError(f"memory_limit_mb must be a positive number, got {self.memory_limit_mb}")
-        if self.augment is not None:
-            from vitlab.data.pipeline import AugmentConfig
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> Any:
+        """The config from a recipe mapping, every key and type checked (:func:`dataclass_from_dict`)."""
+        return dataclass_from_dict(cls, data, source)
 
-            try:
-                AugmentConfig.from_dict(self.augment)  # raises ConfigError naming a bad setting
-            except ConfigError:
-                raise
-            except (TypeError, ValueError, OverflowError) as error:  # a value of the wrong kind, e.g. scale: abc
-                first = (str(error).splitlines() or [type(error).__name__])[0]
-                raise ConfigError(f"augment has a value of the wrong type ({first}); see docs/data.md for the settings") from None
-        streaming = self.augment is not None or self.data_mode == "stream"
-        if streaming and self.img_size is None:
-            raise ConfigError("augment and data_mode: stream need the model's input size; add --set img_size=N (e.g. 224)")
-        if self.img_size is not None and self.dataset != "folder":
-            raise ConfigError(f"img_size is for dataset: folder (photos or shards); '{self.dataset}' keeps its own size; "
-                              "remove img_size")
+    @classmethod
+    def keys(cls) -> list[str]:
+        """The valid keys, in the order :meth:`to_dict` writes them."""
+        return _ordered_names(cls)
 
     def to_dict(self) -> dict[str, Any]:
-        """The config as plain YAML-safe data."""
-        return dataclasses.asdict(self)
+        """The config as plain YAML-safe data: the task's own keys first, then the engine's."""
+        values = dataclasses.asdict(self)
+        return {name: values[name] for name in _ordered_names(type(self))}
 
 
-def config_keys() -> list[str]:
-    """The valid top-level keys."""
-    return [f.name for f in dataclasses.fields(TrainConfig)]
+def _ordered_names(cls: type) -> list[str]:
+    """A task config's field names: its own first, then :class:`EngineConfig`'s."""
+    engine = [f.name for f in dataclasses.fields(EngineConfig)]
+    return [f.name for f in dataclasses.fields(cls) if f.name not in engine] + engine
 
 
 def _type_ok(value: Any, annotation: Any) -> tuple[bool, Any]:
@@ -305,36 +172,6 @@ def dataclass_from_dict(cls: type, data: dict[str, Any], source: str = "config",
     return cls(**values)
 
 
-def config_from_dict(data: dict[str, Any], source: str = "config") -> TrainConfig:
-    """Build a :class:`TrainConfig` from a dict, checking every key and type (:func:`dataclass_from_dict`).
-
-    Raises:
-        ConfigError: an unknown key (naming the nearest valid one), a value of the wrong type, or a
-            value out of range.
-    """
-    return dataclass_from_dict(TrainConfig, data, source)
-
-
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping with ``yaml.safe_load`` (no Python objects). Empty file -> ``{}``."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist; pass an existing YAML file to --config")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"config file {path} is not valid YAML{where}; fix its syntax") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"config file {path} is not UTF-8 text; pass a YAML file") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of keys to values, got {type(data).__name__}")
-    return data
-
-
 def apply_overrides(
     data: dict[str, Any], overrides: list[str], defaults: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -376,23 +213,6 @@ def apply_overrides(
             target = nested
         target[parts[-1]] = value
     return result
-
-
-def resolve_config(config_file: str | Path | None, overrides: list[str]) -> dict[str, Any]:
-    """The raw config mapping: the YAML file (if any) with the overrides applied.
-
-    Dotted overrides keep the sibling keys of the file's mapping, or of the task's default recipe when
-    the file does not give that mapping (see :func:`apply_overrides`).
-    """
-    data = load_yaml(config_file) if config_file is not None else {}
-    task = apply_overrides(data, [o for o in overrides if o.partition("=")[0].strip() == "task"]).get("task", "image")
-    try:
-        from vitlab.train.tasks import config_class
-
-        defaults = dataclasses.asdict(config_class(str(task))())
-    except ConfigError:  # an unknown task: reported when the config is built
-        defaults = {}
-    return apply_overrides(data, overrides, defaults)
 
 
 def dump_yaml(data: dict[str, Any]) -> str:

@@ -43,9 +43,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vitlab.errors import ConfigError, VitlabError
+from vitlab.io import atomic_write_text
 from vitlab.models.vit import migrate_vit_state_dict
 from vitlab.train import precision
-from vitlab.train.checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint, save_checkpoint, save_weights
+from vitlab.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_weights
 from vitlab.train.config import dump_yaml
 from vitlab.train.distributed import DistContext, init_distributed, shutdown_distributed
 from vitlab.train.ema import WeightEma
@@ -80,7 +81,7 @@ def train(
     auto_resume: bool = False,
     plots: bool = True,
 ) -> dict[str, Any]:
-    """Train ``cfg`` (a TrainConfig or Seq2SeqConfig) into ``run_dir``, or continue the run there; returns the summary.
+    """Train ``cfg`` (a ImageConfig or Seq2SeqConfig) into ``run_dir``, or continue the run there; returns the summary.
 
     ``auto_resume`` serves restarts (``torchrun --max-restarts`` runs the same command line again): continue
     from the folder's last checkpoint when it has one (``cfg`` must equal the saved recipe), start over in it
@@ -109,7 +110,7 @@ def train(
     if resume:
         cfg = config_of_run(run_dir)
     if cfg is None:
-        raise ConfigError("no config given; pass a TrainConfig or Seq2SeqConfig (or resume=True with a run folder)")
+        raise ConfigError("no config given; pass a ImageConfig or Seq2SeqConfig (or resume=True with a run folder)")
     task = task_for(cfg)
     owns_ctx = ctx is None
     ctx = ctx or init_distributed(cfg.device)

@@ -59,11 +59,17 @@ def normalize_amp(value: str | bool) -> str:
 
 
 def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
-    """Whether the CPU's flags (``/proc/cpuinfo``) list ``avx512_bf16`` or ``amx_bf16``; False where unreadable.
+    """Whether the CPU has bf16 instructions: ATen's CPU capability is ``AVX512`` and the CPU's flags
+    (``/proc/cpuinfo``) list ``avx512_bf16`` or ``amx_bf16``; False where the flags are unreadable.
 
-    ``torch.backends.cpu.get_cpu_capability()`` names the vector width (``AVX512``) but not the bf16
-    instructions, so the flags are read here.
+    ``torch.backends.cpu.get_cpu_capability()`` answers the first half without reading a file: both bf16
+    instruction sets come only on CPUs with the AVX-512 F/BW/DQ/VL that ATen's ``AVX512`` level needs, so any
+    other level (``AVX2``, ``DEFAULT``, ``SVE256``, ...; or one capped by ``ATEN_CPU_CAPABILITY``) means no.
+    It names the vector width, not the bf16 instructions (``AVX512`` with or without avx512_bf16 or AMX), so
+    the flags are read for the second half.
     """
+    if torch.backends.cpu.get_cpu_capability() != "AVX512":  # necessary, not sufficient: cannot see bf16 or AMX
+        return False
     try:
         text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
     except OSError:

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from vitlab.errors import CheckpointError, ConfigError, VitlabError
-from vitlab.train.checkpoint import atomic_write_text, latest_checkpoint
-from vitlab.train.config import load_yaml
+from vitlab.io import atomic_write_text, load_yaml
+from vitlab.train.checkpoint import latest_checkpoint
 
 CONFIG_FILE = "config.yaml"
 RUN_INFO_FILE = "run.json"

@@ -84,7 +84,7 @@ def test_class_token_and_position_embedding_take_no_weight_decay_in_ordinary_tra
     # Fails if parameter_groups drops the ``name in skip`` test (cls_token (1, 1, D) and pos_embed.weight
     # (1, N, D) are not 1-D, so without no_weight_decay() they land in the decayed group).
     from vitlab.models.registry import create_model
-    from vitlab.train.config import TrainConfig
+    from vitlab.train.tasks.image_config import ImageConfig
 
     timm_vit = pytest.importorskip("timm.models.vision_transformer")
     reference = timm_vit.VisionTransformer(img_size=8, patch_size=2, embed_dim=16, depth=1, num_heads=2, num_classes=3)
@@ -95,7 +95,7 @@ def test_class_token_and_position_embedding_take_no_weight_decay_in_ordinary_tra
     model = create_model("vit_tiny_patch4_32", img_size=8, patch_size=2, embed_dim=16, depth=1, num_heads=2,
                          num_classes=3)
     params = dict(model.named_parameters())
-    cfg = TrainConfig(lr=0.1, weight_decay=0.5, layer_decay=1.0)
+    cfg = ImageConfig(lr=0.1, weight_decay=0.5, layer_decay=1.0)
     optimizer = image.build_optimizer(model, cfg, torch.device("cpu"))
     decay_of = {id(p): group["weight_decay"] for group in optimizer.param_groups for p in group["params"]}
     assert decay_of[id(params["cls_token"])] == 0.0 and decay_of[id(params["pos_embed.weight"])] == 0.0
@@ -135,14 +135,13 @@ def _rewrite_checkpoint_to_old_names(run) -> None:
     """Turn the run's latest checkpoint (weights and EMA state) into the pre-issue-25 names, manifest updated."""
     import io
 
+    from vitlab.io import atomic_write_bytes, sha256_file
     from vitlab.train.checkpoint import (
         MANIFEST,
         STATE,
         WEIGHTS,
-        atomic_write_bytes,
         latest_checkpoint,
         load_checkpoint,
-        sha256_file,
     )
 
     folder = latest_checkpoint(run)
@@ -169,10 +168,10 @@ def test_a_run_folder_written_before_pooled_norm_still_loads_evaluates_and_resum
     from tests.train.resume import crash_resume_compare
     from vitlab.data.digits import load_digits_dataset
     from vitlab.train.checkpoint import load_weights
-    from vitlab.train.config import TrainConfig
     from vitlab.train.runs import WEIGHTS_FILE
+    from vitlab.train.tasks.image_config import ImageConfig
 
-    cfg = TrainConfig(epochs=1, batch_size=64, amp="off", threads=1, log_every=5, warmup_epochs=0.5,
+    cfg = ImageConfig(epochs=1, batch_size=64, amp="off", threads=1, log_every=5, warmup_epochs=0.5,
                       checkpoint_steps=7, ema_decay=0.9, layer_decay=0.75,
                       model_args={"depth": 1, "embed_dim": 32, "num_heads": 2, "global_pool": "avg"})
     straight, resumed = crash_resume_compare(

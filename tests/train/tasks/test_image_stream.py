@@ -30,14 +30,14 @@ import pytest
 import torch
 from PIL import Image
 
-from vitlab.errors import ConfigError, DataError
-from vitlab.train import loop
-from vitlab.train.checkpoint import load_weights
-from vitlab.train.config import TrainConfig
-from vitlab.train.tasks import task_for
-from vitlab.train.tasks.image_stream import StreamImageTask
-
 from tests.train.resume import crash_resume_compare
+from vitlab.errors import ConfigError, DataError
+from vitlab.train import engine
+from vitlab.train.checkpoint import load_weights
+from vitlab.train.tasks import task_for
+from vitlab.train.tasks.image import load_run
+from vitlab.train.tasks.image_config import ImageConfig
+from vitlab.train.tasks.image_stream import StreamImageTask
 
 MODES = ["RGB", "L", "RGBA", "P", "CMYK"]
 TINY = {"depth": 1, "embed_dim": 32, "num_heads": 2}
@@ -64,11 +64,11 @@ def make_photos(root: Path, per_class: int = 10, classes=("ant", "bee", "cat"), 
     return root
 
 
-def stream_config(root: Path, **overrides) -> TrainConfig:
+def stream_config(root: Path, **overrides) -> ImageConfig:
     base = dict(dataset="folder", data_root=str(root), img_size=32, model="vit_tiny_patch16_224", model_args=dict(TINY, patch_size=8),
                 epochs=2, batch_size=4, warmup_epochs=0.5, threads=1, workers=0, device="cpu", log_every=2)
     base.update(overrides)
-    return TrainConfig(**base)
+    return ImageConfig(**base)
 
 
 def _corrupt(path: Path) -> Path:
@@ -81,7 +81,7 @@ def test_photo_folder_trains_end_to_end_and_the_summary_matches_an_independent_e
     photos = make_photos(tmp_path / "photos")
     cfg = stream_config(photos, augment={"policy": "randaugment", "erase_prob": 0.25}, mixup_alpha=0.2)
     assert isinstance(task_for(cfg), StreamImageTask)
-    summary = loop.train(cfg, tmp_path / "run", quiet=True)
+    summary = engine.train(cfg, tmp_path / "run", quiet=True)
     run = tmp_path / "run"
     for name in ("config.yaml", "run.json", "metrics.csv", "model.safetensors", "summary.json", "curves.png", "confusion.png"):
         assert (run / name).is_file(), name
@@ -94,7 +94,7 @@ def test_photo_folder_trains_end_to_end_and_the_summary_matches_an_independent_e
     from vitlab.data.stream import build_image_loader
     from vitlab.data.transforms import normalize
 
-    model, _, _ = loop.load_run(run)
+    model, _, _ = load_run(run)
     loader = build_image_loader(photos, "test", img_size=32, in_chans=3, batch_size=5, train=False, workers=0, mode="stream")
     correct = total = 0
     with torch.no_grad():
@@ -174,7 +174,7 @@ def test_shards_written_from_the_folder_train_end_to_end(tmp_path) -> None:
 
     photos = make_photos(tmp_path / "photos")
     write_shards(photos, tmp_path / "shards", max_count=4)
-    summary = loop.train(stream_config(tmp_path / "shards", workers=2), tmp_path / "run", quiet=True)
+    summary = engine.train(stream_config(tmp_path / "shards", workers=2), tmp_path / "run", quiet=True)
     assert summary["data_modes"] == {"train": "stream", "val": "stream", "test": "stream"}
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert info["splits"] == {"train": 21, "val": 6, "test": 3}  # folder_splits' stratified 70/15/15 of 30
@@ -193,11 +193,11 @@ def test_a_corrupt_image_stops_the_run_naming_it_and_leaves_no_run_folder(tmp_pa
     photos = _split_folder(tmp_path / "photos")
     bad = _corrupt(photos / "train" / "bee" / "002.jpg")
     with pytest.raises(DataError, match="002.jpg"):
-        loop.train(stream_config(photos), tmp_path / "run", quiet=True)
+        engine.train(stream_config(photos), tmp_path / "run", quiet=True)
     assert not (tmp_path / "run").exists()
     # Without the statistics pass the file is met by a DataLoader worker during training.
     with pytest.raises(DataError, match=str(bad.name)):
-        loop.train(stream_config(photos, normalize=False, workers=2), tmp_path / "run", quiet=True)
+        engine.train(stream_config(photos, normalize=False, workers=2), tmp_path / "run", quiet=True)
     assert not (tmp_path / "run").exists()
 
 
@@ -226,7 +226,7 @@ def test_bad_images_skip_counts_each_skip_in_the_summary(tmp_path) -> None:
     photos = _split_folder(tmp_path / "photos")
     bad_train = _corrupt(photos / "train" / "ant" / "001.jpg")
     _corrupt(photos / "test" / "bee" / "000.jpg")
-    summary = loop.train(stream_config(photos, bad_images="skip", epochs=3), tmp_path / "run", quiet=True)
+    summary = engine.train(stream_config(photos, bad_images="skip", epochs=3), tmp_path / "run", quiet=True)
     # 12 training files at batch_size 4: every file is drawn in each of the 3 epochs; one test pass at the end.
     assert summary["skipped_images"] == {"train": 3, "val": 0, "test": 1}
     assert str(bad_train) in summary["skipped_files"] and len(summary["skipped_files"]) == 2
@@ -252,8 +252,8 @@ def test_bad_streaming_keys_are_config_errors(tmp_path, overrides, match) -> Non
 
 def test_img_size_with_an_embedded_set_is_refused_and_digits_keep_the_in_memory_task() -> None:
     with pytest.raises(ConfigError, match="img_size is for dataset: folder"):
-        TrainConfig(dataset="digits", img_size=32)
-    assert type(task_for(TrainConfig())).__name__ == "ImageTask"
+        ImageConfig(dataset="digits", img_size=32)
+    assert type(task_for(ImageConfig())).__name__ == "ImageTask"
 
 
 def test_shards_without_img_size_is_one_config_error_and_no_folder(tmp_path) -> None:
@@ -261,7 +261,7 @@ def test_shards_without_img_size_is_one_config_error_and_no_folder(tmp_path) -> 
 
     write_shards(make_photos(tmp_path / "photos", per_class=8), tmp_path / "shards")
     with pytest.raises(ConfigError, match="img_size"):
-        loop.train(stream_config(tmp_path / "shards", img_size=None), tmp_path / "run", quiet=True)
+        engine.train(stream_config(tmp_path / "shards", img_size=None), tmp_path / "run", quiet=True)
     assert not (tmp_path / "run").exists()
 
 
@@ -269,7 +269,6 @@ def test_shards_without_img_size_is_one_config_error_and_no_folder(tmp_path) -> 
 @pytest.mark.slow
 def test_two_gloo_processes_stream_their_own_parts_and_match_one(tmp_path) -> None:
     from tests.train.test_distributed import _torchrun
-
     from vitlab.data.folder import folder_splits
 
     photos = make_photos(tmp_path / "photos")
@@ -279,7 +278,7 @@ def test_two_gloo_processes_stream_their_own_parts_and_match_one(tmp_path) -> No
               "model_args": dict(TINY, patch_size=8), "epochs": 2, "batch_size": 4, "warmup_epochs": 0.5,
               "label_smoothing": 0.0, "threads": 1, "workers": 0, "device": "cpu", "bad_images": "skip", "amp": "off",
               "augment": {"policy": "randaugment", "erase_prob": 0.0}}
-    loop.train(TrainConfig(**recipe), tmp_path / "one", quiet=True)
+    engine.train(ImageConfig(**recipe), tmp_path / "one", quiet=True)
     _torchrun(tmp_path / "two", 2, recipe={**recipe, "model_args": recipe["model_args"], "augment": recipe["augment"]})
     one, two = load_weights(tmp_path / "one" / "model.safetensors"), load_weights(tmp_path / "two" / "model.safetensors")
     for name in one:
@@ -298,14 +297,14 @@ def test_two_gloo_processes_stream_their_own_parts_and_match_one(tmp_path) -> No
 
 def test_fine_tuning_a_streamed_run_at_a_larger_img_size_from_photos(tmp_path) -> None:
     photos = make_photos(tmp_path / "photos")
-    loop.train(stream_config(photos, epochs=1), tmp_path / "pre", quiet=True)
+    engine.train(stream_config(photos, epochs=1), tmp_path / "pre", quiet=True)
     cfg = stream_config(photos, epochs=1, img_size=48, init=str(tmp_path / "pre"), layer_decay=0.75,
                         augment={"policy": "trivialaugment"})
-    summary = loop.train(cfg, tmp_path / "ft", quiet=True)
+    summary = engine.train(cfg, tmp_path / "ft", quiet=True)
     info = json.loads((tmp_path / "ft" / "run.json").read_text())
     assert "init" in info and info["image_shape"] == [3, 48, 48] and summary["data_modes"]["train"] == "stream"
-    model, _, _ = loop.load_run(tmp_path / "ft")
+    model, _, _ = load_run(tmp_path / "ft")
     assert model(torch.zeros(1, 3, 48, 48)).shape == (1, 3)  # position embeddings resampled to the 6x6 grid
     with pytest.raises(ConfigError, match="train_per_class"):
-        loop.train(stream_config(photos, train_per_class=2), tmp_path / "few", quiet=True)
+        engine.train(stream_config(photos, train_per_class=2), tmp_path / "few", quiet=True)
     assert not (tmp_path / "few").exists()

@@ -12,16 +12,24 @@ import torch
 import yaml
 
 from vitlab.cli import main
+from vitlab.data import sequence
 from vitlab.errors import CheckpointError, ConfigError, DataError
-from vitlab.train import engine, seq2seq
+from vitlab.train import engine
 from vitlab.train.checkpoint import latest_checkpoint, load_weights
+from vitlab.train.engine import train
+from vitlab.train.tasks import seq2seq
 from vitlab.train.tasks import seq2seq as task_module
-from vitlab.train.seq2seq import Seq2SeqConfig, evaluate, load_seq2seq, train_seq2seq, translate
+from vitlab.train.tasks.seq2seq import Seq2SeqConfig, evaluate, load_seq2seq, translate
+
+
+def train_seq2seq(config: dict, run_dir, quiet: bool = True) -> dict:  # noqa: ANN001
+    """A seq2seq recipe mapping (without ``task``) trained by the engine into ``run_dir``: its summary."""
+    return train(Seq2SeqConfig.from_dict(dict(config)), run_dir, quiet=quiet)
 
 TINY = dict(
     dataset="copy", min_len=1, max_len=4, num_train=2000, num_test=100, d_model=32, num_heads=2,
     num_encoder_layers=1, num_decoder_layers=1, dim_ff=64, dropout=0.0, batch_size=32, steps=220, warmup=100,
-    lr_factor=0.5, eval_every=110, threads=1,
+    lr_factor=0.5, eval_every=110, threads=1, grad_clip=0.0,
 )
 
 
@@ -58,8 +66,8 @@ def test_reloaded_model_reproduces_the_reported_accuracy(tiny_run):
     run_dir, result = tiny_run
     model, task = load_seq2seq(run_dir)
     assert not model.training
-    fresh = seq2seq.make_task("copy", 0, 100, 1, 4, seed=0)
-    assert torch.equal(fresh.test.src, seq2seq.make_task("copy", 2000, 100, 1, 4, seed=0).test.src)
+    fresh = sequence.make_task("copy", 0, 100, 1, 4, seed=0)
+    assert torch.equal(fresh.test.src, sequence.make_task("copy", 2000, 100, 1, 4, seed=0).test.src)
     assert evaluate(model, fresh.test) == pytest.approx(result["test_accuracy"])
 
 

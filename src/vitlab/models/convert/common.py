@@ -7,7 +7,6 @@ which refuses a pickle that names code, in one line.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import re
@@ -21,7 +20,7 @@ from torch import Tensor
 from vitlab.errors import CheckpointError
 from vitlab.safeload import load_torch_file
 
-__all__ = ["ConvertError", "LoadReport", "check_keys", "heads_from_timm_name", "infer_num_heads", "patch_from_conv", "read_state_dict", "sha256_of",
+__all__ = ["ConvertError", "LoadReport", "check_keys", "heads_from_timm_name", "infer_num_heads", "patch_from_conv", "read_state_dict",
            "square_grid", "torch_dtype_check"]
 
 PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pkl")
@@ -94,15 +93,6 @@ class LoadReport:
                 lines.append(f"  {label}: {', '.join(names)}")
         lines.extend(f"  note: {note}" for note in self.notes)
         return "\n".join(lines)
-
-
-def sha256_of(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _unwrap(obj: Any, path: Path) -> dict[str, Tensor]:

@@ -165,6 +165,139 @@ def square_reading(rows: int, prefix: int, source: str) -> tuple[tuple[int, int]
                        "image size the checkpoint was trained on")
 
 
+def _read_sizes(state_dict: dict[str, Tensor], keys: list[str], source: str) -> tuple[int, int, int, int, float]:
+    """Width, input channels, patch size, depth and MLP ratio, read from the tensors' shapes."""
+    conv = state_dict.get("patch_embed.proj.weight")
+    if conv is None:
+        raise ConvertError(f"{source}: no patch_embed.proj.weight; this is not a timm/vitlab ViT checkpoint")
+    dim = int(conv.shape[0])
+    in_chans, patch = patch_from_conv(conv, source)
+    depth = _depth(keys, "blocks.", source)
+    fc1 = state_dict.get("blocks.0.mlp.fc1.weight")
+    if fc1 is None or fc1.dim() != 2:
+        raise ConvertError(f"{source}: no 2-D blocks.0.mlp.fc1.weight; this is not a timm/vitlab ViT checkpoint")
+    return dim, in_chans, patch, depth, mlp_ratio_for(int(fc1.shape[0]), dim)
+
+
+def _checkpoint_img_size(
+    img_size: int | tuple[int, int] | None, hub_config: dict[str, Any], model_args: dict[str, Any]
+) -> Any:
+    """The checkpoint's image size: the argument, else the Hub config's input size, else its ``model_args``."""
+    if img_size is None and hub_config.get("pretrained_cfg", {}).get("input_size"):
+        img_size = tuple(int(v) for v in hub_config["pretrained_cfg"]["input_size"][1:])
+    if img_size is None and model_args.get("img_size") is not None:
+        img_size = model_args["img_size"]
+    return img_size
+
+
+def _grid_of_image(rows: int, img_size: Any, patch: int, prefix: int, source: str) -> tuple[tuple[int, int], bool]:
+    """The patch grid of a known image size, and whether the position table lacks the class-token row."""
+    height, width = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+    if height % patch or width % patch:
+        raise ConvertError(f"{source}: image size {height}x{width} is not a multiple of the patch size {patch}")
+    count = (height // patch) * (width // patch)
+    if rows == count + prefix:
+        no_embed_class = False
+    elif rows == count and prefix:
+        no_embed_class = True
+    else:
+        raise ConvertError(f"{source}: pos_embed has {rows} rows, but a {height}x{width} image in {patch}x{patch} "
+                           f"patches has {count} (+{prefix} class token); pass source_img_size=(H, W), the "
+                           "image size the checkpoint was trained on")
+    return (height // patch, width // patch), no_embed_class
+
+
+def _read_grid(
+    pos: Tensor | None, img_size: Any, patch: int, prefix: int, no_embed_class: bool, source: str, notes: list[str]
+) -> tuple[tuple[int, int], bool, str]:
+    """The patch grid, ``no_embed_class`` and the position-embedding kind (``"learn"`` or ``"none"``)."""
+    if pos is None:
+        if img_size is None:
+            raise ConvertError(f"{source}: no position embedding, so the grid is unknown; pass source_img_size=(H, W)")
+        height, width = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        notes.append("no position embedding in the weights: pos_embed='none'")
+        return (height // patch, width // patch), no_embed_class, "none"
+    rows = int(pos.shape[-2])
+    if img_size is not None:
+        grid, no_embed_class = _grid_of_image(rows, img_size, patch, prefix, source)
+        return grid, no_embed_class, "learn"
+    grid, no_embed_class = square_reading(rows, prefix, source)
+    where = ("patches only (no_embed_class)" if no_embed_class
+             else "class row + patches" if prefix else "patches")
+    notes.append(f"square {grid[0]}x{grid[1]} patch grid assumed ({rows} position rows: {where}); pass "
+                 f"source_img_size=(H, W) if the checkpoint was trained on a non-square image")
+    return grid, no_embed_class, "learn"
+
+
+def _read_global_pool(
+    keys: list[str], pooled: str, class_token: bool, global_pool: str | None, hub_config: dict[str, Any],
+    model_args: dict[str, Any], source: str, notes: list[str],
+) -> tuple[str, bool]:
+    """The pooling (``"token"`` or ``"avg"``), and whether the weights hold a norm after pooling (``pooled``*)."""
+    has_fc = any(k.startswith(pooled) for k in keys)
+    has_norm = any(k.startswith("norm.") for k in keys)
+    if not has_fc and not has_norm:
+        raise ConvertError(f"{source}: no final norm (norm.* or {pooled}*) found; vitlab's ViT needs one "
+                           "(final_norm=False models are not supported)")
+    if global_pool is None:
+        global_pool = hub_config.get("global_pool") or model_args.get("global_pool")
+    if global_pool is None:
+        if not class_token:
+            global_pool = "avg"
+        elif has_fc:
+            global_pool = "avg"
+            notes.append(f"global_pool='avg' assumed ({pooled[:-1]} weights, a norm after pooling: the default for "
+                         "average pooling); pass global_pool='token' if the source pooled the class token")
+        else:
+            global_pool = "token"
+            notes.append("global_pool='token' assumed (the weights have a class token); pass global_pool='avg' "
+                         "if the source model averaged the patch tokens")
+    if global_pool not in ("token", "avg"):
+        raise ConvertError(f"{source}: global_pool='{global_pool}' is not supported; vitlab pools 'token' or 'avg'")
+    if model_args.get("pool_include_prefix"):
+        raise ConvertError(f"{source}: pool_include_prefix=True (the class token in the average) is not supported")
+    return global_pool, has_fc
+
+
+def _read_fc_norm(
+    names: str, has_fc: bool, fc_norm: bool | None, global_pool: str, source: str, notes: list[str]
+) -> bool | None:
+    """Whether the final norm acts after pooling: timm names tell; vitlab names tell unless only ``norm.*``."""
+    if names == "timm":
+        return has_fc
+    if has_fc:
+        if fc_norm is False:
+            raise ConvertError(f"{source}: has pooled_norm.* weights (a norm after pooling) but fc_norm=False was "
+                               "passed; drop fc_norm=False")
+        return True
+    if fc_norm is None:  # norm.*: today's name of the norm on every token
+        fc_norm = False
+        if global_pool == "avg":
+            notes.append("fc_norm=False read from the weights (norm.*: LayerNorm on every token, then the mean); "
+                         "vitlab weights saved before pooled_norm existed kept a norm after pooling under norm.*: "
+                         "pass fc_norm=True for those")
+    return fc_norm
+
+
+def _read_eps_and_act(
+    norm_eps: float | None, act: str | None, model_args: dict[str, Any], source: str, notes: list[str]
+) -> tuple[Any, str]:
+    """LayerNorm eps and MLP activation (a state dict records neither): argument, Hub ``model_args``, timm default."""
+    eps = model_args.get("norm_eps") if norm_eps is None else norm_eps
+    if eps is None:
+        eps = 1e-6
+        notes.append("LayerNorm eps 1e-6 assumed (timm's default; a state dict does not record it)")
+    if act is None:
+        act = str(model_args.get("act_layer") or "gelu")
+        if "act_layer" not in model_args:
+            notes.append("MLP activation 'gelu' (erf) assumed (timm's default; a state dict does not record it)")
+    act = {"gelu_tanh": "gelu_tanh", "gelu": "gelu", "relu": "relu", "silu": "silu", "swish": "silu",
+           "mish": "mish"}.get(act, act)
+    if act not in ("gelu", "gelu_tanh", "relu", "silu", "mish"):
+        raise ConvertError(f"{source}: MLP activation '{act}' is not supported (gelu, gelu_tanh, relu, silu, mish)")
+    return eps, act
+
+
 def timm_config_from_state_dict(
     state_dict: dict[str, Tensor],
     source: str = "timm state dict",
@@ -212,123 +345,29 @@ def timm_config_from_state_dict(
     model_args = dict(hub_config.get("model_args") or {})
     keys = list(state_dict)
     _refuse_unsupported(keys, source)
-    conv = state_dict.get("patch_embed.proj.weight")
-    if conv is None:
-        raise ConvertError(f"{source}: no patch_embed.proj.weight; this is not a timm/vitlab ViT checkpoint")
-    dim = int(conv.shape[0])
-    in_chans, patch = patch_from_conv(conv, source)
-    depth = _depth(keys, "blocks.", source)
-    fc1 = state_dict.get("blocks.0.mlp.fc1.weight")
-    if fc1 is None or fc1.dim() != 2:
-        raise ConvertError(f"{source}: no 2-D blocks.0.mlp.fc1.weight; this is not a timm/vitlab ViT checkpoint")
+    dim, in_chans, patch, depth, mlp_ratio = _read_sizes(state_dict, keys, source)
     class_token = "cls_token" in state_dict
-    prefix = 1 if class_token else 0
     pos = state_dict.get("pos_embed" if names == "timm" else "pos_embed.weight")
-    if img_size is None and hub_config.get("pretrained_cfg", {}).get("input_size"):
-        img_size = tuple(int(v) for v in hub_config["pretrained_cfg"]["input_size"][1:])
-    if img_size is None and model_args.get("img_size") is not None:
-        img_size = model_args["img_size"]
-    no_embed_class = bool(model_args.get("no_embed_class", False))
-    if pos is not None:
-        rows = int(pos.shape[-2])
-        if img_size is not None:
-            height, width = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-            if height % patch or width % patch:
-                raise ConvertError(f"{source}: image size {height}x{width} is not a multiple of the patch size {patch}")
-            count = (height // patch) * (width // patch)
-            if rows == count + prefix:
-                no_embed_class = False
-            elif rows == count and prefix:
-                no_embed_class = True
-            else:
-                raise ConvertError(f"{source}: pos_embed has {rows} rows, but a {height}x{width} image in {patch}x{patch} "
-                                   f"patches has {count} (+{prefix} class token); pass source_img_size=(H, W), the "
-                                   "image size the checkpoint was trained on")
-            grid = (height // patch, width // patch)
-        else:
-            grid, no_embed_class = square_reading(rows, prefix, source)
-            where = ("patches only (no_embed_class)" if no_embed_class
-                     else "class row + patches" if prefix else "patches")
-            notes.append(f"square {grid[0]}x{grid[1]} patch grid assumed ({rows} position rows: {where}); pass "
-                         f"source_img_size=(H, W) if the checkpoint was trained on a non-square image")
-        pos_embed = "learn"
-    else:
-        if img_size is None:
-            raise ConvertError(f"{source}: no position embedding, so the grid is unknown; pass source_img_size=(H, W)")
-        height, width = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-        grid = (height // patch, width // patch)
-        pos_embed = "none"
-        notes.append("no position embedding in the weights: pos_embed='none'")
+    grid, no_embed_class, pos_embed = _read_grid(
+        pos, _checkpoint_img_size(img_size, hub_config, model_args), patch, 1 if class_token else 0,
+        bool(model_args.get("no_embed_class", False)), source, notes)
     pooled = _TIMM_POOLED if names == "timm" else _VITLAB_POOLED
-    has_fc = any(k.startswith(pooled) for k in keys)
-    has_norm = any(k.startswith("norm.") for k in keys)
-    if not has_fc and not has_norm:
-        raise ConvertError(f"{source}: no final norm (norm.* or {pooled}*) found; vitlab's ViT needs one "
-                           "(final_norm=False models are not supported)")
-    if global_pool is None:
-        global_pool = hub_config.get("global_pool") or model_args.get("global_pool")
-    if global_pool is None:
-        if not class_token:
-            global_pool = "avg"
-        elif has_fc:
-            global_pool = "avg"
-            notes.append(f"global_pool='avg' assumed ({pooled[:-1]} weights, a norm after pooling: the default for "
-                         "average pooling); pass global_pool='token' if the source pooled the class token")
-        else:
-            global_pool = "token"
-            notes.append("global_pool='token' assumed (the weights have a class token); pass global_pool='avg' "
-                         "if the source model averaged the patch tokens")
-    if global_pool not in ("token", "avg"):
-        raise ConvertError(f"{source}: global_pool='{global_pool}' is not supported; vitlab pools 'token' or 'avg'")
-    if model_args.get("pool_include_prefix"):
-        raise ConvertError(f"{source}: pool_include_prefix=True (the class token in the average) is not supported")
-    if names == "timm":
-        fc_norm = has_fc
-    elif has_fc:
-        if fc_norm is False:
-            raise ConvertError(f"{source}: has pooled_norm.* weights (a norm after pooling) but fc_norm=False was "
-                               "passed; drop fc_norm=False")
-        fc_norm = True
-    elif fc_norm is None:  # norm.*: today's name of the norm on every token
-        fc_norm = False
-        if global_pool == "avg":
-            notes.append("fc_norm=False read from the weights (norm.*: LayerNorm on every token, then the mean); "
-                         "vitlab weights saved before pooled_norm existed kept a norm after pooling under norm.*: "
-                         "pass fc_norm=True for those")
-    eps = model_args.get("norm_eps") if norm_eps is None else norm_eps
-    if eps is None:
-        eps = 1e-6
-        notes.append("LayerNorm eps 1e-6 assumed (timm's default; a state dict does not record it)")
-    if act is None:
-        act = str(model_args.get("act_layer") or "gelu")
-        if "act_layer" not in model_args:
-            notes.append("MLP activation 'gelu' (erf) assumed (timm's default; a state dict does not record it)")
-    act = {"gelu_tanh": "gelu_tanh", "gelu": "gelu", "relu": "relu", "silu": "silu", "swish": "silu",
-           "mish": "mish"}.get(act, act)
-    if act not in ("gelu", "gelu_tanh", "relu", "silu", "mish"):
-        raise ConvertError(f"{source}: MLP activation '{act}' is not supported (gelu, gelu_tanh, relu, silu, mish)")
+    global_pool, has_fc = _read_global_pool(keys, pooled, class_token, global_pool, hub_config, model_args, source,
+                                            notes)
+    fc_norm = _read_fc_norm(names, has_fc, fc_norm, global_pool, source, notes)
+    eps, act = _read_eps_and_act(norm_eps, act, model_args, source, notes)
     heads = infer_num_heads(dim, num_heads if num_heads is not None else model_args.get("num_heads"), source, notes,
                             architecture=hub_config.get("architecture"))
     head = state_dict.get("head.weight")
     representation = state_dict.get("pre_logits.fc.weight")
     kwargs: dict[str, Any] = dict(
-        img_size=(grid[0] * patch, grid[1] * patch),
-        patch_size=patch,
-        in_chans=in_chans,
+        img_size=(grid[0] * patch, grid[1] * patch), patch_size=patch, in_chans=in_chans,
         num_classes=0 if head is None else int(head.shape[0]),
-        embed_dim=dim,
-        depth=depth,
-        num_heads=heads,
-        mlp_ratio=mlp_ratio_for(int(fc1.shape[0]), dim),
-        qkv_bias="blocks.0.attn.qkv.bias" in state_dict,
-        class_token=class_token,
-        global_pool=global_pool,
-        pos_embed=pos_embed,
-        act=act,
+        embed_dim=dim, depth=depth, num_heads=heads, mlp_ratio=mlp_ratio,
+        qkv_bias="blocks.0.attn.qkv.bias" in state_dict, class_token=class_token,
+        global_pool=global_pool, pos_embed=pos_embed, act=act,
         layer_scale_init=1.0 if "blocks.0.ls1.gamma" in state_dict else None,
-        fc_norm=fc_norm,
-        no_embed_class=no_embed_class,
-        norm_eps=float(eps),
+        fc_norm=fc_norm, no_embed_class=no_embed_class, norm_eps=float(eps),
         representation_size=None if representation is None else int(representation.shape[0]),
     )
     return kwargs, notes

@@ -5,8 +5,9 @@ DDP, accumulation, clipping, non-finite steps, EMA, checkpoints and resume, metr
 task subclasses :class:`Task` and fills in the methods marked abstract; a new kind of training (say masked
 patch pre-training) is one new module in ``vitlab/train/tasks/`` plus one line in ``TASKS`` there.
 
-Engine keys every task's config carries: ``seed, device, threads, amp, compile, batch_size, accum_steps,
-grad_clip, ema_decay, nonfinite, checkpoint_every, checkpoint_steps, log_every``.
+Every task's config extends :class:`vitlab.train.config.EngineConfig`, which declares the engine's keys
+once (``batch_size, accum_steps, grad_clip, ema_decay, amp, compile, nonfinite, seed, device, threads,
+checkpoint_every, checkpoint_steps, log_every``).
 
 Units: an *epoch* is the engine's unit of one metrics row, one evaluation slot and one checkpoint slot;
 for images it is a pass over the training set, for seq2seq ``eval_every`` optimizer steps.
@@ -14,7 +15,6 @@ for images it is a pass over the training set, for seq2seq ``eval_every`` optimi
 
 from __future__ import annotations
 
-import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from vitlab.train.config import EngineConfig
 from vitlab.train.distributed import DistContext
 
 
@@ -34,13 +35,13 @@ class Task(ABC):
     headline: str = ""  # the evaluation entry printed after each epoch, e.g. "val_acc1"
     num_stats: int = 2  # length of the per-batch statistics vector batch_loss returns
 
-    def __init__(self, cfg: Any) -> None:
+    def __init__(self, cfg: EngineConfig) -> None:
         self.cfg = cfg
 
     # ---------------------------------------------------------------------------------- configuration
     def config_dict(self) -> dict[str, Any]:
         """The recipe as written to config.yaml."""
-        return dataclasses.asdict(self.cfg)
+        return self.cfg.to_dict()
 
     # ---------------------------------------------------------------------------------- set-up
     @abstractmethod
@@ -128,8 +129,13 @@ class Task(ABC):
         """Score ``model`` on the held-out split; the entries join the epoch's metrics row."""
 
     @abstractmethod
-    def finish(self, model: nn.Module, ctx: DistContext, amp: str, history: list[dict[str, Any]]) -> dict[str, Any]:
-        """The task's final metrics for summary.json (every rank calls it: evaluation may be collective)."""
+    def finish(self, model: nn.Module, ctx: DistContext, amp: str, history: list[dict[str, Any]],
+               fresh: bool) -> dict[str, Any]:
+        """The task's final metrics for summary.json (every rank calls it: evaluation may be collective).
+
+        ``fresh``: the last :meth:`evaluate` of this process scored this very ``model`` (a run trained to the
+        end here), so its figures may be reused; else (a finished run resumed) evaluate again.
+        """
 
     @abstractmethod
     def write_report(self, run_dir: Path, history: list[dict[str, Any]], summary: dict[str, Any]) -> None:

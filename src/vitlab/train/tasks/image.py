@@ -24,62 +24,99 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DistributedSampler
 
-from vitlab.data.base import ImageDataset
+from vitlab import mixing  # a module attribute: tests replace mixing.build_mixing to inject a NaN loss
+from vitlab.data.base import ImageDataset, take_per_class
+from vitlab.data.registry import load_splits
+from vitlab.data.transforms import BatchTransform, channel_stats
 from vitlab.errors import CheckpointError, ConfigError, DataError
-from vitlab.models.vit import migrate_vit_state_dict
+from vitlab.io import load_yaml
+from vitlab.metrics import confusion_matrix, expected_calibration_error, fit_temperature, topk_correct
+from vitlab.models import create_model
+from vitlab.models.convert.common import LoadReport
+from vitlab.models.finetune import freeze_for_linear_probe, layer_decay_groups
+from vitlab.models.pretrained import CONFIG_KEY
+from vitlab.models.vit import VisionTransformer, migrate_vit_state_dict
 from vitlab.train.checkpoint import load_weights
-from vitlab.train.config import TrainConfig
 from vitlab.train.distributed import DistContext
 from vitlab.train.precision import autocast, evaluation_amp, normalize_amp
+from vitlab.train.pretrained import (
+    adapt_init,
+    init_path,
+    init_record,
+    load_init_checkpoint,
+    model_from_record,
+    run_folder,
+    run_report,
+)
 from vitlab.train.runs import CONFIG_FILE, RUN_INFO_FILE, WEIGHTS_FILE, require_task
 from vitlab.train.schedule import WarmupCosine
 from vitlab.train.tasks.base import Task, aligned_table
+from vitlab.train.tasks.image_config import ImageConfig, config_from_dict
+from vitlab.viz.techniques import plot_temperature_scaling
+from vitlab.viz.training import plot_confusion_matrix, plot_learning_curves
+from vitlab.viz.vit import write_vit_figures
 
 TOP5_MIN_CLASSES = 6  # top-5 accuracy is reported only when it can be below 1
 
 
 # ------------------------------------------------------------------------------------------ pieces
 def build_model(
-    cfg: TrainConfig, image_shape: tuple[int, int, int], num_classes: int, info: dict[str, Any] | None = None
+    cfg: ImageConfig, image_shape: tuple[int, int, int], num_classes: int, info: dict[str, Any] | None = None
 ) -> nn.Module:
-    """``create_model(cfg.model)`` with ``img_size``, ``in_chans`` and ``num_classes`` taken from the data.
+    """``create_model(cfg.model)`` with ``img_size``, ``in_chans`` and ``num_classes`` taken from the data, or the
+    pretrained ``cfg.init`` adapted to the data (:func:`build_model_and_init` says which)."""
+    return build_model_and_init(cfg, image_shape, num_classes, info)[0]
 
-    With ``cfg.init`` the model is the pretrained one adapted to the data
-    (:func:`vitlab.train.pretrained.build_init_model`), or, when ``info`` (a run's run.json) records the
-    initialisation, the same architecture rebuilt without reading the init file again (resume, eval). With
-    ``cfg.linear_probe`` everything but the head is frozen.
+
+def build_model_and_init(
+    cfg: ImageConfig, image_shape: tuple[int, int, int], num_classes: int, info: dict[str, Any] | None
+) -> tuple[nn.Module, tuple[dict[str, Any], list[str]] | None]:
+    """The run's model, and for a new fine-tuning run the ``(run.json "init" record, notes)`` of its checkpoint.
+
+    The one place that decides where the weights come from: without ``cfg.init``, the named model; with it, the
+    architecture recorded in ``info`` (a run's run.json: resume, eval; the init file is not read again), or else
+    the checkpoint read and adapted to the data (:func:`build_init_model`). With ``cfg.linear_probe``
+    everything but the head is frozen.
     """
-    return finish_model(cfg, _build_init_or_named(cfg, image_shape, num_classes, info))
+    init = None
+    if not cfg.has_init:
+        model = _create_named_model(cfg, image_shape, num_classes)
+    elif info is not None and "init" in info:
+        model = model_from_record(info["init"])
+    else:
+        model, report, notes = build_init_model(cfg, image_shape, num_classes)
+        init = (init_record(cfg, report), notes)
+    return finish_model(cfg, model), init
 
 
-def finish_model(cfg: TrainConfig, model: nn.Module) -> nn.Module:
+def build_init_model(cfg: ImageConfig, image_shape: tuple[int, int, int],
+                     num_classes: int) -> tuple[nn.Module, LoadReport, list[str]]:
+    """The pretrained model ``cfg.init`` names (a checkpoint, or a vitlab run folder read with :func:`load_run`)
+    adapted to the data (:func:`vitlab.train.pretrained.adapt_init`): ``(model, report, notes)``."""
+    path = init_path(cfg)
+    run = run_folder(path)
+    if run is not None:
+        source, _, _ = load_run(run, command="train --set init=")
+        report = run_report(source, run, path)
+        source.train()
+    else:
+        source, report = load_init_checkpoint(cfg)
+    return adapt_init(cfg, source, report, image_shape, num_classes)
+
+
+def finish_model(cfg: ImageConfig, model: nn.Module) -> nn.Module:
     """Check that ``layer_decay`` / ``linear_probe`` have a ViT to act on; freeze all but the head for a probe."""
-    if cfg.linear_probe or cfg.layer_decay < 1.0:
-        from vitlab.models.vit import VisionTransformer
-
-        if not isinstance(model, VisionTransformer):
-            used = "linear_probe" if cfg.linear_probe else "layer_decay"
-            raise ConfigError(f"{used} needs a ViT, but model '{cfg.model}' is a {type(model).__name__}; use a vit_* "
-                              f"model or init, or drop {used}")
+    if (cfg.linear_probe or cfg.layer_decay < 1.0) and not isinstance(model, VisionTransformer):
+        used = "linear_probe" if cfg.linear_probe else "layer_decay"
+        raise ConfigError(f"{used} needs a ViT, but model '{cfg.model}' is a {type(model).__name__}; use a vit_* "
+                          f"model or init, or drop {used}")
     if cfg.linear_probe:
-        from vitlab.models.finetune import freeze_for_linear_probe
-
         freeze_for_linear_probe(model)
     return model
 
 
-def _build_init_or_named(
-    cfg: TrainConfig, image_shape: tuple[int, int, int], num_classes: int, info: dict[str, Any] | None
-) -> nn.Module:
-    if cfg.init is not None:
-        from vitlab.train.pretrained import build_init_model, model_from_record
-
-        if info is not None and "init" in info:
-            return model_from_record(info["init"])
-        model, _, _ = build_init_model(cfg, image_shape, num_classes)
-        return model
-    from vitlab.models import create_model
-
+def _create_named_model(cfg: ImageConfig, image_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    """``create_model(cfg.model, **cfg.model_args)`` with image size, channels and classes from the data."""
     channels, height, width = image_shape
     args = {"img_size": (height, width), "in_chans": channels, "num_classes": num_classes}
     for key, value in cfg.model_args.items():
@@ -112,7 +149,7 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
     ]
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, cfg: ImageConfig, device: torch.device) -> torch.optim.Optimizer:
     """AdamW (Loshchilov & Hutter 2019) over :func:`parameter_groups`; PyTorch's fused kernel on CUDA and the CPU.
 
     With ``cfg.layer_decay < 1`` the groups are :func:`vitlab.models.finetune.layer_decay_groups` (BEiT / MAE),
@@ -123,8 +160,6 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) ->
     """
     fast = {"fused": True} if device.type in ("cuda", "cpu") else {"foreach": True}
     if cfg.layer_decay < 1.0:
-        from vitlab.models.finetune import layer_decay_groups
-
         # Head first: the engine logs the first group's rate, which is then the undecayed lr(t).
         groups = layer_decay_groups(model, cfg.lr, cfg.weight_decay, cfg.layer_decay)[::-1]
     else:
@@ -144,8 +179,6 @@ class Evaluation:
     labels: Tensor  # (N,) int64 on the CPU
 
     def confusion(self) -> Tensor:
-        from vitlab.metrics import confusion_matrix
-
         return confusion_matrix(self.logits.argmax(1), self.labels, self.logits.shape[1])
 
     def row(self, prefix: str) -> dict[str, float]:
@@ -167,8 +200,6 @@ def evaluate(
 
     ``amp``: the resolved precision (``off``, ``bf16``, ``fp16``), for a run folder :func:`run_amp`.
     """
-    from vitlab.metrics import expected_calibration_error, topk_correct
-
     mode = resolved_amp(amp)
     was_training = model.training
     model.eval()
@@ -196,11 +227,8 @@ def evaluate(
     )
 
 
-def _load_data(cfg: TrainConfig) -> dict[str, ImageDataset]:
+def load_image_data(cfg: ImageConfig) -> dict[str, ImageDataset]:
     """The splits of ``cfg.dataset``; with ``train_per_class`` N, the training split cut to N images per class."""
-    from vitlab.data.base import take_per_class
-    from vitlab.data.registry import load_splits
-
     splits = load_splits(cfg.dataset, cfg.data_root, val_fraction=cfg.val_fraction, seed=0, download=cfg.download)
     if cfg.train_per_class:
         train = splits["train"]
@@ -212,10 +240,8 @@ def _load_data(cfg: TrainConfig) -> dict[str, ImageDataset]:
     return splits
 
 
-def _make_transform(cfg: TrainConfig, train_set: ImageDataset, info: dict[str, Any] | None) -> tuple[Any, Any, Any]:
+def _make_transform(cfg: ImageConfig, train_set: ImageDataset, info: dict[str, Any] | None) -> tuple[Any, Any, Any]:
     """The batch transform (crop, flip, normalisation by the training set's statistics) and its mean/std."""
-    from vitlab.data.transforms import BatchTransform, channel_stats
-
     if info is not None:
         mean, std = info["mean"], info["std"]
     elif cfg.normalize:
@@ -229,13 +255,13 @@ def _make_transform(cfg: TrainConfig, train_set: ImageDataset, info: dict[str, A
 
 # ------------------------------------------------------------------------------------------ the task
 class ImageTask(Task):
-    """Image classification on a registered dataset (:class:`TrainConfig`)."""
+    """Image classification on a registered dataset (:class:`ImageConfig`)."""
 
     name = "image"
     unit = "images"
     headline = "val_acc1"
 
-    cfg: TrainConfig
+    cfg: ImageConfig
 
     def config_dict(self) -> dict[str, Any]:
         return self.cfg.to_dict()
@@ -243,7 +269,7 @@ class ImageTask(Task):
     def load_data(self, info: dict[str, Any] | None) -> None:
         self.info = info
         self.init_record, self.init_notes = (info or {}).get("init"), []
-        self.splits = _load_data(self.cfg)
+        self.splits = load_image_data(self.cfg)
         self.train_set, self.val_set, self.test_set = self.splits["train"], self.splits["val"], self.splits["test"]
         self.transform, self.mean, self.std = _make_transform(self.cfg, self.train_set, info)
 
@@ -261,17 +287,9 @@ class ImageTask(Task):
         return cfg.epochs, steps_per_epoch, steps_per_epoch * cfg.epochs
 
     def build_model(self) -> nn.Module:
-        cfg, shape, classes = self.cfg, self.train_set.image_shape, self.train_set.num_classes
-        if cfg.init is not None and self.info is None:  # a new fine-tuning run: read, adapt and record the checkpoint
-            from vitlab.train.pretrained import build_init_model, init_record
-
-            model, report, self.init_notes = build_init_model(cfg, shape, classes)
-            self.init_record = init_record(cfg, report)
-            model = finish_model(cfg, model)
-        else:  # from scratch, or a resumed fine-tuning run (its architecture is in run.json)
-            model = build_model(cfg, shape, classes, self.info)
-        from vitlab.models.vit import VisionTransformer
-
+        model, init = build_model_and_init(self.cfg, self.train_set.image_shape, self.train_set.num_classes, self.info)
+        if init is not None:  # a new fine-tuning run: record the checkpoint it started from
+            self.init_record, self.init_notes = init
         self.model_config = dict(model.config) if isinstance(model, VisionTransformer) else {}
         return model
 
@@ -306,10 +324,8 @@ class ImageTask(Task):
         return notes
 
     def setup_training(self, ctx: DistContext, generator: torch.Generator) -> None:
-        from vitlab.mixing import build_mixing
-
         cfg = self.cfg
-        self.mixer, self.loss_fn = build_mixing(
+        self.mixer, self.loss_fn = mixing.build_mixing(
             self.train_set.num_classes,
             mixup_alpha=cfg.mixup_alpha,
             cutmix_alpha=cfg.cutmix_alpha,
@@ -371,8 +387,6 @@ class ImageTask(Task):
         return evaluate(model, self.splits[split], self.transform, ctx, amp=amp)
 
     def finish(self, model: nn.Module, ctx: DistContext, amp: str, history: list[dict[str, Any]], fresh: bool) -> dict[str, Any]:
-        from vitlab.metrics import expected_calibration_error, fit_temperature
-
         # The last epoch has just scored these weights on the validation split, unless this call resumed a
         # run whose epochs were all done.
         self.final_model = getattr(model, "_orig_mod", model)  # for the report's ViT figures (unwrapped if compiled)
@@ -391,13 +405,11 @@ class ImageTask(Task):
         return summary
 
     def write_report(self, run_dir: Path, history: list[dict[str, Any]], summary: dict[str, Any]) -> None:
-        from vitlab import viz
-
-        viz.plot_learning_curves(history, run_dir / "curves.png")
-        viz.plot_confusion_matrix(self.test.confusion(), self.train_set.classes, run_dir / "confusion.png")
+        plot_learning_curves(history, run_dir / "curves.png")
+        plot_confusion_matrix(self.test.confusion(), self.train_set.classes, run_dir / "confusion.png")
         # Reliability diagram of the test split before (left) and after (right) temperature scaling with the
         # temperature fitted on the validation split.
-        viz.plot_temperature_scaling(self.test.logits, self.test.labels, self.temperature, run_dir / "reliability.png")
+        plot_temperature_scaling(self.test.logits, self.test.labels, self.temperature, run_dir / "reliability.png")
         self._write_vit_figures(run_dir)
 
     def _figure_samples(self, count: int) -> tuple[Tensor, list[int]]:
@@ -408,9 +420,7 @@ class ImageTask(Task):
 
     def _write_vit_figures(self, run_dir: Path, count: int = 8) -> None:
         """ViT runs: the paper's Fig. 7 views (patch-filter PCs, position-embedding similarity) and the attention
-        rollout of :meth:`_figure_samples` (viz.write_vit_figures); nothing for CNNs."""
-        from vitlab import viz
-
+        rollout of :meth:`_figure_samples` (:func:`vitlab.viz.vit.write_vit_figures`); nothing for CNNs."""
         samples, labels = self._figure_samples(count)
         if not labels:
             return
@@ -421,18 +431,16 @@ class ImageTask(Task):
             predicted = model.eval()(images).argmax(1).tolist()
         classes = self.test_set.classes
         titles = [f"true {classes[c]} / pred {classes[p]}" for c, p in zip(labels, predicted)]
-        viz.write_vit_figures(model, images, run_dir, titles)
+        write_vit_figures(model, images, run_dir, titles)
 
     def format_summary(self, summary: dict[str, Any]) -> str:
         return format_summary(summary)
 
     def weights_metadata(self) -> dict[str, str]:
         """The model name, and for a ViT its constructor arguments (``vitlab.load_pretrained`` reads them)."""
-        meta = {"model": self.cfg.model if self.cfg.init is None else f"init:{self.cfg.init}"}
+        meta = {"model": f"init:{self.cfg.init}" if self.cfg.has_init else self.cfg.model}
         config = getattr(self, "model_config", None)
         if config:
-            from vitlab.models.convert.loader import CONFIG_KEY
-
             meta[CONFIG_KEY] = json.dumps({k: (list(v) if isinstance(v, tuple) else v) for k, v in config.items()})
         return meta
 
@@ -471,7 +479,7 @@ RUN_INFO_KEYS = ("classes", "image_shape", "mean", "std")  # what eval / predict
 
 def load_run(
     run_dir: str | Path, device: str | torch.device = "cpu", command: str = "eval"
-) -> tuple[nn.Module, TrainConfig, dict[str, Any]]:
+) -> tuple[nn.Module, ImageConfig, dict[str, Any]]:
     """The trained model of an image run folder (in eval mode), its config and run info.
 
     ``command`` names the CLI command asking, for the message that a seq2seq run needs another one.
@@ -480,8 +488,6 @@ def load_run(
         CheckpointError: the folder is not an image run, has no finished model, or its files are damaged (run.json
             must hold :data:`RUN_INFO_KEYS`).
     """
-    from vitlab.train.config import config_from_dict, load_yaml
-
     run_dir = Path(run_dir)
     if (run_dir / CONFIG_FILE).is_file():
         require_task(run_dir, "image", command)
@@ -526,8 +532,6 @@ def run_amp(info: dict[str, Any], device: str | torch.device = "cpu") -> str:
     return mode
 
 
-def run_transform(cfg: TrainConfig, info: dict[str, Any]) -> Any:
+def run_transform(cfg: ImageConfig, info: dict[str, Any]) -> Any:
     """The evaluation transform of a run (its normalisation)."""
-    from vitlab.data.transforms import BatchTransform
-
     return BatchTransform(crop_padding=0, hflip=False, mean=info["mean"], std=info["std"])

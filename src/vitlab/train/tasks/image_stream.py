@@ -32,15 +32,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vitlab.errors import ConfigError, DataError
-from vitlab.train.config import TrainConfig
 from vitlab.train.distributed import DistContext
 from vitlab.train.tasks.image import TOP5_MIN_CLASSES, Evaluation, ImageTask, format_summary, resolved_amp
+from vitlab.train.tasks.image_config import ImageConfig
 
 STATS_IMAGES = 1000  # training images the normalisation statistics are measured on (at most)
 KEEP_NAMES = 20  # bad file names kept in summary.json
 
 
-def uses_stream(cfg: TrainConfig) -> bool:
+def uses_stream(cfg: ImageConfig) -> bool:
     """Whether ``cfg`` trains through the streaming loader: a folder with ``img_size``, or a folder of shards."""
     if cfg.dataset != "folder":
         return False
@@ -51,7 +51,7 @@ def uses_stream(cfg: TrainConfig) -> bool:
     return cfg.data_root is not None and shard_dir_for(cfg.data_root, "train") is not None
 
 
-def image_task(cfg: TrainConfig) -> ImageTask:
+def image_task(cfg: ImageConfig) -> ImageTask:
     """The task that trains ``cfg``: :class:`StreamImageTask` when :func:`uses_stream`, else :class:`ImageTask`."""
     return StreamImageTask(cfg) if uses_stream(cfg) else ImageTask(cfg)
 
@@ -98,7 +98,7 @@ class StreamImageTask(ImageTask):
     def load_data(self, info: dict[str, Any] | None) -> None:
         from vitlab.data.pipeline import AugmentConfig
         from vitlab.data.shards import SPLITS
-        from vitlab.data.stream import _open_source, choose_mode
+        from vitlab.data.stream import choose_mode, open_source
 
         cfg = self.cfg
         if cfg.data_root is None:
@@ -116,7 +116,7 @@ class StreamImageTask(ImageTask):
         if self.in_chans not in (1, 3):
             raise ConfigError(f"model_args.in_chans must be 1 or 3 for image files, got {self.in_chans}")
         shape = (self.in_chans, cfg.img_size, cfg.img_size)
-        self.sources = {split: _open_source(cfg.data_root, split, cfg.val_fraction, 0) for split in SPLITS}
+        self.sources = {split: open_source(cfg.data_root, split, cfg.val_fraction, 0) for split in SPLITS}
         classes = self.sources["train"].classes
         for split, source in self.sources.items():
             if list(source.classes) != list(classes):

@@ -21,7 +21,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,25 +31,27 @@ from torch import Tensor, nn
 
 from vitlab.data.sequence import TASKS, SequenceSplit, SequenceTask, Vocab, iterate_batches, make_task
 from vitlab.errors import CheckpointError, ConfigError, unknown_name_message
+from vitlab.io import load_yaml
 from vitlab.losses import LabelSmoothingCrossEntropy
 from vitlab.models.transformer import Transformer, beam_search, greedy_decode, transformer_lr
-from vitlab.train.config import DEVICES, NONFINITE_POLICIES, dataclass_from_dict
+from vitlab.train.checkpoint import load_weights
+from vitlab.train.config import EngineConfig, dataclass_from_dict
 from vitlab.train.distributed import DistContext
+from vitlab.train.runs import CONFIG_FILE, WEIGHTS_FILE, require_task
 from vitlab.train.tasks.base import Task, aligned_table
 
-__all__ = ["LR_DECAYS", "Seq2SeqConfig", "Seq2SeqTask", "evaluate", "load_seq2seq", "seq2seq_lr", "train_seq2seq",
-           "translate"]
+__all__ = ["LR_DECAYS", "Seq2SeqConfig", "Seq2SeqTask", "evaluate", "load_seq2seq", "seq2seq_lr", "translate"]
 
 LR_DECAYS = ("inverse_sqrt", "cosine")
 
 
 @dataclass
-class Seq2SeqConfig:
+class Seq2SeqConfig(EngineConfig):
     """Configuration of a seq2seq run (the YAML keys, without ``task: seq2seq``).
 
-    The run keys (device, amp, compile, accum_steps, ema_decay, nonfinite, checkpoint_every in evaluation
-    periods, checkpoint_steps, log_every) mean what they mean for image runs
-    (:class:`vitlab.train.config.TrainConfig`).
+    The engine's keys (batch_size, accum_steps, grad_clip, ema_decay, amp, compile, nonfinite, seed, device,
+    threads, checkpoint_every in evaluation periods, checkpoint_steps, log_every) are
+    :class:`vitlab.train.config.EngineConfig`'s; ``seed`` also draws the task's data.
     """
 
     # data
@@ -59,7 +60,6 @@ class Seq2SeqConfig:
     max_len: int = 20
     num_train: int = 20000
     num_test: int = 1000
-    seed: int = 0
     # model
     d_model: int = 128
     num_heads: int = 4
@@ -71,50 +71,28 @@ class Seq2SeqConfig:
     share_embeddings: bool = True
     tie_output: bool = True
     # optimisation
-    batch_size: int = 64
     steps: int = 3000
     warmup: int = 400
     lr_factor: float = 1.0
     lr_decay: str = "inverse_sqrt"
     label_smoothing: float = 0.1
-    grad_clip: float = 0.0
-    accum_steps: int = 1
-    ema_decay: float = 0.0
-    amp: str | bool = "auto"
-    compile: bool = False
-    nonfinite: str = "stop"
-    # evaluation and run
+    # evaluation
     eval_every: int = 500
     eval_beam: int = 1
     length_penalty: float = 0.6
-    threads: int = 0
-    device: str = "auto"
-    checkpoint_every: int = 1
-    checkpoint_steps: int = 0
-    log_every: int = 20
-
-    def __post_init__(self) -> None:
-        self.check()
 
     @classmethod
     def from_dict(cls, config: dict[str, Any], source: str = "seq2seq config") -> Seq2SeqConfig:
         """Validate ``config``: unknown keys and bad values raise :class:`ConfigError`."""
         return dataclass_from_dict(cls, config, "seq2seq config", "seq2seq config key")
 
-    def to_dict(self) -> dict[str, Any]:
-        """The config as plain YAML-safe data (without the task key)."""
-        return dataclasses.asdict(self)
-
-    def check(self) -> None:
-        """Range checks, one ConfigError naming the first bad value."""
-        from vitlab.train.precision import normalize_amp
-
-        self.amp = normalize_amp(self.amp)
+    def validate(self) -> None:
+        """Range checks (the engine's keys first), one ConfigError naming the first bad value."""
+        super().validate()
         if self.dataset not in TASKS:
             raise ConfigError("dataset: " + unknown_name_message("sequence task", self.dataset, TASKS))
         positive = ("min_len", "max_len", "num_train", "num_test", "d_model", "num_heads", "num_encoder_layers",
-                    "num_decoder_layers", "dim_ff", "batch_size", "steps", "warmup", "eval_every", "eval_beam",
-                    "accum_steps", "checkpoint_every", "log_every")
+                    "num_decoder_layers", "dim_ff", "steps", "warmup", "eval_every", "eval_beam")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"seq2seq config '{name}' must be >= 1, got {getattr(self, name)}")
@@ -128,19 +106,12 @@ class Seq2SeqConfig:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}; the paper uses 0.1")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ConfigError(f"ema_decay must be in [0, 1) (0 = off), got {self.ema_decay}; e.g. 0.999")
         if self.lr_decay not in LR_DECAYS:
             raise ConfigError("lr_decay: " + unknown_name_message("learning-rate decay", self.lr_decay, LR_DECAYS))
-        if self.nonfinite not in NONFINITE_POLICIES:
-            raise ConfigError(unknown_name_message("nonfinite policy", self.nonfinite, NONFINITE_POLICIES))
-        if self.device not in DEVICES and not self.device.startswith("cuda:"):
-            raise ConfigError(unknown_name_message("device", self.device, DEVICES))
         if self.lr_factor <= 0:
             raise ConfigError(f"lr_factor must be > 0, got {self.lr_factor}; 1.0 is the paper's schedule")
-        for name in ("grad_clip", "length_penalty", "threads", "checkpoint_steps"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"seq2seq config '{name}' must be >= 0, got {getattr(self, name)}")
+        if self.length_penalty < 0:
+            raise ConfigError(f"seq2seq config 'length_penalty' must be >= 0, got {self.length_penalty}")
 
 
 def seq2seq_lr(step: int, cfg: Seq2SeqConfig) -> float:
@@ -323,7 +294,7 @@ class Seq2SeqTask(Task):
         return {"test_accuracy": accuracy, "final_loss": final_loss, "dataset": self.cfg.dataset, "beam": self.cfg.eval_beam}
 
     def write_report(self, run_dir: Path, history: list[dict[str, Any]], summary: dict[str, Any]) -> None:
-        from vitlab.viz import plot_seq2seq_curves
+        from vitlab.viz.training import plot_seq2seq_curves
 
         rows = [{**row, "loss": row["train_loss"]} for row in history]
         plot_seq2seq_curves(rows, run_dir / "curves.png", title=f"Transformer on {self.cfg.dataset}")
@@ -342,22 +313,12 @@ class Seq2SeqTask(Task):
 
 
 # ------------------------------------------------------------------------------------------ using a run
-def train_seq2seq(config: dict[str, Any], run_dir: Path, quiet: bool = False) -> dict[str, float]:
-    """Train a Transformer on a sequence task into ``run_dir`` with the engine (kept for callers of the old API).
-
-    Args:
-        config: the YAML dict without ``task: seq2seq`` (keys of :class:`Seq2SeqConfig`).
-        run_dir: output folder (created after the config is validated).
-        quiet: no progress bar.
-
-    Returns:
-        {"test_accuracy", "final_loss", "steps", "train_time_s"}.
-    """
-    from vitlab.train.engine import train
-
-    summary = train(Seq2SeqConfig.from_dict(dict(config)), Path(run_dir), quiet=quiet)
-    return {"test_accuracy": summary["test_accuracy"], "final_loss": summary["final_loss"],
-            "steps": float(summary["steps"]), "train_time_s": summary["train_seconds"]}
+def _config_of_run(run_dir: Path) -> Seq2SeqConfig:
+    """The config a seq2seq run folder was started with (its config.yaml, whose ``task`` key is seq2seq)."""
+    path = Path(run_dir) / CONFIG_FILE
+    data = load_yaml(path)
+    data.pop("task", None)
+    return Seq2SeqConfig.from_dict(data, str(path))
 
 
 def load_seq2seq(run_dir: str | Path) -> tuple[Transformer, SequenceTask]:
@@ -369,15 +330,11 @@ def load_seq2seq(run_dir: str | Path) -> tuple[Transformer, SequenceTask]:
     Raises:
         CheckpointError: missing or damaged files, or a run of another task.
     """
-    from vitlab.train.checkpoint import load_weights
-    from vitlab.train.runs import CONFIG_FILE, WEIGHTS_FILE, require_task
-    from vitlab.train.tasks import config_of_run
-
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
         raise CheckpointError(f"{run_dir / CONFIG_FILE} does not exist; pass the folder written by `vitlab train`")
     require_task(run_dir, "seq2seq", "translate")
-    cfg = config_of_run(run_dir)
+    cfg = _config_of_run(run_dir)
     if not (run_dir / WEIGHTS_FILE).is_file():
         raise CheckpointError(f"{run_dir} has no {WEIGHTS_FILE}: the run has not finished; resume it with `vitlab train --resume {run_dir}`")
     task = make_task(cfg.dataset, 0, 0, cfg.min_len, cfg.max_len, cfg.seed)
@@ -405,9 +362,7 @@ def translate(run_dir: str | Path, text: str, beam: int = 1, max_len: int | None
         raise ConfigError(f"--alpha must be a finite number >= 0, got {alpha}; e.g. --alpha 0.6")
     model, task = load_seq2seq(run_dir)
     if alpha is None:
-        from vitlab.train.tasks import config_of_run
-
-        alpha = config_of_run(run_dir).length_penalty
+        alpha = _config_of_run(run_dir).length_penalty
     ids = task.vocab.encode(text)
     if not ids:
         raise ConfigError("the source is empty; give symbols, e.g. \"3 1 2\"")

@@ -1,5 +1,8 @@
 """One loader for pretrained ViT checkpoints, whatever library wrote them, and the matching exporter.
 
+This module sits above :mod:`vitlab.models.convert` (the per-library key maps) and
+:mod:`vitlab.models.finetune` (adapting a loaded model to a new task): it reads a file, converts it, and adapts it.
+
 Detection: a folder with ``config.json`` is a Hugging Face folder (``model_type``) or a timm Hub folder
 (``architecture``), its weights in ``model.safetensors`` or ``pytorch_model.bin``; a file is read (safetensors,
 or a PyTorch pickle with ``weights_only=True``) and recognised by its keys: ``conv_proj`` / ``encoder.pos_embedding``
@@ -12,20 +15,18 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from vitlab.io import atomic_write_bytes, sha256_file, staging_dir
 from vitlab.models.convert.common import (
     ConvertError,
     LoadReport,
     check_keys,
     read_state_dict,
-    sha256_of,
     torch_dtype_check,
 )
 from vitlab.models.convert.huggingface import (
@@ -44,6 +45,7 @@ from vitlab.models.convert.torchvision import (
     torchvision_config_from_state_dict,
     torchvision_kwargs,
 )
+from vitlab.models.finetune import adapt_pretrained
 from vitlab.models.vit import VisionTransformer, migrate_vit_state_dict
 
 __all__ = ["FORMATS", "detect_format", "export_pretrained", "load_pretrained"]
@@ -178,24 +180,43 @@ def load_pretrained(
     fmt, state, config, weights_file = _read(path)
     source = str(path)
     torch_dtype_check(state, source)
-    if fmt == "huggingface":
-        kwargs, notes = hf_kwargs_from_config(config or {}, state, source), []
+    stated = dict(num_heads=num_heads, global_pool=global_pool, fc_norm=fc_norm, norm_eps=norm_eps, act=act)
+    converted, dropped, kwargs, notes = _convert(fmt, state, config, source, stated, source_img_size)
+    model = _build_loaded(fmt, converted, kwargs, source)
+    dtypes = sorted({str(t.dtype).replace("torch.", "") for t in state.values()})
+    if dtypes != ["float32"]:
+        notes.append(f"weights stored as {', '.join(dtypes)}, loaded into float32")
+    report = LoadReport(source=source, format=fmt, sha256=sha256_file(weights_file), config=dict(model.config),
+                        loaded=list(model.state_dict()), dropped=dropped, notes=notes)
+    if any(v is not None for v in (num_classes, img_size, patch_size, in_chans)) or overrides:
+        model, report = adapt_pretrained(model, num_classes=num_classes, img_size=img_size, patch_size=patch_size,
+                                         in_chans=in_chans, report=report, **overrides)
+    return model, report
+
+
+def _convert(fmt: str, state: dict[str, Tensor], config: dict[str, Any] | None, source: str,
+             stated: dict[str, Any], source_img_size: int | tuple[int, int] | None,
+             ) -> tuple[dict[str, Tensor], list[str], dict[str, Any], list[str]]:
+    """A checkpoint's state dict in vitlab's names, the names dropped, the ViT's arguments and the notes on what
+    was assumed. ``stated`` holds what the caller said of the checkpoint (num_heads, global_pool, fc_norm,
+    norm_eps, act; None where not said)."""
+    if fmt == "huggingface":  # the config first: it names a model type vitlab cannot read before any key does
+        kwargs = hf_kwargs_from_config(config or {}, state, source)
         converted, dropped = convert_hf_state_dict(state, source)
-    elif fmt == "torchvision":
-        converted, dropped = convert_torchvision_state_dict(state, source), []
-        kwargs, notes = torchvision_config_from_state_dict(state, source, num_heads, norm_eps)
-    elif fmt == "vitlab" and config is not None:  # a vitlab export: its arguments are stored with the weights
-        converted, dropped, notes = dict(state), [], []
-        kwargs = {**config, **{k: v for k, v in dict(num_heads=num_heads, global_pool=global_pool, fc_norm=fc_norm,
-                                                       norm_eps=norm_eps, act=act).items() if v is not None}}
-    else:
-        names = "timm" if fmt == "timm" else "vitlab"
-        converted = convert_timm_state_dict(state, source) if fmt == "timm" else dict(state)
-        dropped = []
-        kwargs, notes = timm_config_from_state_dict(
-            state, source, names=names, img_size=source_img_size, num_heads=num_heads, global_pool=global_pool,
-            fc_norm=fc_norm, norm_eps=norm_eps, act=act, hub_config=config,
-        )
+        return converted, dropped, kwargs, []
+    if fmt == "torchvision":
+        kwargs, notes = torchvision_config_from_state_dict(state, source, stated["num_heads"], stated["norm_eps"])
+        return convert_torchvision_state_dict(state, source), [], kwargs, notes
+    if fmt == "vitlab" and config is not None:  # a vitlab export: its arguments are stored with the weights
+        return dict(state), [], {**config, **{k: v for k, v in stated.items() if v is not None}}, []
+    converted = convert_timm_state_dict(state, source) if fmt == "timm" else dict(state)
+    kwargs, notes = timm_config_from_state_dict(state, source, names="timm" if fmt == "timm" else "vitlab",
+                                                img_size=source_img_size, hub_config=config, **stated)
+    return converted, [], kwargs, notes
+
+
+def _build_loaded(fmt: str, converted: dict[str, Tensor], kwargs: dict[str, Any], source: str) -> VisionTransformer:
+    """The ViT the arguments describe, with the converted weights loaded strictly (every key, every shape)."""
     try:
         model = VisionTransformer(**kwargs)
     except ValueError as error:
@@ -204,31 +225,7 @@ def load_pretrained(
         converted = migrate_vit_state_dict(converted, model.state_dict())
     check_keys(model.state_dict(), converted, source)
     model.load_state_dict(converted, strict=True)
-    dtypes = sorted({str(t.dtype).replace("torch.", "") for t in state.values()})
-    if dtypes != ["float32"]:
-        notes.append(f"weights stored as {', '.join(dtypes)}, loaded into float32")
-    report = LoadReport(source=source, format=fmt, sha256=sha256_of(weights_file), config=dict(model.config),
-                        loaded=list(model.state_dict()), dropped=dropped, notes=notes)
-    if any(v is not None for v in (num_classes, img_size, patch_size, in_chans)) or overrides:
-        from vitlab.models.finetune import adapt_pretrained
-
-        model, report = adapt_pretrained(model, num_classes=num_classes, img_size=img_size, patch_size=patch_size,
-                                         in_chans=in_chans, report=report, **overrides)
-    return model, report
-
-
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    return model
 
 
 def _tensor_bytes(state: dict[str, Tensor], suffix: str, metadata: dict[str, str] | None = None) -> bytes:
@@ -273,17 +270,9 @@ def export_pretrained(model: VisionTransformer, path: str | os.PathLike[str], fo
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise ConvertError(f"{path} already exists; choose a new folder for the Hugging Face export")
         data = _tensor_bytes(tensors, ".safetensors")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
+        with staging_dir(path) as staging:
             (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
             (staging / "model.safetensors").write_bytes(data)
-            if path.exists():
-                path.rmdir()
-            os.replace(staging, path)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         return path
     suffix = path.suffix.lower()
     if suffix not in (".safetensors", ".pth", ".pt", ".bin"):
@@ -301,5 +290,5 @@ def export_pretrained(model: VisionTransformer, path: str | os.PathLike[str], fo
     metadata = {CONFIG_KEY: json.dumps(model.config)} if format == "vitlab" else None
     data = _tensor_bytes(tensors, suffix, metadata)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_bytes(path, data)
+    atomic_write_bytes(path, data)
     return path
