@@ -31,7 +31,8 @@ def _default_run_dir(*parts: str) -> Path:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train the recipe (default: a ViT on the embedded 28×28 MNIST set) into a run folder, or continue one with --resume."""
+    """Train the recipe (default: a ViT on the embedded 28×28 MNIST set) into a run folder, or continue one with
+    --resume."""
 
     from vitlab.train.engine import train
     from vitlab.train.tasks import config_from_raw, resolve_config, task_name
@@ -130,10 +131,13 @@ def _in_memory_split(dataset: str, root: str | None, cfg: Any, info: dict, split
     data = splits[split]
     if list(data.image_shape) != list(info["image_shape"]):
         raise ValueError(
-            f"{dataset} images are {tuple(data.image_shape)} but the model expects {tuple(info['image_shape'])} (C, H, W)"
+            f"{dataset} images are {tuple(data.image_shape)} "
+            f"but the model expects {tuple(info['image_shape'])} (C, H, W)"
         )
     if data.num_classes != len(info["classes"]):
-        raise ValueError(f"{dataset} has {data.num_classes} classes but the model was trained on {len(info['classes'])}")
+        raise ValueError(
+            f"{dataset} has {data.num_classes} classes but the model was trained on {len(info['classes'])}"
+        )
     return data
 
 
@@ -147,8 +151,10 @@ def _evaluate_streamed(model: Any, cfg: Any, info: dict, split: str, context: An
     task = StreamImageTask(cfg)
     task.load_data(info)
     if list(task.train_set.classes) != list(info["classes"]):
-        raise ValueError(f"{cfg.data_root} has the classes {task.train_set.classes[:5]}... but the model was trained on "
-                         f"{info['classes'][:5]}...; point --data-root at a folder with the run's class folders")
+        raise ValueError(
+            f"{cfg.data_root} has the classes {task.train_set.classes[:5]}... but the model was trained on "
+            f"{info['classes'][:5]}...; point --data-root at a folder with the run's class folders"
+        )
     task.modes.update({k: v for k, v in info.get("data_modes", {}).items() if k in task.modes})  # as the run read them
     return task.score(model, split, context, amp), len(task.splits[split])
 
@@ -189,13 +195,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
         resize = lambda p: pipeline(open_image(p, lazy=True), name=str(p))  # noqa: E731 - (C, S, S) uint8
     for path in args.images:
         if Path(path).is_dir():
-            raise ValueError(f"{path} is a folder; vitlab predict takes image files: pass them, e.g. {Path(path) / '*.png'}")
+            raise ValueError(
+                f"{path} is a folder; vitlab predict takes image files: pass them, e.g. {Path(path) / '*.png'}"
+            )
     inputs, titles = [], []
     for path in args.images:
         image = read_image(path, channels) if resize is None else resize(path)  # (C, H, W) uint8
         if tuple(image.shape[1:]) != (height, width):
             raise ValueError(
-                f"image {path} is {image.shape[2]}x{image.shape[1]} but the model expects {width}x{height}; resize it first"
+                f"image {path} is {image.shape[2]}x{image.shape[1]} "
+                f"but the model expects {width}x{height}; resize it first"
             )
         with torch.no_grad(), autocast(device, amp):
             probs = model(transform(image.unsqueeze(0), None, train=False)).float().softmax(1)[0]
@@ -359,16 +368,19 @@ def _add_train_command(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--config", default=None, metavar="NAME|FILE",
                        help="shipped recipe name (`vitlab recipes`) or YAML file; default: mnist5k_vit")
     train.add_argument("--set", action="append", metavar="KEY=VALUE",
-                       help="override a config key (repeatable; a.b=v changes one nested key, e.g. model_args.act=mish)")
+                       help="override a config key "
+                       "(repeatable; a.b=v changes one nested key, e.g. model_args.act=mish)")
     train.add_argument("--list-keys", action="store_true", help="print the task's config keys and values, then exit")
     train.add_argument("--out", default=None, help="run folder (default: runs/<dataset>-<model>-<time>)")
-    train.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    train.add_argument("--resume", default=None, metavar="RUN_DIR",
+                       help="continue the run in RUN_DIR from its last checkpoint")
     train.add_argument(
         "--auto-resume",
         action="store_true",
         help="continue --out DIR from its last checkpoint if it has one, else start it (for torchrun --max-restarts)",
     )
-    train.add_argument("--quiet", action="store_true", help="no progress bars: one line per epoch (seq2seq: per eval_every steps)")
+    train.add_argument("--quiet", action="store_true",
+                       help="no progress bars: one line per epoch (seq2seq: per eval_every steps)")
     train.set_defaults(func=cmd_train)
 
 
@@ -390,7 +402,8 @@ def _add_predict_command(sub: argparse._SubParsersAction) -> None:
     predict.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...) of the model's size")
     predict.add_argument("--topk", type=int, default=3, help="how many classes to print (default 3)")
     predict.add_argument("--explain", metavar="OUT.png", default=None,
-                         help="ViT runs: draw each image with its attention rollout (Abnar & Zuidema 2020) into OUT.png")
+                         help="ViT runs: draw each image with its attention rollout "
+                         "(Abnar & Zuidema 2020) into OUT.png")
     predict.set_defaults(func=cmd_predict)
 
 
@@ -430,11 +443,14 @@ def _add_reproduce_command(sub: argparse._SubParsersAction) -> None:
     """`vitlab reproduce`: the papers' comparisons."""
     repro = sub.add_parser("reproduce", help="rerun the papers' comparisons with several seeds and write a report")
     repro.add_argument("names", nargs="*", help="recipes to run (default: all; see `vitlab recipes`)")
-    repro.add_argument("--seeds", type=int, default=None, help="seeds per recipe (default: each recipe's own: 5 for image claims, 3 for the Transformer; 2 with --quick)")
+    repro.add_argument("--seeds", type=int, default=None,
+                       help="seeds per recipe (default: each recipe's own: 5 for image claims, "
+                       "3 for the Transformer; 2 with --quick)")
     repro.add_argument("--quick", action="store_true", help="tiny budgets: the whole run in a few minutes")
     repro.add_argument("--out", default=None, help="output folder (default: runs/reproduce or runs/reproduce-quick)")
     repro.add_argument("--jobs", type=int, default=None, help="parallel runs (default: one per CPU core; 1 on a GPU)")
-    repro.add_argument("--recipes", default=None, metavar="DIR", help="folder of recipe YAMLs (default: the shipped ones)")
+    repro.add_argument("--recipes", default=None, metavar="DIR",
+                       help="folder of recipe YAMLs (default: the shipped ones)")
     repro.add_argument("--no-progress", action="store_true", help="no progress bar")
     repro.set_defaults(func=cmd_reproduce)
 
@@ -446,7 +462,8 @@ def _add_shards_command(sub: argparse._SubParsersAction) -> None:
     shards.add_argument("out", help="new or empty output folder (receives train/, val/, test/)")
     shards.add_argument("--max-count", type=int, default=1000, help="images per shard at most (default: 1000)")
     shards.add_argument("--seed", type=int, default=0, help="seed of the split and of the order in the shards")
-    shards.add_argument("--val-fraction", type=float, default=0.1, help="validation share when there is no val/ (default: 0.1)")
+    shards.add_argument("--val-fraction", type=float, default=0.1,
+                        help="validation share when there is no val/ (default: 0.1)")
     shards.add_argument("--verify", action="store_true", help="decode every image first; refuse a corrupt one")
     shards.set_defaults(func=cmd_shards)
 

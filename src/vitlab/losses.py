@@ -68,7 +68,9 @@ def _full_precision(device: torch.device):  # noqa: ANN202 - a context manager
     return torch.autocast(device_type=device.type, enabled=False) if device.type in ("cpu", "cuda") else nullcontext()
 
 
-def smooth_one_hot(target: Tensor, num_classes: int, smoothing: float = 0.0, dtype: torch.dtype | None = None) -> Tensor:
+def smooth_one_hot(
+    target: Tensor, num_classes: int, smoothing: float = 0.0, dtype: torch.dtype | None = None
+) -> Tensor:
     """Label-smoothed one-hot targets ``q'(k) = (1 - eps) * [k == y] + eps / K`` (Szegedy et al. 2016).
 
     Built by filling ``eps / K`` everywhere and writing ``1 - eps + eps / K`` at the target class
@@ -86,7 +88,12 @@ def smooth_one_hot(target: Tensor, num_classes: int, smoothing: float = 0.0, dty
     smoothing = _check_smoothing(smoothing)
     if num_classes < 1:
         raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
-    if not isinstance(target, Tensor) or target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+    if (
+        not isinstance(target, Tensor)
+        or target.is_floating_point()
+        or target.is_complex()
+        or target.dtype == torch.bool
+    ):
         desc = target.dtype if isinstance(target, Tensor) else type(target).__name__
         raise DataError(f"target must be an integer tensor of class indices, got {desc}; use target.long()")
     if target.numel() and bool(((target < 0) | (target >= num_classes)).any()):
@@ -148,7 +155,8 @@ class LabelSmoothingCrossEntropy(nn.Module):
             raise DataError(f"logits must be floating point, got {logits.dtype}; convert with .float()")
         if target.is_floating_point():
             raise DataError(
-                f"target must hold class indices (integer), got {target.dtype}; for probabilities use SoftTargetCrossEntropy"
+                f"target must hold class indices (integer), got {target.dtype}; "
+                "for probabilities use SoftTargetCrossEntropy"
             )
         expected = (logits.shape[0], *logits.shape[2:])
         if tuple(target.shape) != expected:
@@ -171,7 +179,9 @@ class LabelSmoothingCrossEntropy(nn.Module):
         with _full_precision(logits.device):
             return self._loss(logits.to(_compute_dtype(logits)), safe_target, keep, weight, num_classes)
 
-    def _loss(self, logits: Tensor, safe_target: Tensor, keep: Tensor, weight: Tensor | None, num_classes: int) -> Tensor:
+    def _loss(
+        self, logits: Tensor, safe_target: Tensor, keep: Tensor, weight: Tensor | None, num_classes: int
+    ) -> Tensor:
         """The module docstring's formula on float32 / float64 ``logits`` (N, K, ...)."""
         log_p = F.log_softmax(logits, dim=1)  # (N, K, ...)
         nll = -log_p.gather(1, safe_target.unsqueeze(1)).squeeze(1)  # (N, ...): -log p_{n, y_n}

@@ -974,7 +974,9 @@ def gather_csr(src: Tensor, indptr: Tensor, check: bool = True) -> Tensor:
     partial = (offsets[..., 0] != 0).any() | (offsets[..., -1] != top).any()
     n, partial_v = torch.stack([top, partial.long()]).tolist()  # one read-back
     if n < 0:
-        raise DataError(f"indptr must be non-negative offsets, got a last offset of {n}; build it as cat([0], counts.cumsum(0))")
+        raise DataError(
+            f"indptr must be non-negative offsets, got a last offset of {n}; build it as cat([0], counts.cumsum(0))"
+        )
     shape = _out_shape(src, dim, n)
     if n == 0 or src.numel() == 0:
         return src.new_zeros(shape) + src.reshape(-1)[:0].sum()

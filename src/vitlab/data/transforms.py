@@ -243,7 +243,12 @@ class BatchTransform:
         rotate: float = 0.0,
         scale: float = 0.0,
     ) -> None:
-        if not isinstance(rotate, (int, float)) or not isinstance(scale, (int, float)) or rotate < 0 or not 0 <= scale < 1:
+        if (
+            not isinstance(rotate, (int, float))
+            or not isinstance(scale, (int, float))
+            or rotate < 0
+            or not 0 <= scale < 1
+        ):
             raise ConfigError(f"rotate must be >= 0 degrees and scale in [0, 1), got {rotate!r} and {scale!r}")
         self.rotate, self.scale = float(rotate), float(scale)
         if not isinstance(crop_padding, int) or crop_padding < 0:

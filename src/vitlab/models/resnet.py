@@ -44,7 +44,9 @@ class BasicBlock(nn.Module):
         self.act2 = get_activation(act)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_chans != out_chans:  # option B: a projection where the shape changes
-            self.shortcut = nn.Sequential(nn.Conv2d(in_chans, out_chans, 1, stride=stride, bias=False), nn.BatchNorm2d(out_chans))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_chans, out_chans, 1, stride=stride, bias=False), nn.BatchNorm2d(out_chans)
+            )
 
     def forward(self, x: Tensor) -> Tensor:
         residual = self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x)))))
@@ -79,7 +81,10 @@ class ResNet(nn.Module):
         if min(height, width) < 4:
             raise ConfigError(f"ResNet needs images of at least 4×4 pixels, got {height}×{width}")
         if blocks_per_stage < 1 or len(widths) != 3 or min(widths) < 1:
-            raise ConfigError(f"ResNet needs blocks_per_stage ≥ 1 and three positive widths, got {blocks_per_stage} and {list(widths)}")
+            raise ConfigError(
+                f"ResNet needs blocks_per_stage ≥ 1 and three positive widths, "
+                f"got {blocks_per_stage} and {list(widths)}"
+            )
         self.num_classes = num_classes
         self.num_features = int(widths[-1])
         self.stem = nn.Sequential(nn.Conv2d(in_chans, widths[0], 3, padding=1, bias=False), nn.BatchNorm2d(widths[0]),
@@ -119,7 +124,8 @@ class ResNet(nn.Module):
         return self.stages(self.stem(x))
 
     def forward_head(self, features: Tensor, pre_logits: bool = False) -> Tensor:
-        """features (B, C', H', W') -> logits (B, K) after global average pooling, or the pooled (B, C') if ``pre_logits``."""
+        """features (B, C', H', W') -> logits (B, K) after global average pooling, or the pooled (B, C') if
+        ``pre_logits``."""
         pooled = self.head_drop(features.mean(dim=(2, 3)))
         return pooled if pre_logits else self.head(pooled)
 

@@ -214,7 +214,9 @@ class Transformer(nn.Module):
                 "use one joint vocabulary or share_embeddings: false"
             )
         if d_model % num_heads != 0:
-            raise ConfigError(f"d_model {d_model} is not divisible by num_heads {num_heads}; choose num_heads dividing it")
+            raise ConfigError(
+                f"d_model {d_model} is not divisible by num_heads {num_heads}; choose num_heads dividing it"
+            )
         self.d_model = d_model
         self.pad_idx = pad_idx
         self.norm_first = norm_first

@@ -36,8 +36,8 @@ input dtype and forward and backward are computed the same way on every device.
 
 Speed (measured by ``python -m benchmarks.bench_activations``; see docs/mish.md): on a single-threaded
 CPU, MishFunction evaluates the exp-only form of the formulas (eq. 2 above) chunk by chunk, because
-PyTorch's CPU mish kernels are not vectorised; otherwise (several threads, other devices) it calls PyTorch's fused ``aten.mish`` /
-``aten.mish_backward`` kernels, which compute the tanh/σ formulas above from the saved input.
+PyTorch's CPU mish kernels are not vectorised; otherwise (several threads, other devices) it calls PyTorch's
+fused ``aten.mish`` / ``aten.mish_backward`` kernels, which compute the tanh/σ formulas above from the saved input.
 SwishFunction calls ``aten.silu`` / ``aten.silu_backward`` (vectorised everywhere). When a graph of the
 backward itself is requested (``create_graph=True``, e.g. for ``gradgradcheck``), backward evaluates the
 explicit, differentiable tanh/σ formulas instead. Under ``torch.compile`` the fused aten ops are traced.

@@ -54,7 +54,9 @@ class PatchEmbed(nn.Module):
             convolutional stem of :func:`conv_stem`, then a 1×1 projection; same token grid).
     """
 
-    def __init__(self, img_size: tuple[int, int], patch_size: int, in_chans: int, embed_dim: int, stem: str = "linear") -> None:
+    def __init__(
+        self, img_size: tuple[int, int], patch_size: int, in_chans: int, embed_dim: int, stem: str = "linear"
+    ) -> None:
         super().__init__()
         if stem not in ("linear", "conv"):
             raise ValueError(f"unknown stem '{stem}'; choose 'linear' or 'conv'")

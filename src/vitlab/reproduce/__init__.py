@@ -12,12 +12,15 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vitlab.io import atomic_write_text
 from vitlab.reproduce.recipes import Recipe, arm_name, load_recipes
 from vitlab.reproduce.report import RecipeResult, summarize, write_report
 from vitlab.reproduce.runner import default_jobs, load_result, machine_info, plan, run_all
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["load_recipes", "penultimate_figure", "reproduce"]
 

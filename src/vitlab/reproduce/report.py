@@ -129,7 +129,9 @@ def _paper_value(paper_values: dict[str, dict[str, float]], arm: str | None, met
     return None
 
 
-def _claim_series(claim: Claim, by_seed: dict[str, dict[str, dict[int, float]]]) -> tuple[list[float], list[float], list[int]]:
+def _claim_series(
+    claim: Claim, by_seed: dict[str, dict[str, dict[int, float]]]
+) -> tuple[list[float], list[float], list[int]]:
     """Per shared seed: the claim's two sides a_s = variant (− minus[0]) and b_s = against (− minus[1])."""
     m = claim.metric
     arms = [claim.variant, claim.against] + (list(claim.minus) if claim.minus else [])
@@ -161,7 +163,8 @@ def evaluate_claim(
         ours = sum(ours_v) / len(ours_v)
         rel = abs(ours - paper_v) / max(abs(paper_v), 1e-300)
         verdict = HELD if rel <= claim.margin else REVERSED
-        text = f"{fmt(metric, ours)} vs {fmt(metric, paper_v)} (relative difference {rel:.1e}, tolerance {claim.margin:.0e})"
+        text = (f"{fmt(metric, ours)} vs {fmt(metric, paper_v)} "
+                f"(relative difference {rel:.1e}, tolerance {claim.margin:.0e})")
         return ClaimResult(claim, verdict, None, text, fmt(metric, paper_v), family, index)
     base_v = list(by_seed.get(claim.against or "", {}).get(metric, {}).values())
     paper_a = _paper_value(paper_values, claim.against, metric)
@@ -198,7 +201,8 @@ def evaluate_claim(
 
 
 def summarize(recipe: Recipe, results: list[dict[str, Any]]) -> RecipeResult:
-    """Collect one recipe's results (as written by :func:`vitlab.reproduce.runner.run_one`) into intervals and verdicts."""
+    """Collect one recipe's results (as written by :func:`vitlab.reproduce.runner.run_one`) into intervals and
+    verdicts."""
     arms = recipe.arm_names()
     by_seed: dict[str, dict[str, dict[int, float]]] = {a: {} for a in arms}
     failed, seconds, devices = [], 0.0, set()
@@ -362,12 +366,14 @@ def regime_notes(res: RecipeResult) -> list[str]:
         claim = c.claim
         if c.verdict != REVERSED or claim.against is None or claim.minus is not None or claim.expect == "equal":
             continue
-        mean = {arm: {m: iv.mean for m, iv in res.intervals.get(arm, {}).items()} for arm in (claim.variant, claim.against)}
+        mean = {arm: {m: iv.mean for m, iv in res.intervals.get(arm, {}).items()}
+                for arm in (claim.variant, claim.against)}
         var, ref = mean[claim.variant], mean[claim.against]
         if not all(m in var and m in ref for m in REGIME_METRICS):
             continue
-        facts = (f"{claim.variant} reached {var['train_acc1']:.1f} % training-split accuracy (gap {var['train_val_gap']:+.1f} pp, "
-                 f"T = {var['temperature']:.2f}) against {ref['train_acc1']:.1f} % (gap {ref['train_val_gap']:+.1f} pp, "
+        facts = (f"{claim.variant} reached {var['train_acc1']:.1f} % training-split accuracy "
+                 f"(gap {var['train_val_gap']:+.1f} pp, T = {var['temperature']:.2f}) "
+                 f"against {ref['train_acc1']:.1f} % (gap {ref['train_val_gap']:+.1f} pp, "
                  f"T = {ref['temperature']:.2f}) for {claim.against}")
         if claim.metric.startswith("test_ece") and ref["temperature"] < 1.0:
             why = ("the reference was already under-confident (T < 1), outside the paper's over-confident regime, "
@@ -531,10 +537,12 @@ def build_report(
     gpu = machine.get("gpu")
     blocks.append(Block("p", (
         f"Command: `{header.get('command', 'vitlab reproduce')}` ({'quick' if header.get('quick') else 'full'} mode), "
-        f"finished {header.get('date', '')}. Machine: {machine.get('processor', '?')}, {machine.get('cpu_count', '?')} CPU cores"
+        f"finished {header.get('date', '')}. Machine: {machine.get('processor', '?')}, "
+        f"{machine.get('cpu_count', '?')} CPU cores"
         f"{', GPU ' + gpu if gpu else ', no GPU'}; {machine.get('platform', '')}; Python {machine.get('python', '?')}, "
         f"torch {machine.get('torch', '?')}. Wall time {header.get('wall_seconds', 0.0) / 60:.1f} min over "
-        f"{header.get('invocations', 1)} invocation(s) that ran runs ({header.get('jobs', 1)} parallel runs; compute summed over runs "
+        f"{header.get('invocations', 1)} invocation(s) that ran runs "
+        f"({header.get('jobs', 1)} parallel runs; compute summed over runs "
         f"{sum(s.seconds for s in summaries) / 60:.1f} min)."
         + _load_text(machine))))
     if header.get("note"):
@@ -549,12 +557,14 @@ def build_report(
     total = max(sum(counts.values()), 1)
     blocks.append(Block("p", (
         f"{counts[HELD]} claims held, {counts[NOT_RESOLVED]} were not resolved by the interval, "
-        f"{counts[REVERSED]} went the other way (or did not match): {100.0 * (total - counts[NOT_RESOLVED]) / total:.0f}% "
+        f"{counts[REVERSED]} went the other way (or did not match): "
+        f"{100.0 * (total - counts[NOT_RESOLVED]) / total:.0f}% "
         "resolved (a claim run on two model families counts once per family).")))
     blocks.append(Block("h2", "How to read this"))
     blocks.append(Block("list", rows=[
         ["Each number is the mean over seeds ± the half-width of its 95% Student-t interval, x̄ ± t(0.975, n−1)·s/√n. "
-         "Seeds change the initialisation, the data order and the augmentation (and for the sequence task the drawn data)."],
+         "Seeds change the initialisation, the data order and the augmentation "
+         "(and for the sequence task the drawn data)."],
         ["A claim compares a variant with a reference. Variants share seeds (the same seed gives the same "
          "initialisation, data order and augmentation draws), so the comparison is **paired**: the per-seed "
          "differences (variant − reference) with their 95% t interval, d̄ ± t(0.975, n−1)·s_d/√n (Bouthillier et al. "
@@ -562,7 +572,8 @@ def build_report(
          "interval, marked so."],
         ["**P(better)**: the share of seeds on which the variant beats the reference in the claim's direction (a tie "
          "counts ½), with a 95% percentile-bootstrap interval over resampled seeds (10,000 resamples, seeded). "
-         "Bouthillier et al. 2021 read a lower bound above 0.5 as significant and an upper bound above 0.75 as meaningful."],
+         "Bouthillier et al. 2021 read a lower bound above 0.5 as significant "
+         "and an upper bound above 0.75 as meaningful."],
         ["**resolution**: the interval's half-width; the minimum detectable effect (MDE), the smallest true difference "
          "a paired t-test with these seeds and this spread detects with 80% power at the 5% level; and, for accuracy, "
          "the number of seeds for a half-width of ±0.5 pp at the observed spread."],
@@ -570,7 +581,8 @@ def build_report(
          "run overfits; regularisers (mixing, smoothing) are claimed to help where the baseline overfits."],
         ["**Model families**: a claim run on the ViT and on the CNN is judged in each family; the table under it says "
          "whether the two verdicts agree."],
-        ["**held**: the interval excludes 0 on the paper's side; **went the other way**: it excludes 0 on the other side; "
+        ["**held**: the interval excludes 0 on the paper's side; "
+         "**went the other way**: it excludes 0 on the other side; "
          "**not resolved by the interval**: it contains 0 (more seeds or a larger budget would be needed to tell)."],
         ["\"About equal\" claims: **held** when the whole interval lies within ± the margin stated in the claim; "
          "**went the other way** when it lies entirely outside; otherwise not resolved."],
@@ -578,7 +590,8 @@ def build_report(
          "it lies entirely below m; otherwise not resolved."],
         ["Temperature scaling divides the logits by T fitted on the validation split: T < 1 means the model was "
          "under-confident (scaling sharpens it), T > 1 over-confident."],
-        ["The paper's numbers are on its own data, models and budgets (named per section): compare directions, not values."],
+        ["The paper's numbers are on its own data, models and budgets (named per section): "
+         "compare directions, not values."],
     ]))
     for s in summaries:
         blocks += recipe_blocks(s, out_dir, extra_images.get(s.recipe.name))

@@ -154,7 +154,9 @@ def load_state(path: str | os.PathLike[str]) -> Any:
     return load_torch_file(path, what="checkpoint file")
 
 
-def save_checkpoint(run_dir: str | os.PathLike[str], step: int, weights: Mapping[str, Tensor], state: dict, keep: int = 1) -> Path:
+def save_checkpoint(
+    run_dir: str | os.PathLike[str], step: int, weights: Mapping[str, Tensor], state: dict, keep: int = 1
+) -> Path:
     """Write a resumable checkpoint folder for ``step`` and point ``checkpoints/latest`` at it.
 
     Args:
@@ -248,5 +250,7 @@ def load_checkpoint(folder: str | os.PathLike[str]) -> tuple[dict[str, Tensor], 
         if not path.is_file():
             raise CheckpointError(f"checkpoint {folder} is missing {name}")
         if sha256_file(path) != digest:
-            raise CheckpointError(f"checkpoint file {path} failed its SHA-256 check (truncated or changed); it is damaged")
+            raise CheckpointError(
+                f"checkpoint file {path} failed its SHA-256 check (truncated or changed); it is damaged"
+            )
     return load_weights(folder / WEIGHTS), load_state(folder / STATE)

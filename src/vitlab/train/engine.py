@@ -173,7 +173,9 @@ class Engine:
         task.load_data(info)
         world, accum = ctx.world_size, cfg.accum_steps
         if cfg.batch_size % (world * accum):
-            raise ConfigError(f"batch_size {cfg.batch_size} must be divisible by processes × accum_steps = {world * accum}")
+            raise ConfigError(
+                f"batch_size {cfg.batch_size} must be divisible by processes × accum_steps = {world * accum}"
+            )
         self.epochs, self.steps_per_epoch, self.total_steps = task.schedule(world)
         self.local_batch = cfg.batch_size // world
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
@@ -246,7 +248,8 @@ class Engine:
             self.sums.copy_(per_rank[self.ctx.rank]["sums"].to(self.device))
             self.task.load_rank_state(per_rank[self.ctx.rank].get("task", {}))
         elif self.ctx.is_main:
-            print(f"vitlab: resuming with {self.ctx.world_size} processes instead of {len(per_rank)}: random streams restart")
+            print(f"vitlab: resuming with {self.ctx.world_size} processes instead of {len(per_rank)}: "
+                  "random streams restart")
 
     # ---------------------------------------------------------------------------------- start
     def start(self) -> None:
@@ -256,7 +259,8 @@ class Engine:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.run_dir / CONFIG_FILE, dump_yaml(self.task.config_dict()))
             info = {**self.task.run_info(), "num_params": self.num_params, "world_size": ctx.world_size,
-                    "amp": self.amp, "amp_choice": self.amp_choice.to_dict(), "torch": torch.__version__, "python": platform.python_version()}
+                    "amp": self.amp, "amp_choice": self.amp_choice.to_dict(), "torch": torch.__version__,
+                    "python": platform.python_version()}
             atomic_write_text(self.run_dir / RUN_INFO_FILE, json.dumps(info, indent=2))
         ctx.barrier()
         self.train_model: nn.Module = self.model
@@ -293,7 +297,8 @@ class Engine:
         if items is None:  # index batches of the in-memory sample order
             order = self.task.epoch_indices(epoch, self.ctx)
             lb = self.local_batch
-            items = (order[b * lb : (b + 1) * lb].to(self.device, non_blocking=True) for b in range(self.batch_start, steps))
+            items = (order[b * lb : (b + 1) * lb].to(self.device, non_blocking=True)
+                     for b in range(self.batch_start, steps))
         self.t_epoch = time.perf_counter()
         bar = tqdm(total=steps, initial=self.batch_start, desc=f"epoch {epoch + 1}/{self.epochs}",
                    disable=self.quiet or not self.ctx.is_main, leave=False, dynamic_ncols=True)
@@ -305,7 +310,8 @@ class Engine:
             if self.step % self.cfg.log_every == 0:
                 self.raise_if_nonfinite()
                 if self.ctx.is_main and not self.quiet:
-                    shown = self.task.train_row([v * self.ctx.world_size for v in self.sums.tolist()], max(self.kept, 1))
+                    shown = self.task.train_row([v * self.ctx.world_size for v in self.sums.tolist()],
+                                                max(self.kept, 1))
                     bar.set_postfix(loss=f"{shown['train_loss']:.4f}", lr=f"{self.last_lr:.2e}")
             if self.cfg.checkpoint_steps and self.step % self.cfg.checkpoint_steps == 0 and batch + 1 < steps:
                 self.checkpoint(epoch, batch + 1)
@@ -314,7 +320,8 @@ class Engine:
 
     # ---------------------------------------------------------------------------------- step
     def train_step(self, index: Any) -> None:
-        """One optimizer step over this rank's ``index`` (or a streaming task's batch), accumulated over micro-batches."""
+        """One optimizer step over this rank's ``index`` (or a streaming task's batch), accumulated over
+        micro-batches."""
         accum = self.cfg.accum_steps
         step_loss = torch.zeros((), device=self.device)
         step_stats = torch.zeros_like(self.sums)
@@ -355,7 +362,8 @@ class Engine:
                 self.step += 1
                 return False
         else:
-            self.bad_step = torch.where((self.bad_step < 0) & ~finite, torch.full_like(self.bad_step, self.step), self.bad_step)
+            self.bad_step = torch.where((self.bad_step < 0) & ~finite, torch.full_like(self.bad_step, self.step),
+                                        self.bad_step)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -455,7 +463,9 @@ class Engine:
         steady = self.epoch_seconds[1:] or self.epoch_seconds
         steady_steps = self.steps_per_epoch * len(steady)
         summary.update({
-            f"train_{self.task.unit}_per_s": steady_steps * self.cfg.batch_size / sum(steady) if steady else float("nan"),
+            f"train_{self.task.unit}_per_s": (
+                steady_steps * self.cfg.batch_size / sum(steady) if steady else float("nan")
+            ),
             "epochs": self.epochs,
             "steps": self.step,
             "skipped_steps": self.skipped,
@@ -491,7 +501,8 @@ def match_grad_strides(model: nn.Module) -> None:
     """
 
     def standard(grad: Tensor) -> Tensor:
-        return grad if grad.stride() == grad.new_empty(grad.shape).stride() else grad.clone(memory_format=torch.contiguous_format)
+        return (grad if grad.stride() == grad.new_empty(grad.shape).stride()
+                else grad.clone(memory_format=torch.contiguous_format))
 
     for param in model.parameters():
         if param.requires_grad and param.ndim > 1 and 1 in param.shape:

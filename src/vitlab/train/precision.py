@@ -44,7 +44,8 @@ from vitlab.errors import ConfigError, unknown_name_message
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-BF16_MIN_SPEEDUP = 1.05  # auto picks bf16 only where float32's step time / bf16's is at least this (so a wrong "off" costs < 5 %)
+# auto picks bf16 only where float32's step time / bf16's is at least this (so a wrong "off" costs < 5 %)
+BF16_MIN_SPEEDUP = 1.05
 PROBE_ROUNDS = 5  # timed steps per precision, taken in turns
 PROBE_MAX_SECONDS = 3.0  # the timed rounds stop early once they have taken this long
 
@@ -157,14 +158,20 @@ def choose_amp(
     if setting != "auto":
         return AmpChoice(setting, setting, "set explicitly; no probe")
     if not native_bf16(device):
-        where = "this CPU lists neither avx512_bf16 nor amx_bf16" if device.type == "cpu" else f"{device} has no native bf16"
+        where = (
+            "this CPU lists neither avx512_bf16 nor amx_bf16"
+            if device.type == "cpu"
+            else f"{device} has no native bf16"
+        )
         return AmpChoice("off", setting, f"{where}, so bf16 would be emulated (slower); no probe")
     if time_steps is None:
         return AmpChoice("off", setting, "no probe could run for this task; float32")
     key = None if cache_key is None else (str(device), torch.get_num_threads(), *cache_key)
     if key is not None and key in _CACHE:
         cached = _CACHE[key]
-        return dataclasses.replace(cached, reason=cached.reason + " (decision cached in this process)", probe_seconds=0.0)
+        return dataclasses.replace(
+            cached, reason=cached.reason + " (decision cached in this process)", probe_seconds=0.0
+        )
     start = time.perf_counter()
     seconds = time_steps(("off", "bf16"))
     speedup = seconds["off"] / seconds["bf16"]
@@ -247,9 +254,15 @@ def evaluation_amp(recorded: str | bool, device: torch.device) -> tuple[str, str
     if mode == "auto":  # run folders store the resolved precision; "auto" there predates the probe
         mode = "bf16" if native_bf16(device) else "off"
     if mode == "fp16" and device.type != "cuda":
-        return "off", f"this run trained in fp16 (CUDA only); evaluating in float32 on {device}, so metrics may differ slightly from its summary"
+        return "off", (
+            f"this run trained in fp16 (CUDA only); evaluating in float32 on {device}, "
+            "so metrics may differ slightly from its summary"
+        )
     if mode == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return "off", f"this run trained in bf16, which {device} lacks; evaluating in float32, so metrics may differ slightly from its summary"
+        return "off", (
+            f"this run trained in bf16, which {device} lacks; evaluating in float32, "
+            "so metrics may differ slightly from its summary"
+        )
     return mode, None
 
 

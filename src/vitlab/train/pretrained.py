@@ -72,7 +72,9 @@ def run_report(model: nn.Module, run: Path, path: Path) -> LoadReport:
         ConvertError: the run trained another model than a ViT.
     """
     if not isinstance(model, VisionTransformer):
-        raise ConvertError(f"{path}: its run trained a {type(model).__name__}, not a ViT; fine-tuning starts from a ViT")
+        raise ConvertError(
+            f"{path}: its run trained a {type(model).__name__}, not a ViT; fine-tuning starts from a ViT"
+        )
     return LoadReport(source=str(path), format="vitlab run", sha256=sha256_file(run / WEIGHTS_FILE),
                       config=dict(model.config), loaded=list(model.state_dict()))
 

@@ -47,7 +47,9 @@ def run_task(run_dir: str | Path) -> str:
     """
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
-        raise CheckpointError(f"{run_dir} is not a vitlab run folder (no {CONFIG_FILE}); pass a folder that `vitlab train` wrote")
+        raise CheckpointError(
+            f"{run_dir} is not a vitlab run folder (no {CONFIG_FILE}); pass a folder that `vitlab train` wrote"
+        )
     try:
         task = load_yaml(path).get("task", "image")
     except ConfigError as error:
@@ -82,7 +84,9 @@ def prepare_run_dir(run_dir: Path, resume: bool) -> None:
                 f"cannot resume: {run_dir} has no checkpoint yet; start a new run (remove the folder or choose --out)"
             )
     elif run_dir.exists() and any(run_dir.iterdir()):
-        raise ConfigError(f"run folder {run_dir} already exists; pass --resume {run_dir} to continue it or choose another --out")
+        raise ConfigError(
+            f"run folder {run_dir} already exists; pass --resume {run_dir} to continue it or choose another --out"
+        )
 
 
 def no_checkpoint(run_dir: Path) -> bool:

@@ -79,8 +79,12 @@ def plot_mixing(out: str | os.PathLike[str], n: int = 8, seed: int = 0) -> Path:
     x, y = images[pick], labels[pick]
     rows = [("original", None)]
     rows.append(("Mixup α=0.8", Mixer(10, mixup_alpha=0.8, mode="elem", generator=torch.Generator().manual_seed(seed))))
-    rows.append(("CutMix α=1.0", Mixer(10, cutmix_alpha=1.0, mode="elem", generator=torch.Generator().manual_seed(seed + 1))))
-    rows.append(("Cutout 4×4", Mixer(10, cutout_size=4, mode="elem", generator=torch.Generator().manual_seed(seed + 2))))
+    rows.append(
+        ("CutMix α=1.0", Mixer(10, cutmix_alpha=1.0, mode="elem", generator=torch.Generator().manual_seed(seed + 1)))
+    )
+    rows.append(
+        ("Cutout 4×4", Mixer(10, cutout_size=4, mode="elem", generator=torch.Generator().manual_seed(seed + 2)))
+    )
     fig, axes = plt.subplots(len(rows), n, figsize=(1.35 * n, 1.62 * len(rows)), squeeze=False)
     for r, (name, mixer) in enumerate(rows):
         if mixer is None:
@@ -114,12 +118,12 @@ def _reliability_panel(ax, ax_count, probs, labels, n_bins: int, title: str | No
     width = 1.0 / n_bins
     left = [b * width for b in range(n_bins)]
     filled = counts > 0
-    ax.bar([l for l, f in zip(left, filled) if f], acc[filled], width=width, align="edge", color="tab:blue",
+    ax.bar([x for x, f in zip(left, filled) if f], acc[filled], width=width, align="edge", color="tab:blue",
            edgecolor="black", lw=0.5, label="accuracy")
     # the gap between accuracy and mean confidence of each bin, shaded
     gap_lo = [min(a, c) for a, c in zip(acc[filled], conf[filled])]
     gap_h = [abs(a - c) for a, c in zip(acc[filled], conf[filled])]
-    ax.bar([l for l, f in zip(left, filled) if f], gap_h, bottom=gap_lo, width=width, align="edge",
+    ax.bar([x for x, f in zip(left, filled) if f], gap_h, bottom=gap_lo, width=width, align="edge",
            facecolor=(1.0, 0.3, 0.3, 0.25), edgecolor="tab:red", hatch="///", lw=0.8,
            label="gap to mean confidence")
     ax.plot([0, 1], [0, 1], "k--", lw=1.0, label="perfect calibration")

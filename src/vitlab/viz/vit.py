@@ -112,7 +112,9 @@ def write_vit_figures(model, images, out_dir: str | os.PathLike[str], titles: li
         components, share = patch_embedding_components(model.patch_embed.proj.weight)
         written.append(plot_patch_components(components, share, out_dir / "patch_embedding_pcs.png"))
     if isinstance(model.pos_embed, LearnedPositionEmbedding):
-        similarity = position_embedding_similarity(model.pos_embed.weight, model.patch_embed.grid_size, model.num_prefix_tokens)
+        similarity = position_embedding_similarity(
+            model.pos_embed.weight, model.patch_embed.grid_size, model.num_prefix_tokens
+        )
         written.append(plot_position_similarity(similarity, out_dir / "position_similarity.png"))
     maps = model.attention_rollout(images)
     written.append(plot_attention_rollout(images, maps, out_dir / "attention_rollout.png", titles))

@@ -20,8 +20,8 @@ from torch import Tensor
 from vitlab.errors import CheckpointError
 from vitlab.safeload import load_torch_file
 
-__all__ = ["ConvertError", "LoadReport", "check_keys", "heads_from_timm_name", "infer_num_heads", "patch_from_conv", "read_state_dict",
-           "square_grid", "torch_dtype_check"]
+__all__ = ["ConvertError", "LoadReport", "check_keys", "heads_from_timm_name", "infer_num_heads", "patch_from_conv",
+           "read_state_dict", "square_grid", "torch_dtype_check"]
 
 PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pkl")
 SAFETENSORS_SUFFIXES = (".safetensors",)

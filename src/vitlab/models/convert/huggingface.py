@@ -144,7 +144,9 @@ def hf_kwargs_from_config(config: dict[str, Any], state_dict: dict[str, Tensor],
     )
 
 
-def convert_hf_state_dict(state_dict: dict[str, Tensor], source: str = "Hugging Face ViT") -> tuple[dict[str, Tensor], list[str]]:
+def convert_hf_state_dict(
+    state_dict: dict[str, Tensor], source: str = "Hugging Face ViT"
+) -> tuple[dict[str, Tensor], list[str]]:
     """Map Hugging Face ViT weights to vitlab's names.
 
     Returns:
@@ -253,7 +255,9 @@ def hf_config(model: VisionTransformer) -> dict[str, Any]:
     if model.num_classes and not isinstance(model.pre_logits, nn.Identity):
         reasons.append("pre-logits layer before a classifier")
     if reasons:
-        raise ConvertError(f"Hugging Face's ViT cannot express this model's {', '.join(reasons)}; export to timm instead")
+        raise ConvertError(
+            f"Hugging Face's ViT cannot express this model's {', '.join(reasons)}; export to timm instead"
+        )
     config: dict[str, Any] = {
         "architectures": ["ViTForImageClassification" if model.num_classes else "ViTModel"],
         "model_type": "vit",

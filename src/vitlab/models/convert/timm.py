@@ -398,7 +398,9 @@ def vit_from_timm(timm_model: nn.Module) -> VisionTransformer:
     if pool not in ("token", "avg"):
         raise ConvertError(f"{source}: global_pool='{pool}' is not supported; vitlab pools 'token' or 'avg'")
     norms = [m for m in (timm_model.norm, timm_model.fc_norm) if isinstance(m, nn.LayerNorm)]
-    if len(norms) != 1 or any(not isinstance(m, (nn.LayerNorm, nn.Identity)) for m in (timm_model.norm, timm_model.fc_norm)):
+    if len(norms) != 1 or any(
+        not isinstance(m, (nn.LayerNorm, nn.Identity)) for m in (timm_model.norm, timm_model.fc_norm)
+    ):
         raise ConvertError(f"{source}: needs exactly one final LayerNorm (norm or fc_norm); vitlab's ViT has one")
     first = timm_model.blocks[0]
     for block in timm_model.blocks:
@@ -446,7 +448,9 @@ def vit_from_timm(timm_model: nn.Module) -> VisionTransformer:
     )
     for sub in timm_model.modules():
         if isinstance(sub, nn.LayerNorm) and sub.eps != norms[0].eps:
-            raise ConvertError(f"{source}: LayerNorms with different eps ({sub.eps} vs {norms[0].eps}) are not supported")
+            raise ConvertError(
+                f"{source}: LayerNorms with different eps ({sub.eps} vs {norms[0].eps}) are not supported"
+            )
     converted = convert_timm_state_dict(timm_model.state_dict(), source)
     check_keys(model.state_dict(), converted, source)
     model.load_state_dict(converted, strict=True)
@@ -463,7 +467,9 @@ def timm_kwargs(model: VisionTransformer) -> dict[str, Any]:
     import functools
 
     if model.pos_embed_type == "sincos":
-        raise ConvertError("a sin-cos position embedding is not stored in the weights; timm export needs 'learn' or 'none'")
+        raise ConvertError(
+            "a sin-cos position embedding is not stored in the weights; timm export needs 'learn' or 'none'"
+        )
     if not isinstance(model.pre_logits, nn.Identity):
         raise ConvertError("timm's VisionTransformer has no pre-logits layer (representation_size); export to "
                            "torchvision or Hugging Face instead")

@@ -197,7 +197,9 @@ def torchvision_kwargs(model: VisionTransformer) -> dict[str, Any]:
         act = model.config.get("act", type(first.mlp.act).__name__)
         reasons.append(f"MLP activation {act!r} (torchvision's blocks use the exact erf GELU)")
     if reasons:
-        raise ConvertError(f"torchvision's ViT cannot express this model's {', '.join(reasons)}; export to timm instead")
+        raise ConvertError(
+            f"torchvision's ViT cannot express this model's {', '.join(reasons)}; export to timm instead"
+        )
     return dict(
         image_size=model.img_size[0],
         patch_size=model.patch_embed.patch_size,

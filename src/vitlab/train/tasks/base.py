@@ -68,7 +68,7 @@ class Task(ABC):
         """One-line notes about the recipe (printed on stderr before the first step, kept in summary.json)."""
         return []
 
-    def setup_training(self, ctx: DistContext, generator: torch.Generator) -> None:
+    def setup_training(self, ctx: DistContext, generator: torch.Generator) -> None:  # noqa: B027 optional hook
         """Move training data to the device and build the per-run pieces drawing from ``generator``."""
 
     def synthetic_batch(self, batch_size: int, device: torch.device) -> tuple[tuple[Tensor, ...], Tensor] | None:
@@ -98,7 +98,7 @@ class Task(ABC):
         """This rank's task state for the checkpoint (plain Python values), e.g. a loader's skip counts."""
         return {}
 
-    def load_rank_state(self, state: dict[str, Any]) -> None:
+    def load_rank_state(self, state: dict[str, Any]) -> None:  # noqa: B027 optional hook, no-op by default
         """Restore what :meth:`rank_state` returned (resume with the same number of processes)."""
 
     def micro_batches(self, index: Tensor, accum_steps: int, ctx: DistContext) -> list[Any]:

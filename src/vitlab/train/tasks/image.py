@@ -183,7 +183,8 @@ class Evaluation:
 
     def row(self, prefix: str) -> dict[str, float]:
         """``{prefix}_loss, _acc1, _acc5 (when defined), _ece``."""
-        row = {f"{prefix}_loss": self.loss, f"{prefix}_acc1": self.acc1, f"{prefix}_acc5": self.acc5, f"{prefix}_ece": self.ece}
+        row = {f"{prefix}_loss": self.loss, f"{prefix}_acc1": self.acc1, f"{prefix}_acc5": self.acc5,
+               f"{prefix}_ece": self.ece}
         return {k: v for k, v in row.items() if not math.isnan(v)}
 
 
@@ -249,7 +250,8 @@ def _make_transform(cfg: ImageConfig, train_set: ImageDataset, info: dict[str, A
         mean, std = [float(v) for v in mean_t], [max(float(v), 1e-6) for v in std_t]
     else:
         mean, std = None, None
-    transform = BatchTransform(crop_padding=cfg.crop_padding, hflip=cfg.hflip, mean=mean, std=std, rotate=cfg.rotate, scale=cfg.scale)
+    transform = BatchTransform(crop_padding=cfg.crop_padding, hflip=cfg.hflip, mean=mean, std=std, rotate=cfg.rotate,
+                               scale=cfg.scale)
     return transform, mean, std
 
 
@@ -297,7 +299,8 @@ class ImageTask(Task):
         cfg = self.cfg
         steps_per_epoch = len(self.train_set) // cfg.batch_size
         warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
-        return build_optimizer(model, cfg, device), WarmupCosine(steps_per_epoch * cfg.epochs, warmup_steps, cfg.lr, cfg.min_lr)
+        return (build_optimizer(model, cfg, device),
+                WarmupCosine(steps_per_epoch * cfg.epochs, warmup_steps, cfg.lr, cfg.min_lr))
 
     def run_info(self) -> dict[str, Any]:
         return {
@@ -386,7 +389,9 @@ class ImageTask(Task):
         """The evaluation of ``model`` on split ``"val"`` or ``"test"`` (the streaming task reads its loaders)."""
         return evaluate(model, self.splits[split], self.transform, ctx, amp=amp)
 
-    def finish(self, model: nn.Module, ctx: DistContext, amp: str, history: list[dict[str, Any]], fresh: bool) -> dict[str, Any]:
+    def finish(
+        self, model: nn.Module, ctx: DistContext, amp: str, history: list[dict[str, Any]], fresh: bool
+    ) -> dict[str, Any]:
         # The last epoch has just scored these weights on the validation split, unless this call resumed a
         # run whose epochs were all done.
         self.final_model = getattr(model, "_orig_mod", model)  # for the report's ViT figures (unwrapped if compiled)
@@ -394,7 +399,8 @@ class ImageTask(Task):
         self.test = self.score(model, "test", ctx, amp)
         self.temperature = fit_temperature(val.logits, val.labels)
         bound = _temperature_bound(self.temperature)
-        ece_scaled = float(expected_calibration_error((self.test.logits / self.temperature).softmax(1), self.test.labels))
+        ece_scaled = float(expected_calibration_error((self.test.logits / self.temperature).softmax(1),
+                                                      self.test.labels))
         summary = {**self.test.row("test"), "temperature": self.temperature, "test_ece_temperature_scaled": ece_scaled,
                    "val_acc1": val.acc1}
         if bound is not None:
@@ -415,7 +421,8 @@ class ImageTask(Task):
     def _figure_samples(self, count: int) -> tuple[Tensor, list[int]]:
         """The first test image of each of up to ``count`` classes: images (k, C, H, W) as stored, their labels."""
         labels = self.test_set.labels
-        picks = [int(torch.nonzero(labels == c)[0]) for c in range(self.test_set.num_classes) if bool((labels == c).any())][:count]
+        picks = [int(torch.nonzero(labels == c)[0]) for c in range(self.test_set.num_classes)
+                 if bool((labels == c).any())][:count]
         return self.test_set.images[picks], [int(labels[i]) for i in picks]
 
     def _write_vit_figures(self, run_dir: Path, count: int = 8) -> None:
@@ -461,7 +468,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     rows += [
         ("test loss (NLL)", f"{summary['test_loss']:.4f}"),
         ("test ECE (15 bins)", f"{summary['test_ece']:.4f}"),
-        ("test ECE after temperature scaling", f"{summary['test_ece_temperature_scaled']:.4f} (T={summary['temperature']:.3f})"),
+        ("test ECE after temperature scaling",
+         f"{summary['test_ece_temperature_scaled']:.4f} (T={summary['temperature']:.3f})"),
         ("validation top-1 accuracy", f"{summary['val_acc1']:.4f}"),
         ("training throughput", f"{summary['train_images_per_s']:.0f} images/s"),
         ("optimizer steps", f"{summary['steps']} ({summary['skipped_steps']} skipped)"),
@@ -492,9 +500,11 @@ def load_run(
     if (run_dir / CONFIG_FILE).is_file():
         require_task(run_dir, "image", command)
     if not (run_dir / CONFIG_FILE).is_file() or not (run_dir / RUN_INFO_FILE).is_file():
-        raise CheckpointError(f"{run_dir} is not a vitlab run folder (no {CONFIG_FILE}/{RUN_INFO_FILE}); pass a folder that `vitlab train` wrote")
+        raise CheckpointError(f"{run_dir} is not a vitlab run folder (no {CONFIG_FILE}/{RUN_INFO_FILE}); "
+                              "pass a folder that `vitlab train` wrote")
     if not (run_dir / WEIGHTS_FILE).is_file():
-        raise CheckpointError(f"{run_dir} has no {WEIGHTS_FILE}: the run has not finished; resume it with `vitlab train --resume {run_dir}`")
+        raise CheckpointError(f"{run_dir} has no {WEIGHTS_FILE}: the run has not finished; "
+                              f"resume it with `vitlab train --resume {run_dir}`")
     cfg = config_from_dict(load_yaml(run_dir / CONFIG_FILE), str(run_dir / CONFIG_FILE))
     try:
         info = json.loads((run_dir / RUN_INFO_FILE).read_text(encoding="utf-8"))
@@ -510,7 +520,8 @@ def load_run(
     try:  # a run finished before pooled_norm existed has its after-pooling norm under norm.*
         model.load_state_dict(migrate_vit_state_dict(load_weights(run_dir / WEIGHTS_FILE), model.state_dict()))
     except RuntimeError as error:
-        raise CheckpointError(f"{run_dir / WEIGHTS_FILE} does not match the model in {CONFIG_FILE}: {str(error).splitlines()[0]}") from None
+        raise CheckpointError(f"{run_dir / WEIGHTS_FILE} does not match the model in {CONFIG_FILE}: "
+                              f"{str(error).splitlines()[0]}") from None
     return model.to(device).eval(), cfg, info
 
 

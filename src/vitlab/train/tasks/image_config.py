@@ -119,7 +119,8 @@ class ImageConfig(EngineConfig):
         return self.init is not None
 
     def validate(self) -> None:
-        """Check every value's range (the engine's keys first); raise :class:`ConfigError` naming the key and the fix."""
+        """Check every value's range (the engine's keys first); raise :class:`ConfigError` naming the key and the
+        fix."""
         super().validate()
         for key in ("epochs", "eval_every"):
             if getattr(self, key) < 1:
@@ -127,8 +128,10 @@ class ImageConfig(EngineConfig):
         for key in ("crop_padding", "cutout_size", "train_per_class"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
-        if not (math.isfinite(self.rotate) and self.rotate >= 0) or not (math.isfinite(self.scale) and 0 <= self.scale < 1):
-            raise ConfigError(f"rotate must be >= 0 (degrees) and scale in [0, 1), got rotate={self.rotate}, scale={self.scale}")
+        if (not (math.isfinite(self.rotate) and self.rotate >= 0)
+                or not (math.isfinite(self.scale) and 0 <= self.scale < 1)):
+            raise ConfigError(f"rotate must be >= 0 (degrees) and scale in [0, 1), "
+                              f"got rotate={self.rotate}, scale={self.scale}")
         for key in ("lr",):
             value = getattr(self, key)
             if not (math.isfinite(value) and value > 0):
@@ -148,16 +151,21 @@ class ImageConfig(EngineConfig):
             if not (0.0 <= value <= 1.0):
                 raise ConfigError(f"{key} must be in [0, 1], got {value}")
         if not (math.isfinite(self.layer_decay) and 0.0 < self.layer_decay <= 1.0):
-            raise ConfigError(f"layer_decay must be in (0, 1] (1 = off), got {self.layer_decay}; MAE uses 0.65 for ViT-B")
+            raise ConfigError(
+                f"layer_decay must be in (0, 1] (1 = off), got {self.layer_decay}; MAE uses 0.65 for ViT-B"
+            )
         if self.init is not None and not str(self.init).strip():
-            raise ConfigError("init is empty; pass the path of a pretrained checkpoint or run folder, or leave init out")
+            raise ConfigError(
+                "init is empty; pass the path of a pretrained checkpoint or run folder, or leave init out"
+            )
         check_init_args(self.init_args)
         self.validate_streaming()
 
     def validate_streaming(self) -> None:
         """Check the streaming keys (img_size, augment, data_mode, workers, bad_images, memory_limit_mb)."""
         if self.img_size is not None and self.img_size < 1:
-            raise ConfigError(f"img_size must be a positive integer (the model's input side), got {self.img_size}; e.g. --set img_size=224")
+            raise ConfigError(f"img_size must be a positive integer (the model's input side), got {self.img_size}; "
+                              "e.g. --set img_size=224")
         if self.data_mode not in DATA_MODES:
             raise ConfigError(unknown_name_message("data_mode", self.data_mode, DATA_MODES))
         if self.bad_images not in BAD_IMAGES:
@@ -173,13 +181,17 @@ class ImageConfig(EngineConfig):
                 raise
             except (TypeError, ValueError, OverflowError) as error:  # a value of the wrong kind, e.g. scale: abc
                 first = (str(error).splitlines() or [type(error).__name__])[0]
-                raise ConfigError(f"augment has a value of the wrong type ({first}); see docs/data.md for the settings") from None
+                raise ConfigError(
+                    f"augment has a value of the wrong type ({first}); see docs/data.md for the settings"
+                ) from None
         streaming = self.augment is not None or self.data_mode == "stream"
         if streaming and self.img_size is None:
-            raise ConfigError("augment and data_mode: stream need the model's input size; add --set img_size=N (e.g. 224)")
+            raise ConfigError(
+                "augment and data_mode: stream need the model's input size; add --set img_size=N (e.g. 224)"
+            )
         if self.img_size is not None and self.dataset != "folder":
-            raise ConfigError(f"img_size is for dataset: folder (photos or shards); '{self.dataset}' keeps its own size; "
-                              "remove img_size")
+            raise ConfigError(f"img_size is for dataset: folder (photos or shards); "
+                              f"'{self.dataset}' keeps its own size; remove img_size")
 
 
 def config_keys() -> list[str]:

@@ -182,7 +182,8 @@ class StreamImageTask(ImageTask):
         train = split == "train"
         return build_image_loader(
             cfg.data_root, split, img_size=cfg.img_size, in_chans=self.in_chans,
-            batch_size=cfg.batch_size // ctx.world_size, train=train, augment=cfg.augment,  # eval: crop_fraction, interpolation
+            # eval uses augment's crop_fraction and interpolation
+            batch_size=cfg.batch_size // ctx.world_size, train=train, augment=cfg.augment,
             seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size, workers=cfg.workers,
             pin_memory=ctx.device.type == "cuda", dtype=torch.uint8, bad_images=cfg.bad_images,
             mode=self.modes[split], memory_limit_mb=cfg.memory_limit_mb, val_fraction=cfg.val_fraction,
@@ -251,18 +252,28 @@ class StreamImageTask(ImageTask):
         model.train(was_training)
         self.eval_skipped[split] = loader.skipped - before
         num_classes = self.train_set.num_classes
-        local = (torch.cat(logits) if logits else torch.zeros(0, num_classes), torch.cat(labels) if labels else torch.zeros(0, dtype=torch.int64))
+        local = (
+            torch.cat(logits) if logits else torch.zeros(0, num_classes),
+            torch.cat(labels) if labels else torch.zeros(0, dtype=torch.int64),
+        )
         parts = ctx.all_gather_object(local) if ctx.distributed else [local]
         all_logits = torch.cat([p[0] for p in parts])
         all_labels = torch.cat([p[1] for p in parts])
         if all_labels.numel() == 0:
-            raise DataError(f"{self.cfg.data_root}: every image of the {split} split was a skipped bad file; fix the files")
+            raise DataError(
+                f"{self.cfg.data_root}: every image of the {split} split was a skipped bad file; fix the files"
+            )
         return evaluation_from_logits(all_logits, all_labels)
 
-    def finish(self, model: nn.Module, ctx: DistContext, amp: str, history: list[dict[str, Any]], fresh: bool) -> dict[str, Any]:
+    def finish(
+        self, model: nn.Module, ctx: DistContext, amp: str, history: list[dict[str, Any]], fresh: bool
+    ) -> dict[str, Any]:
         summary = super().finish(model, ctx, amp, history, fresh)
         local = [self.train_loader.skipped, self.eval_skipped["val"], self.eval_skipped["test"]]
-        names = [*self.train_loader.skipped_files, *(n for loader in self.eval_loaders.values() for n in loader.skipped_files)]
+        names = [
+            *self.train_loader.skipped_files,
+            *(n for loader in self.eval_loaders.values() for n in loader.skipped_files),
+        ]
         gathered = ctx.all_gather_object((local, names)) if ctx.distributed else [(local, names)]
         totals = [sum(g[0][i] for g in gathered) for i in range(3)]
         summary["data_modes"] = dict(self.modes)

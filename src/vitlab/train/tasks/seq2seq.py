@@ -216,7 +216,9 @@ class Seq2SeqTask(Task):
         return math.ceil(cfg.steps / cfg.eval_every), min(cfg.eval_every, cfg.steps), cfg.steps
 
     def build_model(self) -> nn.Module:
-        return build_model(self.cfg, len(self.data.vocab), max_len=max(self.data.max_src_len, self.data.max_tgt_len) + 2)
+        return build_model(
+            self.cfg, len(self.data.vocab), max_len=max(self.data.max_src_len, self.data.max_tgt_len) + 2
+        )
 
     def build_optimizer(self, model: nn.Module, device: torch.device) -> tuple[torch.optim.Optimizer, Any]:
         optimizer = torch.optim.Adam(model.parameters(), lr=1.0, betas=(0.9, 0.98), eps=1e-9)
@@ -288,10 +290,18 @@ class Seq2SeqTask(Task):
         self.accuracy = evaluate(model, self.data.test, self.cfg.eval_beam, self.cfg.length_penalty, ctx=ctx)
         return {"test_accuracy": self.accuracy}
 
-    def finish(self, model: nn.Module, ctx: DistContext, amp: str, history: list[dict[str, Any]], fresh: bool) -> dict[str, Any]:
-        accuracy = self.accuracy if fresh else evaluate(model, self.data.test, self.cfg.eval_beam, self.cfg.length_penalty, ctx=ctx)
+    def finish(
+        self, model: nn.Module, ctx: DistContext, amp: str, history: list[dict[str, Any]], fresh: bool
+    ) -> dict[str, Any]:
+        accuracy = (
+            self.accuracy
+            if fresh
+            else evaluate(model, self.data.test, self.cfg.eval_beam, self.cfg.length_penalty, ctx=ctx)
+        )
         final_loss = history[-1]["train_loss"] if history else float("nan")
-        return {"test_accuracy": accuracy, "final_loss": final_loss, "dataset": self.cfg.dataset, "beam": self.cfg.eval_beam}
+        return {
+            "test_accuracy": accuracy, "final_loss": final_loss, "dataset": self.cfg.dataset, "beam": self.cfg.eval_beam
+        }
 
     def write_report(self, run_dir: Path, history: list[dict[str, Any]], summary: dict[str, Any]) -> None:
         from vitlab.viz.training import plot_seq2seq_curves
@@ -336,17 +346,24 @@ def load_seq2seq(run_dir: str | Path) -> tuple[Transformer, SequenceTask]:
     require_task(run_dir, "seq2seq", "translate")
     cfg = _config_of_run(run_dir)
     if not (run_dir / WEIGHTS_FILE).is_file():
-        raise CheckpointError(f"{run_dir} has no {WEIGHTS_FILE}: the run has not finished; resume it with `vitlab train --resume {run_dir}`")
+        raise CheckpointError(
+            f"{run_dir} has no {WEIGHTS_FILE}: the run has not finished; "
+            f"resume it with `vitlab train --resume {run_dir}`"
+        )
     task = make_task(cfg.dataset, 0, 0, cfg.min_len, cfg.max_len, cfg.seed)
     model = build_model(cfg, len(task.vocab), max_len=max(task.max_src_len, task.max_tgt_len) + 2)
     try:
         model.load_state_dict(load_weights(run_dir / WEIGHTS_FILE))
     except RuntimeError as error:
-        raise CheckpointError(f"{WEIGHTS_FILE} does not match {CONFIG_FILE} in {run_dir}: {error}".splitlines()[0]) from None
+        raise CheckpointError(
+            f"{WEIGHTS_FILE} does not match {CONFIG_FILE} in {run_dir}: {error}".splitlines()[0]
+        ) from None
     return model.eval(), task
 
 
-def translate(run_dir: str | Path, text: str, beam: int = 1, max_len: int | None = None, alpha: float | None = None) -> str:
+def translate(
+    run_dir: str | Path, text: str, beam: int = 1, max_len: int | None = None, alpha: float | None = None
+) -> str:
     """Decode one source string with a trained run, e.g. ``translate(run, "3 1 2") == "2 1 3"`` on reverse.
 
     Args:
