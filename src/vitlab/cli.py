@@ -13,13 +13,23 @@ import errno
 import fnmatch
 import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from vitlab import __version__
+from vitlab.errors import ConfigError
+from vitlab.models import create_model, list_models
+from vitlab.models.vit import VisionTransformer, count_parameters
+from vitlab.recipes import DEFAULT_RECIPE, describe, list_recipes, recipe_dir, recipe_path
+
+# The rest of vitlab is imported inside each command (the train, data, viz and reproduce layers pull in
+# matplotlib, scipy, PIL and the data pipeline): `vitlab --help` then costs what `import vitlab` costs.
 
 DEFAULT_RUNS = "runs"
 
@@ -34,7 +44,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train the recipe (default: a ViT on the embedded 28×28 MNIST set) into a run folder, or continue one with
     --resume."""
 
-    from vitlab.train.engine import train
+    from vitlab.train.engine import train  # per command, see the note on imports above
     from vitlab.train.tasks import config_from_raw, resolve_config, task_name
 
     recipe = _recipe_file(args.config, args.set or [])
@@ -63,7 +73,6 @@ def _recipe_file(config: str | None, overrides: list[str]) -> Path | None:
     """The YAML behind ``--config`` (a shipped recipe name or a file); without one, the default recipe
     (:data:`vitlab.recipes.DEFAULT_RECIPE`, an image recipe), or no file when ``--set task=...`` asks for
     another task (its dataclass defaults then apply)."""
-    from vitlab.recipes import DEFAULT_RECIPE, recipe_path
 
     if config:
         return recipe_path(config)
@@ -74,7 +83,7 @@ def _recipe_file(config: str | None, overrides: list[str]) -> Path | None:
 def _list_keys(raw: dict) -> int:
     """Print the config keys of the recipe's task with their values (defaults, or the recipe's)."""
 
-    from vitlab.train.tasks import config_class, config_from_raw
+    from vitlab.train.tasks import config_class, config_from_raw  # per command, see the note on imports above
 
     task = str(raw.get("task", "image"))
     cfg = config_from_raw(raw) if raw else config_class(task)()
@@ -87,9 +96,8 @@ def _list_keys(raw: dict) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate a trained run on a split of its dataset (or of another dataset with the same shapes)."""
 
-    import torch
 
-    from vitlab.train.distributed import DistContext
+    from vitlab.train.distributed import DistContext  # per command, see the note on imports above
     from vitlab.train.tasks.image import evaluate, load_run, run_amp, run_transform
     from vitlab.train.tasks.image_stream import uses_stream
 
@@ -123,7 +131,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def _in_memory_split(dataset: str, root: str | None, cfg: Any, info: dict, split: str) -> Any:
     """Split ``split`` of ``dataset`` held in memory, checked against the run's image shape and classes."""
-    from vitlab.data.registry import load_splits
+    from vitlab.data.registry import load_splits  # per command, see the note on imports above
 
     splits = load_splits(dataset, root, val_fraction=cfg.val_fraction, seed=0)
     if split not in splits:
@@ -144,7 +152,7 @@ def _in_memory_split(dataset: str, root: str | None, cfg: Any, info: dict, split
 def _evaluate_streamed(model: Any, cfg: Any, info: dict, split: str, context: Any, amp: str) -> tuple[Any, int]:
     """Score a streamed run (a folder at ``img_size``, or shards) through the streaming pipeline it trained with,
     in bounded memory: the split's own loader, the run's normalisation and evaluation resize / crop."""
-    from vitlab.train.tasks.image_stream import StreamImageTask
+    from vitlab.train.tasks.image_stream import StreamImageTask  # per command, see the note on imports above
 
     if split not in ("train", "val", "test"):
         raise ValueError(f"unknown split '{split}'; choose one of ['test', 'train', 'val']")
@@ -162,9 +170,8 @@ def _evaluate_streamed(model: Any, cfg: Any, info: dict, split: str, context: An
 def cmd_predict(args: argparse.Namespace) -> int:
     """Print the top-k classes and probabilities for each image file (and, with --explain, the attention rollout)."""
 
-    import torch
 
-    from vitlab.data.folder import read_image
+    from vitlab.data.folder import read_image  # per command, see the note on imports above
     from vitlab.train.precision import autocast
     from vitlab.train.tasks.image import load_run, run_amp, run_transform
 
@@ -178,7 +185,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     classes = info["classes"]
     k = min(args.topk, len(classes))
     if args.explain:
-        from vitlab.models.vit import VisionTransformer
 
         if not isinstance(model, VisionTransformer):
             raise ValueError(f"--explain draws a ViT's attention rollout, but {args.run_dir} holds a {cfg.model}; "
@@ -224,7 +230,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_translate(args: argparse.Namespace) -> int:
     """Decode a source sequence with a trained seq2seq run (greedy, or beam search with --beam N)."""
-    from vitlab.train.tasks.seq2seq import translate
+    from vitlab.train.tasks.seq2seq import translate  # per command, see the note on imports above
 
     print(translate(args.run_dir, args.text, beam=args.beam, max_len=args.max_len, alpha=args.alpha))
     return 0
@@ -233,8 +239,6 @@ def cmd_translate(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     """Print the registered image models and the seq2seq Transformer, one per line, with parameter counts."""
 
-    from vitlab.models import create_model, list_models
-    from vitlab.models.vit import count_parameters
 
     names = list_models(args.pattern)
     transformer = fnmatch.fnmatch("transformer", args.pattern)
@@ -244,7 +248,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         model = create_model(name)
         print(f"{name:28s} {count_parameters(model) / 1e6:8.2f}M params  (task: image)")
     if transformer:
-        from vitlab.data.sequence import Vocab
+        from vitlab.data.sequence import Vocab  # per command, see the note on imports above
         from vitlab.train.tasks.seq2seq import Seq2SeqConfig, build_model
 
         cfg = Seq2SeqConfig()
@@ -285,8 +289,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     """Rerun the papers' comparisons (the shipped reproduce recipes) and write report.md / report.html."""
-    from vitlab.errors import ConfigError
-    from vitlab.reproduce import reproduce
+    from vitlab.reproduce import reproduce  # per command, see the note on imports above
 
     if args.seeds is not None and args.seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {args.seeds}; e.g. --seeds 3")
@@ -301,9 +304,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 def cmd_shards(args: argparse.Namespace) -> int:
     """Write an image folder's train / val / test splits as WebDataset-style tar shards (vitlab.data.shards)."""
-    import shutil
 
-    from vitlab.data.shards import write_shards
+    from vitlab.data.shards import write_shards  # per command, see the note on imports above
 
     out = Path(args.out)
     created = not out.exists()
@@ -322,8 +324,7 @@ def cmd_shards(args: argparse.Namespace) -> int:
 
 def cmd_recipes(args: argparse.Namespace) -> int:
     """Print the shipped recipes, one line each: name and the first comment line of its YAML."""
-    from vitlab.recipes import describe, list_recipes, recipe_dir
-    from vitlab.reproduce.recipes import load_recipes
+    from vitlab.reproduce.recipes import load_recipes  # per command, see the note on imports above
 
     print("training recipes (vitlab train --config NAME):")
     for name in list_recipes():

@@ -49,6 +49,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from PIL import Image, ImageEnhance, ImageOps
 from torch import Tensor
 
 from vitlab.errors import ConfigError
@@ -87,8 +88,6 @@ def apply_op(image, name: str, magnitude: float):  # noqa: ANN001, ANN201 (PIL.I
         magnitude: shear (tan of the angle), translation (pixels), rotation (degrees), enhancement
             offset (factor 1 + magnitude), posterize (bits kept), solarize (threshold); ignored otherwise.
     """
-    from PIL import Image, ImageEnhance, ImageOps
-
     if name == "Identity":
         return image
     if name == "ShearX":
@@ -198,8 +197,6 @@ class TrivialAugment:
 
 def adjust_hue(image, shift: float):  # noqa: ANN001, ANN201
     """Rotate the hue of an RGB image by ``shift`` turns (in [-0.5, 0.5]) in Pillow's 8-bit HSV space."""
-    from PIL import Image
-
     if image.mode != "RGB" or shift == 0:
         return image
     h, s, v = image.convert("HSV").split()
@@ -229,7 +226,6 @@ class ColorJitter:
         return max(self.brightness, self.contrast, self.saturation, self.hue) > 0
 
     def __call__(self, image, generator: torch.Generator):  # noqa: ANN001, ANN204
-        from PIL import ImageEnhance
 
         order = torch.randperm(4, generator=generator).tolist()
         for op in order:

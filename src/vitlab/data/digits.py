@@ -22,7 +22,7 @@ CLASSES = [str(d) for d in range(10)]
 
 def load_digits_all() -> ImageDataset:
     """All 1,797 digits: images (1797, 1, 8, 8) float32 in [0, 1], labels (1797,) int64."""
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # scikit-learn takes ~1 s to import: only for this dataset
 
     bunch = load_digits()
     images = torch.from_numpy(bunch.images).float().div_(16.0).unsqueeze(1).contiguous()

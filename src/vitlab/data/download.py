@@ -20,6 +20,8 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from vitlab.errors import DataError
 from vitlab.io import atomic_open, file_digest
 
@@ -123,6 +125,5 @@ def download_first(
 
 
 def _progress_bar(total: int, name: str):  # noqa: ANN202 (tqdm type)
-    from tqdm.auto import tqdm
 
     return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=name, leave=False, disable=None)

@@ -19,6 +19,7 @@ from typing import IO
 
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 
 from vitlab.data.base import ImageDataset, stratified_split
 from vitlab.errors import DataError
@@ -128,8 +129,6 @@ def open_image(source: str | Path | IO[bytes], name: str | None = None, lazy: bo
     Raises:
         DataError: not an image Pillow can read, corrupt or truncated data, or a decompression bomb.
     """
-    from PIL import Image, UnidentifiedImageError
-
     name = name if name is not None else str(source)
     try:
         image = Image.open(source)
@@ -165,8 +164,6 @@ def convert_image(image, channels: int):  # noqa: ANN001, ANN201 (PIL.Image.Imag
     palette images are expanded through their palette (``P`` -> ``RGBA``, so a transparent palette entry
     keeps its colour); alpha is dropped; ``CMYK`` and ``YCbCr`` use Pillow's conversion to RGB.
     """
-    from PIL import Image
-
     if channels not in (1, 3):
         raise DataError(f"images must have 1 or 3 channels, the model expects {channels}")
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):

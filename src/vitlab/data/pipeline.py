@@ -28,11 +28,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+from PIL import Image
 from torch import Tensor
 
 from vitlab.data.augment import ColorJitter, RandAugment, RandomErasing, TrivialAugment
 from vitlab.data.folder import convert_image, decode_image
-from vitlab.errors import ConfigError
+from vitlab.errors import ConfigError, unknown_name_message
 
 __all__ = [
     "AugmentConfig",
@@ -119,8 +120,6 @@ class AugmentConfig:
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(values) - known)
         if unknown:
-            from vitlab.errors import unknown_name_message
-
             raise ConfigError(unknown_name_message("augment setting", unknown[0], known))
         return cls(**values)
 
@@ -154,8 +153,6 @@ def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
 
 
 def _resample(name: str) -> int:
-    from PIL import Image
-
     return {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
             "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS}[name]
 
@@ -271,8 +268,6 @@ class TrainPipeline:
 
     def __call__(self, image, generator: torch.Generator, name: str = "image") -> Tensor:  # noqa: ANN001
         """Args: image: a Pillow image, decoded or only opened (then decoded here, errors naming ``name``)."""
-        from PIL import Image
-
         a = self.augment
         width, height = image.size  # the crop is drawn on the file's full size, before decoding
         top, left, h, w = random_resized_crop_box(width, height, a.scale, a.ratio, generator)

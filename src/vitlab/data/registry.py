@@ -21,6 +21,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vitlab.data.base import ImageDataset, stratified_split
+from vitlab.data.cifar import load_cifar
+from vitlab.data.digits import load_digits_dataset
+from vitlab.data.folder import folder_splits, load_image_files
+from vitlab.data.idx import load_mnist_family
+from vitlab.data.mnist5k import load_mnist5k_dataset
 from vitlab.errors import ConfigError, DataError, unknown_name_message
 
 __all__ = ["DEFAULT_AUGMENTATION", "list_datasets", "load_splits"]
@@ -41,8 +46,6 @@ DEFAULT_AUGMENTATION: dict[str, dict[str, object]] = {
 
 def _mnist_family(name: str) -> Callable[[Path, bool, float], dict[str, ImageDataset]]:
     def load(root: Path, download: bool, timeout: float) -> dict[str, ImageDataset]:
-        from vitlab.data.idx import load_mnist_family
-
         return load_mnist_family(name, root, download=download, timeout=timeout)
 
     return load
@@ -50,8 +53,6 @@ def _mnist_family(name: str) -> Callable[[Path, bool, float], dict[str, ImageDat
 
 def _cifar(name: str) -> Callable[[Path, bool, float], dict[str, ImageDataset]]:
     def load(root: Path, download: bool, timeout: float) -> dict[str, ImageDataset]:
-        from vitlab.data.cifar import load_cifar
-
         return load_cifar(name, root, download=download, timeout=timeout)
 
     return load
@@ -86,8 +87,6 @@ def _split_off_val(train: ImageDataset, val_fraction: float, seed: int, name: st
 
 
 def _load_folder(root: Path, val_fraction: float, seed: int) -> dict[str, ImageDataset]:
-    from vitlab.data.folder import folder_splits, load_image_files
-
     splits, classes = folder_splits(root, val_fraction, seed)
     return {part: load_image_files(samples, classes, f"folder/{part}", str(root)) for part, samples in splits.items()}
 
@@ -124,12 +123,8 @@ def load_splits(
     if not isinstance(val_fraction, (int, float)) or not 0.0 < float(val_fraction) < 1.0:
         raise ConfigError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
     if name == "mnist5k":
-        from vitlab.data.mnist5k import load_mnist5k_dataset
-
         splits = load_mnist5k_dataset()
     elif name == "digits":
-        from vitlab.data.digits import load_digits_dataset
-
         splits = load_digits_dataset()
     elif name == "folder":
         if root is None:

@@ -49,6 +49,8 @@ it in :attr:`ImageLoader.skipped` and keeps the first names in :attr:`ImageLoade
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -58,8 +60,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from vitlab.data.base import ImageDataset
 from vitlab.data.folder import folder_splits, load_image_files, open_image
@@ -245,8 +248,6 @@ def _batch_buffer(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
     A worker's result travels to the main process through shared memory; allocating it there from the start
     (as ``default_collate`` does) saves copying (and page-faulting) every batch a second time.
     """
-    from torch.utils.data import get_worker_info
-
     if get_worker_info() is None:
         return torch.empty(shape, dtype=dtype)
     numel = math.prod(shape)
@@ -266,9 +267,6 @@ def _worker_init(worker_id: int) -> None:
     fragment it: without this a worker's RSS grew by ~3 MB per batch (benchmarks/bench_data.py);
     setting the threshold explicitly turns that adjustment off.
     """
-    import ctypes
-    import ctypes.util
-
     name = ctypes.util.find_library("c")
     if name is None:
         return
@@ -372,7 +370,6 @@ class StreamingLoader(ImageLoader):
     def __init__(self, dataset: StreamDataset, sampler: EpochBatchSampler, *, workers: int, prefetch: int,
                  pin_memory: bool, bad_images: str, seed: int, persistent: bool = True) -> None:
         super().__init__()
-        from torch.utils.data import DataLoader
 
         self.dataset, self.sampler, self.bad_images = dataset, sampler, bad_images
         self.classes = list(dataset.source.classes)
@@ -421,7 +418,6 @@ def choose_mode(source: FolderSource | ShardSource, img_size: int | None, augmen
     per_image = None if size is None else channels * size[0] * size[1]
     if per_image is not None and per_image * len(source) > limit:
         return "stream", f"{len(source)} images of {per_image} bytes exceed memory_limit_mb={memory_limit_mb}"
-    from PIL import Image
 
     for index in range(len(source)):
         try:

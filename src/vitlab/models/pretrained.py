@@ -13,12 +13,15 @@ was named ``pooled_norm`` are read through :func:`~vitlab.models.vit.migrate_vit
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save
 from torch import Tensor
 
 from vitlab.io import atomic_write_bytes, sha256_file, staging_dir
@@ -103,7 +106,6 @@ def _vitlab_config(path: Path) -> dict[str, Any] | None:
     """The model arguments :func:`export_pretrained` stores in a vitlab safetensors file, or None."""
     if path.suffix.lower() != ".safetensors":
         return None
-    from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as handle:  # the file was already read once: the header is sound
         text = (handle.metadata() or {}).get(CONFIG_KEY)
@@ -231,10 +233,7 @@ def _build_loaded(fmt: str, converted: dict[str, Tensor], kwargs: dict[str, Any]
 def _tensor_bytes(state: dict[str, Tensor], suffix: str, metadata: dict[str, str] | None = None) -> bytes:
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
     if suffix == ".safetensors":
-        from safetensors.torch import save
-
         return save(tensors, metadata={"format": "pt", **(metadata or {})})
-    import io
 
     buffer = io.BytesIO()
     torch.save(tensors, buffer)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from vitlab.errors import ConfigError, unknown_name_message
+from vitlab.io import load_yaml
 
 _SUFFIXES = (".yaml", ".yml")
 DEFAULT_RECIPE = "mnist5k_vit"  # what `vitlab train` runs with no --config
@@ -72,6 +73,4 @@ def recipe_path(name_or_path: str | Path) -> Path:
 
 def load_recipe(name_or_path: str | Path) -> dict[str, Any]:
     """The mapping of a recipe file or shipped recipe name (:func:`recipe_path`, read with ``yaml.safe_load``)."""
-    from vitlab.io import load_yaml
-
     return load_yaml(recipe_path(name_or_path))

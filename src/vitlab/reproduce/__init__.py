@@ -14,10 +14,15 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from vitlab.io import atomic_write_text
+from vitlab.reproduce.penultimate import head_templates, penultimate_features, project_onto_template_plane
 from vitlab.reproduce.recipes import Recipe, arm_name, load_recipes
 from vitlab.reproduce.report import RecipeResult, summarize, write_report
 from vitlab.reproduce.runner import default_jobs, load_result, machine_info, plan, run_all
+from vitlab.train.tasks.image import load_image_data, load_run, run_transform
+from vitlab.viz.training import plot_penultimate_projection
 
 if TYPE_CHECKING:
     import torch
@@ -27,12 +32,6 @@ __all__ = ["load_recipes", "penultimate_figure", "reproduce"]
 
 def penultimate_figure(run_dirs: dict[str, Path], classes: list[int], out: Path) -> Path:
     """Müller et al. Fig. 1 for each run (rows) on the training and test images (columns) of three classes."""
-    import torch
-
-    from vitlab.reproduce.penultimate import head_templates, penultimate_features, project_onto_template_plane
-    from vitlab.train.tasks.image import load_image_data, load_run, run_transform
-    from vitlab.viz.training import plot_penultimate_projection
-
     panels = []
     for label, run_dir in run_dirs.items():
         model, cfg, info = load_run(run_dir)
@@ -63,8 +62,6 @@ def cluster_spread_ratio(coords: torch.Tensor, labels: torch.Tensor) -> float:
     Smaller means tighter, better separated clusters (the effect Müller et al. 2019 describe for smoothing).
     coords: (N, 2); labels: (N,) in 0..K−1, every class present.
     """
-    import torch
-
     classes = sorted(int(k) for k in labels.unique())
     centroids = torch.stack([coords[labels == k].mean(0) for k in classes])
     within = torch.cat([(coords[labels == k] - centroids[i]).norm(dim=1) for i, k in enumerate(classes)]).mean()

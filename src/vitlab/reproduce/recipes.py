@@ -56,6 +56,7 @@ from typing import Any
 import yaml
 
 from vitlab.errors import ConfigError, unknown_name_message
+from vitlab.recipes import reproduce_dir
 
 KINDS = ("image", "seq2seq", "legendre")
 PRETRAIN = "pretrain"  # the variant name of the shared pre-training run, and the init value that refers to it
@@ -207,8 +208,6 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 def default_recipe_dir() -> Path:
     """The shipped reproduction recipes, ``vitlab/recipes/reproduce`` (package data: no checkout needed)."""
-    from vitlab.recipes import reproduce_dir
-
     return reproduce_dir()
 
 

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from markdown_it import MarkdownIt
+
 from vitlab.io import atomic_write_text
 from vitlab.reproduce.recipes import METRICS, Claim, Recipe, arm_name
 from vitlab.reproduce.stats import (
@@ -41,6 +43,7 @@ from vitlab.reproduce.stats import (
     seeds_for_half_width,
     welch_interval,
 )
+from vitlab.viz.training import plot_seed_comparison
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -308,8 +311,6 @@ def to_html(blocks: list[Block], title: str) -> str:
     tables, with raw HTML off (so ``<`` in a text is shown, not interpreted). The page therefore shows exactly
     what ``report.md`` shows where GitHub renders it. Images whose file is missing are left out.
     """
-    from markdown_it import MarkdownIt
-
     md = MarkdownIt("commonmark", {"html": False}).enable("table")
     md.add_render_rule("image", _inline_png)
     base = Path()  # any base: the image rule looks each address up, as markdown-it normalised it
@@ -470,8 +471,6 @@ def recipe_blocks(
     res: RecipeResult, image_dir: Path, extra_images: list[tuple[str, Path]] | None = None
 ) -> list[Block]:
     """The section of one recipe, writing its seed plots into ``image_dir``."""
-    from vitlab.viz.training import plot_seed_comparison
-
     r = res.recipe
     arms = r.arm_names()
     blocks = _intro_blocks(r)

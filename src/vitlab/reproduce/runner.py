@@ -18,20 +18,34 @@ import contextlib
 import io
 import json
 import math
+import multiprocessing
 import os
 import platform
 import shutil
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
+from tqdm.auto import tqdm
 
-from vitlab.errors import VitlabError
+from vitlab.autograd import fit_legendre_p3
+from vitlab.data.sequence import Vocab, iterate_batches, make_task
+from vitlab.errors import CheckpointError, ConfigError, VitlabError
 from vitlab.io import atomic_write_text
 from vitlab.reproduce.recipes import PRETRAIN, Recipe, arm_name
+from vitlab.train.checkpoint import latest_checkpoint
+from vitlab.train.distributed import DistContext
+from vitlab.train.engine import train
+from vitlab.train.tasks import config_of_run
+from vitlab.train.tasks.image import evaluate, load_image_data, load_run, run_amp, run_transform
+from vitlab.train.tasks.image_config import config_from_dict
+from vitlab.train.tasks.seq2seq import Seq2SeqConfig, load_seq2seq
+from vitlab.viz.techniques import plot_legendre_fit
 
 
 @dataclass(frozen=True)
@@ -120,11 +134,6 @@ def _jsonable(value: Any) -> Any:
 def _train_or_resume(cfg: Any, run_dir: Path) -> dict[str, Any]:
     """Train ``cfg`` into ``run_dir`` without plots; a folder left by a killed run of the same recipe continues
     from its last checkpoint, any other folder there is replaced."""
-    from vitlab.errors import CheckpointError, ConfigError
-    from vitlab.train.checkpoint import latest_checkpoint
-    from vitlab.train.engine import train
-    from vitlab.train.tasks import config_of_run
-
     resume = False
     if run_dir.exists():
         try:
@@ -138,8 +147,6 @@ def _train_or_resume(cfg: Any, run_dir: Path) -> dict[str, Any]:
 
 
 def _run_image(spec: RunSpec) -> dict[str, float]:
-    from vitlab.train.tasks.image_config import config_from_dict
-
     run_dir = Path(spec.run_dir)
     summary = _train_or_resume(config_from_dict(spec.config, f"recipe {spec.recipe}/{spec.variant}"), run_dir)
     train_acc1 = 100.0 * training_accuracy(run_dir)
@@ -164,9 +171,6 @@ def training_accuracy(run_dir: str | Path) -> float:
     With the validation accuracy it gives the train/validation gap, the regime a regulariser acts in. The
     split is rebuilt from the run's config (``train_per_class`` included), scored on the CPU.
     """
-    from vitlab.train.distributed import DistContext
-    from vitlab.train.tasks.image import evaluate, load_image_data, load_run, run_amp, run_transform
-
     model, cfg, info = load_run(run_dir)
     model = model.cpu()
     amp = run_amp(info, "cpu")
@@ -179,11 +183,6 @@ def seq2seq_teacher_forced(run_dir: str | Path, batch_size: int = 500) -> dict[s
 
     The test split is rebuilt from the run's config.yaml (same task, sizes and seed as in training).
     """
-    import yaml
-
-    from vitlab.data.sequence import Vocab, iterate_batches, make_task
-    from vitlab.train.tasks.seq2seq import Seq2SeqConfig, load_seq2seq
-
     config = yaml.safe_load((Path(run_dir) / "config.yaml").read_text(encoding="utf-8")) or {}
     config.pop("task", None)
     cfg = Seq2SeqConfig.from_dict(config)
@@ -202,8 +201,6 @@ def seq2seq_teacher_forced(run_dir: str | Path, batch_size: int = 500) -> dict[s
 
 
 def _run_seq2seq(spec: RunSpec) -> dict[str, float]:
-    from vitlab.train.tasks.seq2seq import Seq2SeqConfig
-
     run_dir = Path(spec.run_dir)
     summary = _train_or_resume(Seq2SeqConfig.from_dict(dict(spec.config)), run_dir)
     return {
@@ -215,9 +212,6 @@ def _run_seq2seq(spec: RunSpec) -> dict[str, float]:
 
 
 def _run_legendre(spec: RunSpec) -> dict[str, float]:
-    from vitlab.autograd import fit_legendre_p3
-    from vitlab.viz.techniques import plot_legendre_fit
-
     start = time.perf_counter()
     fit = fit_legendre_p3(**spec.config, verbose=False)
     seconds = time.perf_counter() - start
@@ -282,8 +276,6 @@ def run_all(
     Results are returned in ``specs`` order. An interrupted call leaves every finished run's JSON in place, so
     calling again redoes only the unfinished ones.
     """
-    from tqdm.auto import tqdm
-
     results: dict[int, dict[str, Any]] = {}
     todo = []
     for i, spec in enumerate(specs):
@@ -312,9 +304,6 @@ def run_all(
                     bar.set_postfix_str(f"{specs[i].recipe}/{specs[i].arm}/seed{specs[i].seed}")
                     finished(i, run_one(specs[i]))
             else:
-                import multiprocessing
-                from concurrent.futures import ProcessPoolExecutor, as_completed
-
                 with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
                     futures = {pool.submit(_run_one_in_worker, asdict(specs[i])): i for i in stage_todo}
                     for future in as_completed(futures):

@@ -38,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load, save
 from torch import Tensor
 
 from vitlab.errors import CheckpointError
@@ -102,8 +104,6 @@ def save_weights(
         path: target file.
         metadata: extra string metadata to store in the header.
     """
-    from safetensors.torch import save
-
     tensors = {name: t.detach().to("cpu").contiguous().clone() for name, t in state_dict.items()}
     meta = {str(k): str(v) for k, v in (metadata or {}).items()}
     meta[DIGEST_KEY] = _tensor_digest(tensors)
@@ -116,9 +116,6 @@ def load_weights(path: str | os.PathLike[str], device: str | torch.device = "cpu
     Raises:
         CheckpointError: the file is missing, not safetensors, truncated or its bytes changed.
     """
-    from safetensors import safe_open
-    from safetensors.torch import load
-
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"weights file {path} does not exist; train a model first or check the path")

@@ -28,6 +28,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from vitlab.errors import ConfigError
+
 
 @dataclass
 class DistContext:
@@ -103,7 +105,6 @@ def pick_device(preference: str, local_rank: int = 0) -> torch.device:
     if preference == "cuda":
         preference = f"cuda:{local_rank}"
     if preference == "mps":  # refused rather than half-supported: float64 accumulators would fail mid-run
-        from vitlab.errors import ConfigError
 
         raise ConfigError(
             "device 'mps' is not supported: training keeps float64 sums and samples mixing coefficients in float64, "
@@ -111,8 +112,6 @@ def pick_device(preference: str, local_rank: int = 0) -> torch.device:
         )
     device = torch.device(preference)
     if device.type == "cuda" and not torch.cuda.is_available():
-        from vitlab.errors import ConfigError
-
         raise ConfigError("device 'cuda' was asked for but CUDA is not available; use --set device=cpu or auto")
     return device
 

@@ -41,6 +41,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
 
 from vitlab.errors import ConfigError, VitlabError
 from vitlab.io import atomic_write_text
@@ -266,7 +268,6 @@ class Engine:
         self.train_model: nn.Module = self.model
         self.ddp = None
         if ctx.distributed:  # wrap first, then compile: PyTorch's guidance for DDP with torch.compile
-            from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             match_grad_strides(self.model)
@@ -290,8 +291,6 @@ class Engine:
 
     def run_epoch(self, epoch: int) -> None:
         """One epoch: this rank's sample order, then a step per batch with progress, hooks and checkpoints."""
-        from tqdm.auto import tqdm
-
         steps = self.steps_in(epoch)
         items = self.task.epoch_batches(epoch, self.batch_start, self.ctx)  # a streaming task's batches
         if items is None:  # index batches of the in-memory sample order
@@ -406,8 +405,6 @@ class Engine:
 
     def print_row(self, row: dict[str, Any]) -> None:
         """One line per epoch: every entry with --quiet, else the loss and the task's headline metric."""
-        from tqdm.auto import tqdm
-
         if self.quiet:
             print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
             return

@@ -131,7 +131,7 @@ class TensorBoard:
         if folder is None:
             return
         try:
-            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter  # optional dependency: tensorboard
         except Exception:  # tensorboard is optional
             return
         self.writer = SummaryWriter(str(folder))

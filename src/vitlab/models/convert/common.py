@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 from torch import Tensor
 
 from vitlab.errors import CheckpointError
@@ -126,8 +127,6 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     if not path.is_file():
         raise ConvertError(f"{path} does not exist; check the path")
     if path.suffix.lower() in SAFETENSORS_SUFFIXES:
-        from safetensors.torch import load_file
-
         try:
             return dict(load_file(str(path), device="cpu"))
         except Exception as error:  # safetensors raises its own error types for bad headers

@@ -15,6 +15,7 @@ norm, attention pooling, distillation tokens, ...) are refused by name.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -383,45 +384,10 @@ def vit_from_timm(timm_model: nn.Module) -> VisionTransformer:
         ConvertError: the timm model uses a feature vitlab's ViT does not have.
     """
     source = f"timm {type(timm_model).__name__}"
-    if getattr(timm_model, "num_reg_tokens", 0):
-        raise ConvertError(f"{source}: register tokens (reg_tokens) are not supported by vitlab's ViT")
-    for name in ("norm_pre", "fc_norm", "norm"):
-        if not hasattr(timm_model, name):
-            raise ConvertError(f"{source}: has no '{name}' attribute; is this a timm VisionTransformer?")
-    if not isinstance(timm_model.norm_pre, nn.Identity):
-        raise ConvertError(f"{source}: a pre-norm after the embedding (pre_norm=True) is not supported")
-    if getattr(timm_model, "attn_pool", None) is not None:
-        raise ConvertError(f"{source}: attention pooling (global_pool='map') is not supported")
-    if getattr(timm_model, "pool_include_prefix", False):
-        raise ConvertError(f"{source}: pool_include_prefix=True is not supported")
+    norms = _check_timm_layout(timm_model, source)
     pool = timm_model.global_pool
-    if pool not in ("token", "avg"):
-        raise ConvertError(f"{source}: global_pool='{pool}' is not supported; vitlab pools 'token' or 'avg'")
-    norms = [m for m in (timm_model.norm, timm_model.fc_norm) if isinstance(m, nn.LayerNorm)]
-    if len(norms) != 1 or any(
-        not isinstance(m, (nn.LayerNorm, nn.Identity)) for m in (timm_model.norm, timm_model.fc_norm)
-    ):
-        raise ConvertError(f"{source}: needs exactly one final LayerNorm (norm or fc_norm); vitlab's ViT has one")
     first = timm_model.blocks[0]
-    for block in timm_model.blocks:
-        kinds = (type(block).__name__, type(block.attn).__name__, type(block.mlp).__name__)
-        if kinds != ("Block", "Attention", "Mlp"):
-            raise ConvertError(f"{source}: block/attention/MLP types {'/'.join(kinds)} are not supported; vitlab's ViT "
-                               "has timm's pre-norm Block with Attention and Mlp")
-    for part, what in ((first.attn.q_norm, "q/k normalisation"), (getattr(first.attn, "norm", nn.Identity()),
-                       "a norm inside attention"), (getattr(first.mlp, "norm", nn.Identity()), "a norm inside the MLP"),
-                       (getattr(timm_model.patch_embed, "norm", nn.Identity()), "a norm after the patch embedding")):
-        if not isinstance(part, nn.Identity):
-            raise ConvertError(f"{source}: {what} is not supported by vitlab's ViT")
-    if not isinstance(first.norm1, nn.LayerNorm) or first.attn.proj.bias is None:
-        raise ConvertError(f"{source}: blocks need LayerNorm and a biased attention projection")
-    act_module = first.mlp.act
-    if type(act_module) is nn.GELU:
-        act = "gelu_tanh" if act_module.approximate == "tanh" else "gelu"
-    else:
-        act = {nn.ReLU: "relu", nn.SiLU: "silu", nn.Mish: "mish"}.get(type(act_module), "")
-        if not act:
-            raise ConvertError(f"{source}: MLP activation {type(act_module).__name__} is not supported")
+    act = _timm_activation(first.mlp.act, source)
     patch = timm_model.patch_embed
     if patch.patch_size[0] != patch.patch_size[1]:
         raise ConvertError(f"{source}: non-square patches {tuple(patch.patch_size)} are not supported")
@@ -457,6 +423,55 @@ def vit_from_timm(timm_model: nn.Module) -> VisionTransformer:
     return model
 
 
+
+
+def _check_timm_layout(timm_model: nn.Module, source: str) -> list[nn.LayerNorm]:
+    """Refuse, by name, a timm ViT feature vitlab's ViT lacks; return the one final LayerNorm (in a list)."""
+    if getattr(timm_model, "num_reg_tokens", 0):
+        raise ConvertError(f"{source}: register tokens (reg_tokens) are not supported by vitlab's ViT")
+    for name in ("norm_pre", "fc_norm", "norm"):
+        if not hasattr(timm_model, name):
+            raise ConvertError(f"{source}: has no '{name}' attribute; is this a timm VisionTransformer?")
+    if not isinstance(timm_model.norm_pre, nn.Identity):
+        raise ConvertError(f"{source}: a pre-norm after the embedding (pre_norm=True) is not supported")
+    if getattr(timm_model, "attn_pool", None) is not None:
+        raise ConvertError(f"{source}: attention pooling (global_pool='map') is not supported")
+    if getattr(timm_model, "pool_include_prefix", False):
+        raise ConvertError(f"{source}: pool_include_prefix=True is not supported")
+    pool = timm_model.global_pool
+    if pool not in ("token", "avg"):
+        raise ConvertError(f"{source}: global_pool='{pool}' is not supported; vitlab pools 'token' or 'avg'")
+    norms = [m for m in (timm_model.norm, timm_model.fc_norm) if isinstance(m, nn.LayerNorm)]
+    if len(norms) != 1 or any(
+        not isinstance(m, (nn.LayerNorm, nn.Identity)) for m in (timm_model.norm, timm_model.fc_norm)
+    ):
+        raise ConvertError(f"{source}: needs exactly one final LayerNorm (norm or fc_norm); vitlab's ViT has one")
+    first = timm_model.blocks[0]
+    for block in timm_model.blocks:
+        kinds = (type(block).__name__, type(block.attn).__name__, type(block.mlp).__name__)
+        if kinds != ("Block", "Attention", "Mlp"):
+            raise ConvertError(f"{source}: block/attention/MLP types {'/'.join(kinds)} are not supported; vitlab's ViT "
+                               "has timm's pre-norm Block with Attention and Mlp")
+    for part, what in ((first.attn.q_norm, "q/k normalisation"), (getattr(first.attn, "norm", nn.Identity()),
+                       "a norm inside attention"), (getattr(first.mlp, "norm", nn.Identity()), "a norm inside the MLP"),
+                       (getattr(timm_model.patch_embed, "norm", nn.Identity()), "a norm after the patch embedding")):
+        if not isinstance(part, nn.Identity):
+            raise ConvertError(f"{source}: {what} is not supported by vitlab's ViT")
+    if not isinstance(first.norm1, nn.LayerNorm) or first.attn.proj.bias is None:
+        raise ConvertError(f"{source}: blocks need LayerNorm and a biased attention projection")
+    return norms
+
+
+def _timm_activation(act_module: nn.Module, source: str) -> str:
+    """vitlab's name of a timm MLP activation module (GELU erf or tanh, ReLU, SiLU, Mish)."""
+    if type(act_module) is nn.GELU:
+        return "gelu_tanh" if act_module.approximate == "tanh" else "gelu"
+    act = {nn.ReLU: "relu", nn.SiLU: "silu", nn.Mish: "mish"}.get(type(act_module), "")
+    if not act:
+        raise ConvertError(f"{source}: MLP activation {type(act_module).__name__} is not supported")
+    return act
+
+
 def timm_kwargs(model: VisionTransformer) -> dict[str, Any]:
     """Keyword arguments for ``timm.models.vision_transformer.VisionTransformer`` that build ``model``'s layout.
 
@@ -464,8 +479,6 @@ def timm_kwargs(model: VisionTransformer) -> dict[str, Any]:
         ConvertError: ``model`` uses something timm's ViT cannot express here (sin-cos position embedding,
             a pre-logits layer).
     """
-    import functools
-
     if model.pos_embed_type == "sincos":
         raise ConvertError(
             "a sin-cos position embedding is not stored in the weights; timm export needs 'learn' or 'none'"

@@ -14,6 +14,7 @@ LayerNorm eps (torchvision's default 1e-6; any other is built with ``norm_layer`
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from torch import Tensor, nn
@@ -179,8 +180,6 @@ def torchvision_kwargs(model: VisionTransformer) -> dict[str, Any]:
         ConvertError: a layout torchvision's ViT cannot express (average pooling, no class token, non-square
             input, no qkv bias, LayerScale, an activation other than erf GELU, ...).
     """
-    import functools
-
     first = model.blocks[0]
     reasons = []
     if model.global_pool != "token" or model.fc_norm or model.cls_token is None:

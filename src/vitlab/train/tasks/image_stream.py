@@ -31,8 +31,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vitlab.data.pipeline import AugmentConfig, build_pipeline
+from vitlab.data.shards import SPLITS, shard_dir_for
+from vitlab.data.stream import StreamDataset, build_image_loader, choose_mode, open_source
+from vitlab.data.transforms import BatchTransform, channel_stats
 from vitlab.errors import ConfigError, DataError
+from vitlab.metrics import expected_calibration_error, topk_correct
 from vitlab.train.distributed import DistContext
+from vitlab.train.precision import autocast
 from vitlab.train.tasks.image import TOP5_MIN_CLASSES, Evaluation, ImageTask, format_summary, resolved_amp
 from vitlab.train.tasks.image_config import ImageConfig
 
@@ -46,7 +52,6 @@ def uses_stream(cfg: ImageConfig) -> bool:
         return False
     if cfg.img_size is not None:
         return True
-    from vitlab.data.shards import shard_dir_for
 
     return cfg.data_root is not None and shard_dir_for(cfg.data_root, "train") is not None
 
@@ -74,8 +79,6 @@ class SplitInfo:
 
 def evaluation_from_logits(logits: Tensor, labels: Tensor) -> Evaluation:
     """NLL, top-1 (top-5 from 6 classes), 15-bin ECE of (N, K) float32 ``logits`` and (N,) ``labels`` on the CPU."""
-    from vitlab.metrics import expected_calibration_error, topk_correct
-
     n, num_classes = logits.shape
     ks = (1, 5) if num_classes >= TOP5_MIN_CLASSES else (1,)
     counts = topk_correct(logits, labels, ks)
@@ -96,10 +99,6 @@ class StreamImageTask(ImageTask):
 
     # ---------------------------------------------------------------------------------- set-up
     def load_data(self, info: dict[str, Any] | None) -> None:
-        from vitlab.data.pipeline import AugmentConfig
-        from vitlab.data.shards import SPLITS
-        from vitlab.data.stream import choose_mode, open_source
-
         cfg = self.cfg
         if cfg.data_root is None:
             raise ConfigError("the folder dataset needs a root: pass --set data_root=PATH (a folder of CLASS/ "
@@ -139,7 +138,6 @@ class StreamImageTask(ImageTask):
             self.mean, self.std = self._channel_stats()
         else:
             self.mean, self.std = None, None
-        from vitlab.data.transforms import BatchTransform
 
         in_memory = self.modes["train"] == "memory"  # no per-image pipeline: the tensor crop/flip augments
         # rotate/scale have no per-image counterpart: on every training batch, as in the in-memory task
@@ -151,10 +149,6 @@ class StreamImageTask(ImageTask):
 
     def _channel_stats(self) -> tuple[list[float], list[float]]:
         """Mean and std of up to STATS_IMAGES evenly spaced training images through the evaluation pipeline."""
-        from vitlab.data.pipeline import AugmentConfig, build_pipeline
-        from vitlab.data.stream import StreamDataset
-        from vitlab.data.transforms import channel_stats
-
         cfg, source = self.cfg, self.sources["train"]
         augment = AugmentConfig.from_dict(cfg.augment) if cfg.augment is not None else AugmentConfig.minimal()
         pipeline = build_pipeline(False, cfg.img_size, self.in_chans, augment)
@@ -176,8 +170,6 @@ class StreamImageTask(ImageTask):
         return [float(v) for v in mean], [max(float(v), 1e-6) for v in std]
 
     def _loader(self, split: str, ctx: DistContext) -> Any:
-        from vitlab.data.stream import build_image_loader
-
         cfg = self.cfg
         train = split == "train"
         return build_image_loader(
@@ -233,8 +225,6 @@ class StreamImageTask(ImageTask):
     @torch.no_grad()
     def score(self, model: nn.Module, split: str, ctx: DistContext, amp: str) -> Evaluation:
         """Exact evaluation from the split's loader: each rank its contiguous range, gathered in rank order."""
-        from vitlab.train.precision import autocast
-
         if split not in self.eval_loaders:
             self.eval_loaders[split] = self._loader(split, ctx)
         loader = self.eval_loaders[split]

@@ -39,6 +39,7 @@ from vitlab.train.config import EngineConfig, dataclass_from_dict
 from vitlab.train.distributed import DistContext
 from vitlab.train.runs import CONFIG_FILE, WEIGHTS_FILE, require_task
 from vitlab.train.tasks.base import Task, aligned_table
+from vitlab.viz.training import plot_seq2seq_curves
 
 __all__ = ["LR_DECAYS", "Seq2SeqConfig", "Seq2SeqTask", "evaluate", "load_seq2seq", "seq2seq_lr", "translate"]
 
@@ -304,8 +305,6 @@ class Seq2SeqTask(Task):
         }
 
     def write_report(self, run_dir: Path, history: list[dict[str, Any]], summary: dict[str, Any]) -> None:
-        from vitlab.viz.training import plot_seq2seq_curves
-
         rows = [{**row, "loss": row["train_loss"]} for row in history]
         plot_seq2seq_curves(rows, run_dir / "curves.png", title=f"Transformer on {self.cfg.dataset}")
 
