@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -27,6 +27,12 @@ from vitlab.errors import ConfigError
 from vitlab.models import create_model, list_models
 from vitlab.models.vit import VisionTransformer, count_parameters
 from vitlab.recipes import DEFAULT_RECIPE, describe, list_recipes, recipe_dir, recipe_path
+
+if TYPE_CHECKING:  # for annotations only
+    from vitlab.data.base import ImageDataset
+    from vitlab.train.distributed import DistContext
+    from vitlab.train.tasks.image import Evaluation
+    from vitlab.train.tasks.image_config import ImageConfig
 
 # The rest of vitlab is imported inside each command (the train, data, viz and reproduce layers pull in
 # matplotlib, scipy, PIL and the data pipeline): `vitlab --help` then costs what `import vitlab` costs.
@@ -129,7 +135,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _in_memory_split(dataset: str, root: str | None, cfg: Any, info: dict, split: str) -> Any:
+def _in_memory_split(dataset: str, root: str | None, cfg: ImageConfig, info: dict, split: str) -> ImageDataset:
     """Split ``split`` of ``dataset`` held in memory, checked against the run's image shape and classes."""
     from vitlab.data.registry import load_splits  # per command, see the note on imports above
 
@@ -149,7 +155,8 @@ def _in_memory_split(dataset: str, root: str | None, cfg: Any, info: dict, split
     return data
 
 
-def _evaluate_streamed(model: Any, cfg: Any, info: dict, split: str, context: Any, amp: str) -> tuple[Any, int]:
+def _evaluate_streamed(model: torch.nn.Module, cfg: ImageConfig, info: dict, split: str, context: DistContext,
+                       amp: str) -> tuple[Evaluation, int]:
     """Score a streamed run (a folder at ``img_size``, or shards) through the streaming pipeline it trained with,
     in bounded memory: the split's own loader, the run's normalisation and evaluation resize / crop."""
     from vitlab.train.tasks.image_stream import StreamImageTask  # per command, see the note on imports above

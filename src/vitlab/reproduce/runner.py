@@ -39,6 +39,7 @@ from vitlab.errors import CheckpointError, ConfigError, VitlabError
 from vitlab.io import atomic_write_text
 from vitlab.reproduce.recipes import PRETRAIN, Recipe, arm_name
 from vitlab.train.checkpoint import latest_checkpoint
+from vitlab.train.config import EngineConfig
 from vitlab.train.distributed import DistContext
 from vitlab.train.engine import train
 from vitlab.train.tasks import config_of_run
@@ -131,7 +132,7 @@ def _jsonable(value: Any) -> Any:
 
 
 # ------------------------------------------------------------------------------------------ executors
-def _train_or_resume(cfg: Any, run_dir: Path) -> dict[str, Any]:
+def _train_or_resume(cfg: EngineConfig, run_dir: Path) -> dict[str, Any]:
     """Train ``cfg`` into ``run_dir`` without plots; a folder left by a killed run of the same recipe continues
     from its last checkpoint, any other folder there is replaced."""
     resume = False

@@ -49,7 +49,7 @@ from vitlab.io import atomic_write_text
 from vitlab.models.vit import migrate_vit_state_dict
 from vitlab.train import precision
 from vitlab.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_weights
-from vitlab.train.config import dump_yaml
+from vitlab.train.config import EngineConfig, dump_yaml
 from vitlab.train.distributed import DistContext, init_distributed, shutdown_distributed
 from vitlab.train.ema import WeightEma
 from vitlab.train.runs import (
@@ -74,7 +74,7 @@ class NonFiniteLossError(VitlabError):
 
 # ------------------------------------------------------------------------------------------ entry point
 def train(
-    cfg: Any,
+    cfg: EngineConfig | None,
     run_dir: str | Path,
     *,
     resume: bool = False,

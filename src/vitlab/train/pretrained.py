@@ -52,9 +52,9 @@ def check_init_args(init_args: dict[str, Any]) -> None:
                               + " (other model arguments go to model_args)")
 
 
-def init_path(cfg: Any) -> Path:
-    """The file or folder ``cfg.init`` names (``~`` expanded)."""
-    return Path(str(cfg.init)).expanduser()
+def init_path(init: str) -> Path:
+    """The file or folder a recipe's ``init`` names (``~`` expanded)."""
+    return Path(str(init)).expanduser()
 
 
 def run_folder(path: Path) -> Path | None:
@@ -79,10 +79,10 @@ def run_report(model: nn.Module, run: Path, path: Path) -> LoadReport:
                       config=dict(model.config), loaded=list(model.state_dict()))
 
 
-def load_init_checkpoint(cfg: Any) -> tuple[VisionTransformer, LoadReport]:
-    """The ViT of the weights file or model folder ``cfg.init`` names, as stored (:func:`vitlab.load_pretrained`
-    with ``cfg.init_args``)."""
-    return load_pretrained(init_path(cfg), **cfg.init_args)
+def load_init_checkpoint(init: str, init_args: dict[str, Any]) -> tuple[VisionTransformer, LoadReport]:
+    """The ViT of the weights file or model folder ``init`` names, as stored (:func:`vitlab.load_pretrained`
+    with the recipe's ``init_args``)."""
+    return load_pretrained(init_path(init), **init_args)
 
 
 def _check_patch(image_hw: tuple[int, int], patch: int, source: str) -> None:
@@ -92,7 +92,8 @@ def _check_patch(image_hw: tuple[int, int], patch: int, source: str) -> None:
                            f"patches; choose a patch size that divides them, e.g. --set model_args.patch_size={fits}")
 
 
-def adapt_init(cfg: Any, source: VisionTransformer, report: LoadReport, image_shape: tuple[int, int, int],
+def adapt_init(init: str, model_args: dict[str, Any], source: VisionTransformer, report: LoadReport,
+               image_shape: tuple[int, int, int],
                num_classes: int) -> tuple[nn.Module, LoadReport, list[str]]:
     """The pretrained ``source`` adapted to images of ``image_shape`` (C, H, W) and ``num_classes`` (a new
     zero-initialised head, position embeddings resampled to the grid, channels; ``model_args.patch_size`` for a
@@ -105,14 +106,14 @@ def adapt_init(cfg: Any, source: VisionTransformer, report: LoadReport, image_sh
     Raises:
         ConvertError: the data's images do not split into the patches, or the model cannot be adapted.
     """
-    path = init_path(cfg)
+    path = init_path(init)
     channels, height, width = image_shape
-    tunable = {k: v for k, v in cfg.model_args.items() if k in TUNABLE_MODEL_ARGS}
+    tunable = {k: v for k, v in model_args.items() if k in TUNABLE_MODEL_ARGS}
     patch = tunable.pop("patch_size", None)
     _check_patch((height, width), int(patch or source.config["patch_size"]), str(path))
     model, report = adapt_pretrained(source, num_classes=num_classes, img_size=(height, width), patch_size=patch,
                                      in_chans=channels, report=report, **tunable)
-    return model, report, _unused_model_args(cfg.model_args, report.config, path)
+    return model, report, _unused_model_args(model_args, report.config, path)
 
 
 def _unused_model_args(model_args: dict[str, Any], config: dict[str, Any], path: Path) -> list[str]:
@@ -132,9 +133,9 @@ def _unused_model_args(model_args: dict[str, Any], config: dict[str, Any], path:
     return notes
 
 
-def init_record(cfg: Any, report: LoadReport) -> dict[str, Any]:
+def init_record(init: str, report: LoadReport) -> dict[str, Any]:
     """What run.json keeps about the initial weights: path as given, absolute path, SHA-256, the full report."""
-    return {"path": str(cfg.init), "resolved": str(Path(str(cfg.init)).expanduser().resolve()), "sha256": report.sha256,
+    return {"path": str(init), "resolved": str(init_path(init).resolve()), "sha256": report.sha256,
             "format": report.format, "report": report.to_dict()}
 
 

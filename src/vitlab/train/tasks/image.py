@@ -85,7 +85,7 @@ def build_model_and_init(
         model = model_from_record(info["init"])
     else:
         model, report, notes = build_init_model(cfg, image_shape, num_classes)
-        init = (init_record(cfg, report), notes)
+        init = (init_record(str(cfg.init), report), notes)
     return finish_model(cfg, model), init
 
 
@@ -93,15 +93,15 @@ def build_init_model(cfg: ImageConfig, image_shape: tuple[int, int, int],
                      num_classes: int) -> tuple[nn.Module, LoadReport, list[str]]:
     """The pretrained model ``cfg.init`` names (a checkpoint, or a vitlab run folder read with :func:`load_run`)
     adapted to the data (:func:`vitlab.train.pretrained.adapt_init`): ``(model, report, notes)``."""
-    path = init_path(cfg)
+    path = init_path(str(cfg.init))
     run = run_folder(path)
     if run is not None:
         source, _, _ = load_run(run, command="train --set init=")
         report = run_report(source, run, path)
         source.train()
     else:
-        source, report = load_init_checkpoint(cfg)
-    return adapt_init(cfg, source, report, image_shape, num_classes)
+        source, report = load_init_checkpoint(str(cfg.init), cfg.init_args)
+    return adapt_init(str(cfg.init), cfg.model_args, source, report, image_shape, num_classes)
 
 
 def finish_model(cfg: ImageConfig, model: nn.Module) -> nn.Module:
