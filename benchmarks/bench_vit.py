@@ -303,6 +303,41 @@ def run_precisions(
     )]
 
 
+def run_shortcut(
+    batch: int = 128, rounds: int = 3, steps_per_round: int = 2, device: str = "cpu", warmup: int = 2
+) -> list[dict]:
+    """The row of the class-token shortcut (:attr:`VisionTransformer.class_token_shortcut`): the same token-pooling
+    ViT-Ti/4, weights and engine optimizer, with the last block run for the class token alone against the full
+    ``forward_head(forward_features(x))``, float32, timed in alternating rounds in this run.
+    ratio = full step time / shortcut step time."""
+    from vitlab.train.tasks.image import build_optimizer
+    from vitlab.train.tasks.image_config import ImageConfig
+
+    device_ = torch.device(device)
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(batch, 3, 32, 32, generator=g).to(device_)
+    labels = torch.randint(0, 10, (batch,), generator=g).to(device_)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        template = vitlab.create_model("vit_tiny_patch4_32", global_pool="token")
+    cfg = ImageConfig(lr=1e-4, min_lr=0.0, weight_decay=0.05)
+    steps = {}
+    for name, shortcut in (("full", False), ("shortcut", True)):
+        model = vitlab.create_model("vit_tiny_patch4_32", global_pool="token")
+        model.load_state_dict(template.state_dict())
+        model.class_token_shortcut = shortcut
+        model.to(device_).train()
+        steps[name] = make_step(model, build_optimizer(model, cfg, device_), images, labels, None, engine_path=True)
+    times = time_rounds(steps, rounds, steps_per_round, warmup)
+    return [dict(
+        name=f"ViT-Ti/4 32x32 train step, batch {batch}, class_token_shortcut on vs off, float32 (images/s)",
+        value=batch / times["shortcut"],
+        reference=batch / times["full"],
+        ratio=times["full"] / times["shortcut"],
+        target="info: keep the switch only if >= 1.05x",
+    )]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=128)
@@ -338,6 +373,8 @@ def main(argv: list[str] | None = None) -> None:
     rows: list[dict] = []
     for amp in amps if not (args.compile and args.compile_only) else ():
         rows += run(args.batch, args.rounds, args.steps, compile_models=False, amp=amp, **kwargs)
+    if not (args.compile and args.compile_only):
+        rows += run_shortcut(args.batch, args.rounds, args.steps, args.device, warmup=kwargs["warmup"])
     if "bf16" in amps and not (args.compile and args.compile_only):
         rows += run_precisions(args.batch, args.rounds, args.steps, args.device, warmup=kwargs["warmup"])
     if args.compile:
