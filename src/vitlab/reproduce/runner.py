@@ -38,10 +38,10 @@ from vitlab.data.sequence import Vocab, iterate_batches, make_task
 from vitlab.errors import CheckpointError, ConfigError, VitlabError
 from vitlab.io import atomic_write_text
 from vitlab.reproduce.recipes import PRETRAIN, Recipe, arm_name
+from vitlab.train import engine  # engine.train looked up per run: tests wrap it to watch resumes
 from vitlab.train.checkpoint import latest_checkpoint
 from vitlab.train.config import EngineConfig
 from vitlab.train.distributed import DistContext
-from vitlab.train import engine  # engine.train looked up per run: tests wrap it to watch resumes
 from vitlab.train.tasks import config_of_run
 from vitlab.train.tasks.image import evaluate, load_image_data, load_run, run_amp, run_transform
 from vitlab.train.tasks.image_config import config_from_dict
