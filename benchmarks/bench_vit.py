@@ -269,12 +269,9 @@ def run(
     return rows
 
 
-def run_precisions(
-    batch: int = 128, rounds: int = 3, steps_per_round: int = 2, device: str = "cpu", warmup: int = 2
-) -> list[dict]:
-    """The row vitlab bf16 against vitlab float32: the same model, weights and engine optimizer, each step in
-    the engine's precision region (:func:`vitlab.train.precision.autocast`, attention-kernel rule included),
-    timed in alternating rounds in this run. ratio = float32 step time / bf16 step time."""
+def _engine_twins(batch: int, device: str, **model_args: object):  # noqa: ANN202 - (device, x, y, factory)
+    """A seeded (batch, 3, 32, 32) batch on ``device`` and a factory of ViT-Ti/4 copies with the same weights,
+    each in train mode with the engine's optimizer (:func:`vitlab.train.tasks.image.build_optimizer`)."""
     from vitlab.train.tasks.image import build_optimizer
     from vitlab.train.tasks.image_config import ImageConfig
 
@@ -284,14 +281,29 @@ def run_precisions(
     labels = torch.randint(0, 10, (batch,), generator=g).to(device_)
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        template = vitlab.create_model("vit_tiny_patch4_32")
+        template = vitlab.create_model("vit_tiny_patch4_32", **model_args)
     cfg = ImageConfig(lr=1e-4, min_lr=0.0, weight_decay=0.05)
-    steps = {}
-    for name, dtype in (("float32", None), ("bf16", torch.bfloat16)):
-        model = vitlab.create_model("vit_tiny_patch4_32")
+
+    def twin() -> tuple[nn.Module, torch.optim.Optimizer]:
+        model = vitlab.create_model("vit_tiny_patch4_32", **model_args)
         model.load_state_dict(template.state_dict())
         model.to(device_).train()
-        steps[name] = make_step(model, build_optimizer(model, cfg, device_), images, labels, dtype, engine_path=True)
+        return model, build_optimizer(model, cfg, device_)
+
+    return device_, images, labels, twin
+
+
+def run_precisions(
+    batch: int = 128, rounds: int = 3, steps_per_round: int = 2, device: str = "cpu", warmup: int = 2
+) -> list[dict]:
+    """The row vitlab bf16 against vitlab float32: the same model, weights and engine optimizer, each step in
+    the engine's precision region (:func:`vitlab.train.precision.autocast`, attention-kernel rule included),
+    timed in alternating rounds in this run. ratio = float32 step time / bf16 step time."""
+    device_, images, labels, twin = _engine_twins(batch, device)
+    steps = {}
+    for name, dtype in (("float32", None), ("bf16", torch.bfloat16)):
+        model, optimizer = twin()
+        steps[name] = make_step(model, optimizer, images, labels, dtype, engine_path=True)
     times = time_rounds(steps, rounds, steps_per_round, warmup)
     native, _ = bf16_support(device)
     return [dict(
@@ -310,24 +322,12 @@ def run_shortcut(
     ViT-Ti/4, weights and engine optimizer, with the last block run for the class token alone against the full
     ``forward_head(forward_features(x))``, float32, timed in alternating rounds in this run.
     ratio = full step time / shortcut step time."""
-    from vitlab.train.tasks.image import build_optimizer
-    from vitlab.train.tasks.image_config import ImageConfig
-
-    device_ = torch.device(device)
-    g = torch.Generator().manual_seed(0)
-    images = torch.randn(batch, 3, 32, 32, generator=g).to(device_)
-    labels = torch.randint(0, 10, (batch,), generator=g).to(device_)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        template = vitlab.create_model("vit_tiny_patch4_32", global_pool="token")
-    cfg = ImageConfig(lr=1e-4, min_lr=0.0, weight_decay=0.05)
+    device_, images, labels, twin = _engine_twins(batch, device, global_pool="token")
     steps = {}
     for name, shortcut in (("full", False), ("shortcut", True)):
-        model = vitlab.create_model("vit_tiny_patch4_32", global_pool="token")
-        model.load_state_dict(template.state_dict())
+        model, optimizer = twin()
         model.class_token_shortcut = shortcut
-        model.to(device_).train()
-        steps[name] = make_step(model, build_optimizer(model, cfg, device_), images, labels, None, engine_path=True)
+        steps[name] = make_step(model, optimizer, images, labels, None, engine_path=True)
     times = time_rounds(steps, rounds, steps_per_round, warmup)
     return [dict(
         name=f"ViT-Ti/4 32x32 train step, batch {batch}, class_token_shortcut on vs off, float32 (images/s)",
