@@ -98,6 +98,19 @@ Image.new("L" if channels == 1 else "RGB", (width, height), 128).save("digit.png
 PNG
     smoke predict predict runs/digits digit.png --topk 2
     has predict "digit.png: "
+    mkdir -p images/sub && cp digit.png images/sub/
+    smoke predict_csv predict runs/digits images --out preds.csv  # a folder, searched recursively
+    files preds.csv
+    grep -q "^images/sub/digit.png," preds.csv || fail "vitlab predict --out preds.csv has no row for digit.png"
+    smoke export export runs/digits --format pt2  # torch.export: no extra dependency
+    files runs/digits/{model.pt2,model.pt2.json}
+    has export "top-1 agreement 100.00%"
+    # ONNX needs the export extra, which this venv lacks: one line naming it, exit 2, nothing written
+    if "$VENV/vitlab" export runs/digits --format onnx >"$WORK/log/onnx.out" 2>"$WORK/log/onnx.err"; then
+        fail "vitlab export --format onnx worked without onnx installed"
+    fi
+    grep -q "pip install 'vitlab\[export\]'" "$WORK/log/onnx.err" || fail "vitlab export --format onnx did not name the extra"
+    [ ! -e runs/digits/model.onnx ] || fail "a failed ONNX export left runs/digits/model.onnx"
 
     SEQ=(--set steps=20 --set warmup=5 --set eval_every=20 --set num_train=256 --set num_test=32 --set max_len=6
          --set batch_size=32 --set d_model=32 --set dim_ff=64 --set num_encoder_layers=1 --set num_decoder_layers=1)

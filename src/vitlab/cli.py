@@ -16,7 +16,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +30,7 @@ from vitlab.recipes import DEFAULT_RECIPE, describe, list_recipes, recipe_dir, r
 
 if TYPE_CHECKING:  # for annotations only
     from vitlab.data.base import ImageDataset
+    from vitlab.deploy.predict import Predictor
     from vitlab.train.distributed import DistContext
     from vitlab.train.tasks.image import Evaluation
     from vitlab.train.tasks.image_config import ImageConfig
@@ -175,63 +176,92 @@ def _evaluate_streamed(model: torch.nn.Module, cfg: ImageConfig, info: dict, spl
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    """Print the top-k classes and probabilities for each image file (and, with --explain, the attention rollout)."""
-
-
-    from vitlab.data.folder import read_image  # per command, see the note on imports above
-    from vitlab.train.precision import autocast
-    from vitlab.train.tasks.image import load_run, run_amp, run_transform
+    """Classify image files, folders (recursively) and globs with a run folder or an exported ONNX model: one row
+    per image on stdout, or in --out (CSV or JSON lines); unreadable files are reported and counted."""
+    from vitlab.deploy.predict import Predictor, expand_inputs, predict_to_file  # per command, see the note above
 
     if args.topk < 1:
         raise ValueError(f"--topk must be >= 1, got {args.topk}; e.g. --topk 3")
-    model, cfg, info = load_run(args.run_dir, command="predict")
-    device = next(model.parameters()).device
-    amp = run_amp(info, device)  # the precision the run trained and evaluated in
-    channels, height, width = info["image_shape"]
-    transform = run_transform(cfg, info)
-    classes = info["classes"]
-    k = min(args.topk, len(classes))
+    if args.out is not None and Path(args.out).suffix.lower() not in (".csv", ".jsonl"):
+        raise ValueError(f"--out {args.out}: name a .csv or .jsonl file")
+    predictor = Predictor.load(args.source)
     if args.explain:
+        return _explain(args, predictor)
+    paths = expand_inputs(args.images)
+    if args.out is None:
+        return _print_predictions(predictor, paths, args)
+    summary = predict_to_file(predictor, paths, args.out, args.topk, args.batch_size)
+    if summary.images == 0:
+        Path(args.out).unlink()
+        raise ValueError("no image files among the inputs; pass files, folders or globs of images")
+    print(f"vitlab: predicted {summary.line}; rows in {args.out}{' (errors in their rows)' if summary.failed else ''}",
+          file=sys.stderr)
+    return 0
 
-        if not isinstance(model, VisionTransformer):
-            raise ValueError(f"--explain draws a ViT's attention rollout, but {args.run_dir} holds a {cfg.model}; "
-                             "drop --explain or use a ViT run")
-        if not str(args.explain).lower().endswith(".png"):
-            raise ValueError(f"--explain writes a PNG; name the file *.png, got {args.explain}")
-    resize = None
-    held_in_memory = info.get("data_modes", {}).get("test") == "memory"  # evaluated on raw pixels, already img_size
-    if getattr(cfg, "img_size", None) is not None and not held_in_memory:  # its evaluation pipeline (resize + crop)
-        from vitlab.data.folder import open_image
-        from vitlab.data.pipeline import AugmentConfig, build_pipeline
 
-        pipeline = build_pipeline(False, cfg.img_size, channels, AugmentConfig.from_dict(cfg.augment))
-        resize = lambda p: pipeline(open_image(p, lazy=True), name=str(p))  # noqa: E731 - (C, S, S) uint8
-    for path in args.images:
-        if Path(path).is_dir():
-            raise ValueError(
-                f"{path} is a folder; vitlab predict takes image files: pass them, e.g. {Path(path) / '*.png'}"
-            )
-    inputs, titles = [], []
-    for path in args.images:
-        image = read_image(path, channels) if resize is None else resize(path)  # (C, H, W) uint8
-        if tuple(image.shape[1:]) != (height, width):
-            raise ValueError(
-                f"image {path} is {image.shape[2]}x{image.shape[1]} "
-                f"but the model expects {width}x{height}; resize it first"
-            )
-        with torch.no_grad(), autocast(device, amp):
-            probs = model(transform(image.unsqueeze(0), None, train=False)).float().softmax(1)[0]
-        values, indices = probs.topk(k)
-        shown = ", ".join(f"{classes[i]} {p:.3f}" for p, i in zip(values.tolist(), indices.tolist()))
-        print(f"{path}: {shown}")
-        inputs.append(transform(image.unsqueeze(0), None, train=False))
-        titles.append(f"{Path(path).name}: {classes[int(indices[0])]} ({float(values[0]):.2f})")
-    if args.explain:
-        from vitlab.viz.vit import plot_attention_rollout
+def _print_predictions(predictor: Predictor, paths: Iterable[Path], args: argparse.Namespace) -> int:
+    """``path: class p, class p`` per image on stdout; unreadable files on stderr (all unreadable: exit 2)."""
+    from vitlab.deploy.predict import predict_files  # per command, see the note above
 
-        batch = torch.cat(inputs)
-        plot_attention_rollout(batch, model.attention_rollout(batch), args.explain, titles)
-        print(f"attention rollout: {args.explain}")
+    failures: list[dict] = []
+
+    def write(row: dict) -> None:
+        if "error" in row:
+            failures.append(row)
+        else:
+            print(f"{row['path']}: " + ", ".join(f"{c} {p:.3f}" for c, p in row["top"]))
+
+    summary = predict_files(predictor, paths, write, args.topk, args.batch_size)
+    if summary.images == 0:
+        raise ValueError("no image files among the inputs; pass files, folders or globs of images")
+    if len(failures) == summary.images:
+        raise ValueError(failures[0]["error"] + ("" if len(failures) == 1 else f" (and {len(failures) - 1} more "
+                                                 "unreadable files)"))
+    for row in failures:
+        print(f"vitlab: skipped: {row['error']}", file=sys.stderr)
+    if summary.images > 1:
+        print(f"vitlab: predicted {summary.line}", file=sys.stderr)
+    return 0
+
+
+def _explain(args: argparse.Namespace, predictor: Predictor) -> int:
+    """--explain: the files' classes and a ViT's attention rollout drawn into one PNG (Abnar & Zuidema 2020)."""
+    from vitlab.deploy.predict import expand_inputs  # per command, see the note above
+    from vitlab.deploy.preprocessing import preprocess_file
+    from vitlab.train.tasks.image import load_run
+    from vitlab.viz.vit import plot_attention_rollout
+
+    if str(args.source).lower().endswith(".onnx"):
+        raise ValueError("--explain needs the run folder (the ONNX graph has no attention maps); pass the run")
+    model, cfg, _ = load_run(args.source, command="predict")
+    if not isinstance(model, VisionTransformer):
+        raise ValueError(f"--explain draws a ViT's attention rollout, but {args.source} holds a {cfg.model}; "
+                         "drop --explain or use a ViT run")
+    if not str(args.explain).lower().endswith(".png"):
+        raise ValueError(f"--explain writes a PNG; name the file *.png, got {args.explain}")
+    files = [str(p) for p in expand_inputs(args.images)]
+    transform, classes = predictor.spec.transform(), predictor.spec.classes
+    batch = transform(torch.stack([preprocess_file(p, predictor.spec) for p in files]), None, train=False)
+    probs = predictor.logits(batch).softmax(1)
+    values, indices = probs.topk(min(args.topk, len(classes)))
+    titles = []
+    for path, p, i in zip(files, values.tolist(), indices.tolist()):
+        print(f"{path}: " + ", ".join(f"{classes[c]} {v:.3f}" for v, c in zip(p, i)))
+        titles.append(f"{Path(path).name}: {classes[i[0]]} ({p[0]:.2f})")
+    with torch.no_grad():
+        maps = model.attention_rollout(batch)
+    plot_attention_rollout(batch, maps, args.explain, titles)
+    print(f"attention rollout: {args.explain}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export a trained image run as ONNX or a torch.export program, verified on the run's test split."""
+    from vitlab.deploy.export import export_run  # per command, see the note above
+
+    report = export_run(args.run_dir, args.format, args.out, opset=args.opset, quantize=args.quantize)
+    print(report.line)
+    print(f"preprocessing: {report.preprocessing}")
     return 0
 
 
@@ -354,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_command(sub)
     _add_eval_command(sub)
     _add_predict_command(sub)
+    _add_export_command(sub)
     _add_translate_command(sub)
     _add_models_command(sub)
     _add_plot_and_demo_command(sub)
@@ -404,15 +435,31 @@ def _add_eval_command(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_predict_command(sub: argparse._SubParsersAction) -> None:
-    """`vitlab predict`: classes of image files."""
-    predict = sub.add_parser("predict", help="classify image files with a trained run")
-    predict.add_argument("run_dir", help="a run folder written by `vitlab train`")
-    predict.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...) of the model's size")
-    predict.add_argument("--topk", type=int, default=3, help="how many classes to print (default 3)")
+    """`vitlab predict`: classes of image files, folders and globs."""
+    predict = sub.add_parser("predict", help="classify image files, folders or globs with a run or an ONNX export")
+    predict.add_argument("source", metavar="RUN|MODEL.onnx",
+                         help="a run folder written by `vitlab train`, or an .onnx file written by `vitlab export`")
+    predict.add_argument("images", nargs="+", help="image files, folders (searched recursively) or globs")
+    predict.add_argument("--topk", type=int, default=3, help="how many classes per image (default 3)")
+    predict.add_argument("--out", default=None, metavar="PREDS.csv|PREDS.jsonl",
+                         help="write one row per image to this CSV or JSON-lines file (default: print)")
+    predict.add_argument("--batch-size", type=int, default=64, help="images per batch (default 64)")
     predict.add_argument("--explain", metavar="OUT.png", default=None,
-                         help="ViT runs: draw each image with its attention rollout "
-                         "(Abnar & Zuidema 2020) into OUT.png")
+                         help="ViT runs: draw each image with its attention rollout (Abnar & Zuidema 2020) into "
+                         "OUT.png")
     predict.set_defaults(func=cmd_predict)
+
+
+def _add_export_command(sub: argparse._SubParsersAction) -> None:
+    """`vitlab export`: a run as ONNX or a torch.export program, verified."""
+    export = sub.add_parser("export", help="export a trained image run as ONNX or torch.export (.pt2), verified")
+    export.add_argument("run_dir", help="a run folder written by `vitlab train`")
+    export.add_argument("--format", required=True, choices=("onnx", "pt2"), help="onnx (onnxruntime) or pt2")
+    export.add_argument("--out", default=None, help="model file (default: RUN/model.onnx, model.int8.onnx, model.pt2)")
+    export.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
+    export.add_argument("--quantize", default=None, choices=("int8",),
+                        help="ONNX only: onnxruntime's dynamic int8 quantization (accuracy and speed reported)")
+    export.set_defaults(func=cmd_export)
 
 
 def _add_translate_command(sub: argparse._SubParsersAction) -> None:

@@ -25,6 +25,7 @@ scaling, the report) is :class:`~vitlab.train.tasks.image.ImageTask`'s.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -223,24 +224,30 @@ class StreamImageTask(ImageTask):
 
     # ---------------------------------------------------------------------------------- evaluation, report
     @torch.no_grad()
-    def score(self, model: nn.Module, split: str, ctx: DistContext, amp: str) -> Evaluation:
-        """Exact evaluation from the split's loader: each rank its contiguous range, gathered in rank order."""
+    def eval_inputs(self, split: str, ctx: DistContext) -> Iterator[tuple[Tensor, Tensor]]:
+        """This rank's share of ``split`` as model inputs: ``(x (B, C, S, S) float32 on the device, labels (B,))``,
+        through the evaluation pipeline and the run's normalisation, in loader order."""
         if split not in self.eval_loaders:
             self.eval_loaders[split] = self._loader(split, ctx)
         loader = self.eval_loaders[split]
+        loader.set_epoch(0, 0)
+        for images, y in loader:
+            yield self.transform(images.to(ctx.device, non_blocking=True), None, train=False), y
+
+    @torch.no_grad()
+    def score(self, model: nn.Module, split: str, ctx: DistContext, amp: str) -> Evaluation:
+        """Exact evaluation from the split's loader: each rank its contiguous range, gathered in rank order."""
         mode = resolved_amp(amp)
         was_training = model.training
         model.eval()
-        before = loader.skipped
-        loader.set_epoch(0, 0)
+        before = self.eval_loaders[split].skipped if split in self.eval_loaders else 0
         logits, labels = [], []
-        for images, y in loader:
-            x = self.transform(images.to(ctx.device, non_blocking=True), None, train=False)
+        for x, y in self.eval_inputs(split, ctx):
             with autocast(ctx.device, mode):
                 logits.append(model(x).float().cpu())
             labels.append(y)
         model.train(was_training)
-        self.eval_skipped[split] = loader.skipped - before
+        self.eval_skipped[split] = self.eval_loaders[split].skipped - before
         num_classes = self.train_set.num_classes
         local = (
             torch.cat(logits) if logits else torch.zeros(0, num_classes),
