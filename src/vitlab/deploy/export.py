@@ -105,7 +105,7 @@ def onnx_session(path: str | Path):  # noqa: ANN201 - onnxruntime.InferenceSessi
 
 
 # ------------------------------------------------------------------------------------------ the test split
-def test_batches(run_dir: Path, batch_size: int = 64) -> Iterator[tuple[Tensor, Tensor]]:
+def evaluation_inputs(run_dir: Path, batch_size: int = 64) -> Iterator[tuple[Tensor, Tensor]]:
     """The run's test split as model inputs ``(x (B, C, H, W) float32, labels (B,))``, as its evaluation read it."""
     _, cfg, info = load_run(run_dir, command="export")
     held_in_memory = info.get("data_modes", {}).get("test") == "memory"
@@ -123,7 +123,7 @@ def test_batches(run_dir: Path, batch_size: int = 64) -> Iterator[tuple[Tensor, 
 
 
 # ------------------------------------------------------------------------------------------ writers
-def _write_onnx(model: nn.Module, example: Tensor, path: Path, spec: Preprocessing, opset: int | None) -> None:
+def write_onnx(model: nn.Module, example: Tensor, path: Path, spec: Preprocessing, opset: int | None) -> None:
     """ONNX through the torch.export-based exporter, batch axis dynamic, the preprocessing in the metadata."""
     onnx = _require("onnx")
     _require("onnxscript")
@@ -143,7 +143,7 @@ def _write_onnx(model: nn.Module, example: Tensor, path: Path, spec: Preprocessi
     atomic_write_bytes(path, proto.SerializeToString())
 
 
-def _write_pt2(model: nn.Module, example: Tensor, path: Path, spec: Preprocessing) -> None:
+def write_pt2(model: nn.Module, example: Tensor, path: Path, spec: Preprocessing) -> None:
     """``torch.export.export`` with a dynamic batch axis, saved with the preprocessing as an extra file."""
     batch = torch.export.Dim("batch", min=1, max=65536)
     try:
@@ -156,7 +156,7 @@ def _write_pt2(model: nn.Module, example: Tensor, path: Path, spec: Preprocessin
         atomic_write_bytes(path, (Path(tmp) / "model.pt2").read_bytes())
 
 
-def _quantize_int8(source: Path, path: Path) -> None:
+def quantize_int8(source: Path, path: Path) -> None:
     """onnxruntime's dynamic int8 quantization of the float32 ONNX model at ``source``."""
     _require("onnxruntime")
     from onnxruntime.quantization import QuantType, quantize_dynamic  # optional dependency (vitlab[export])
@@ -265,17 +265,17 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path | None = None, *, 
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp) / f"model{suffix}"
         if fmt == "pt2":
-            _write_pt2(model, example, staged, spec)
+            write_pt2(model, example, staged, spec)
         else:
-            _write_onnx(model, example, Path(tmp) / "model.onnx" if quantize else staged, spec, opset)
+            write_onnx(model, example, Path(tmp) / "model.onnx" if quantize else staged, spec, opset)
             if quantize:
-                _quantize_int8(Path(tmp) / "model.onnx", staged)
-        figures = _compare(model, _runner(fmt, staged, spec), test_batches(run_dir, batch_size))
+                quantize_int8(Path(tmp) / "model.onnx", staged)
+        figures = _compare(model, _runner(fmt, staged, spec), evaluation_inputs(run_dir, batch_size))
         report = ExportReport(format=fmt, path=str(out), preprocessing=str(json_path), atol=atol, quantize=quantize,
                               **figures)
         if quantize:
             report.float32_images_per_s = _images_per_s(_runner("onnx", Path(tmp) / "model.onnx", spec),
-                                                        test_batches(run_dir, batch_size))
+                                                        evaluation_inputs(run_dir, batch_size))
         elif report.top1_agreement < 1.0 or report.max_abs_logit_diff > atol:
             raise ExportError(f"the {fmt} export disagrees with the eager model on the test split (top-1 agreement "
                               f"{report.top1_agreement:.2%}, max |Δlogit| {report.max_abs_logit_diff:.2e} > atol "
