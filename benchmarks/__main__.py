@@ -19,6 +19,8 @@ Suites (each module also runs alone as ``python -m benchmarks.bench_<name>``):
 * ``scatter``: segment reductions against bare ``scatter_reduce``; segment softmax against a loop.
 * ``decoding``: beam search with the key/value cache against recomputing the prefix.
 * ``reverse``: the shipped Transformer reverse recipe's accuracy and wall time (full runs only).
+* ``deploy``: eager PyTorch against onnxruntime float32 / int8, and ``vitlab predict``'s memory and speed over
+  1,000 and 10,000 files (needs ``make demo``'s run under ``runs/`` and the export extra).
 
 A suite that fails prints its error on stderr and adds a row saying so; the others still run.
 """
@@ -87,6 +89,17 @@ def _reverse(quick: bool) -> list[dict]:
     return collect_rows(bench_transformer_reverse.main, ["--quiet"])
 
 
+def _deploy(quick: bool) -> list[dict]:
+    """Needs a finished default-recipe run: the newest ``runs/mnist5k-vit_mnist_conv4_28-*`` (``make demo``)."""
+    runs = sorted(Path("runs").glob("mnist5k-vit_mnist_conv4_28-*/summary.json"))
+    if not runs:
+        return [dict(name="deploy: skipped, no finished default run under runs/ (run `make demo` first)", value="",
+                     reference="", ratio="", target="")]
+    from benchmarks import bench_deploy
+
+    return collect_rows(bench_deploy.main, ["--run", str(runs[-1].parent), *(["--quick"] if quick else [])])
+
+
 SUITES: dict[str, Callable[[bool], list[dict]]] = {
     "vit": _vit,
     "activations": _activations,
@@ -94,6 +107,7 @@ SUITES: dict[str, Callable[[bool], list[dict]]] = {
     "scatter": _scatter,
     "decoding": _decoding,
     "reverse": _reverse,
+    "deploy": _deploy,
 }
 
 

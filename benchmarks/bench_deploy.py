@@ -8,7 +8,8 @@ Rows, all measured in this process (or its children) on this machine:
   onnxruntime float32 and onnxruntime int8 (dynamic quantization), each with its test top-1 on the run's own
   test split; the same speeds for ViT-Ti/16 at 224×224 (random weights: no accuracy);
 * ``vitlab predict RUN FOLDER --out preds.csv`` over 1,000 and 10,000 PNGs (the run's test images, repeated):
-  peak RSS of the process (``ru_maxrss`` of the child) and images/s, beside ``vitlab eval RUN``'s images/s.
+  peak RSS of the process (its ``VmHWM``) and images/s, beside ``vitlab eval RUN``'s images/s (both whole
+  processes, start-up included).
 
 Needs the export extra (``pip install 'vitlab[export]'``).
 """
@@ -96,12 +97,14 @@ def vit_ti16() -> tuple[torch.nn.Module, Preprocessing]:
     return vitlab.create_model("vit_tiny_patch16_224"), spec
 
 
-_CHILD = ("import resource, sys; from vitlab.cli import main; code = main(sys.argv[1:]); "
-          "print('peak_rss_kib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(code)")
+# The child's own peak: VmHWM of its memory map (ru_maxrss would carry the parent's high-water mark across exec).
+_CHILD = ("import sys; from vitlab.cli import main; code = main(sys.argv[1:]); "
+          "hwm = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0]; "
+          "print('peak_rss_kib', hwm, file=sys.stderr); sys.exit(code)")
 
 
 def _child_peak(argv: list[str]) -> tuple[float, float]:
-    """(wall seconds, peak RSS in MiB) of ``vitlab ARGV`` in a child process (its own ``ru_maxrss``)."""
+    """(wall seconds, peak RSS in MiB) of ``vitlab ARGV`` in a child process (its own ``VmHWM``)."""
     start = time.perf_counter()
     result = subprocess.run([sys.executable, "-c", _CHILD, *argv], check=True, capture_output=True, text=True)
     wall = time.perf_counter() - start
