@@ -1,5 +1,6 @@
 """Models and the registry that names their sizes."""
 
+from vitlab.models import deit as _deit  # noqa: F401  (registers the distilled DeiT sizes)
 from vitlab.models import resnet as _resnet  # noqa: F401  (registers the CNN baseline)
 from vitlab.models import vit as _vit  # noqa: F401  (registers the ViT sizes)
 from vitlab.models.registry import create_model, list_models, register_model

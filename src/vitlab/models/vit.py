@@ -105,6 +105,8 @@ class VisionTransformer(nn.Module):
             when pooling by the class token (:meth:`forward`).
     """
 
+    num_extra_tokens: int = 0  # tokens a subclass adds after the class token (DeiT's distillation token: 1)
+
     def __init__(
         self,
         img_size: int | tuple[int, int] = 224,
@@ -149,7 +151,7 @@ class VisionTransformer(nn.Module):
         self.global_pool = global_pool
         self.pos_embed_type = pos_embed
         self.sincos_convention = sincos_convention
-        self.num_prefix_tokens = 1 if class_token else 0
+        self.num_prefix_tokens = (1 if class_token else 0) + self.num_extra_tokens
         self.fc_norm = fc_norm
         self.no_embed_class = bool(no_embed_class)
         self.norm_eps = float(norm_eps)
@@ -250,11 +252,16 @@ class VisionTransformer(nn.Module):
         learned = isinstance(self.pos_embed, LearnedPositionEmbedding)
         if learned and self.no_embed_class:
             tokens = self.pos_embed(tokens)
-        if self.cls_token is not None:
-            tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
+        prefix = self.prefix_tokens(tokens.shape[0])
+        if prefix:
+            tokens = torch.cat([*prefix, tokens], dim=1)
         if learned and not self.no_embed_class:
             tokens = self.pos_embed(tokens)
         return self.pos_drop(tokens)
+
+    def prefix_tokens(self, batch: int) -> list[Tensor]:
+        """The learned tokens put before the patches, each (B, 1, D): the class token, if any."""
+        return [self.cls_token.expand(batch, -1, -1)] if self.cls_token is not None else []
 
     def forward_features(self, x: Tensor) -> Tensor:
         """x: (B, C, H, W) -> tokens (B, prefix + N, D) after the last block, each token normalised by ``norm``
