@@ -74,3 +74,60 @@ def test_named_sizes_match_timm_and_the_28x28_one_builds() -> None:
 def test_layouts_deit_lacks_are_refused(bad) -> None:
     with pytest.raises(ConfigError, match="a distilled ViT needs"):
         DistilledVisionTransformer(**SMALL, **bad)
+
+
+def test_a_timm_deit_checkpoint_loads_as_a_distilled_vit_with_timms_logits(tmp_path) -> None:
+    from vitlab.models.pretrained import load_pretrained
+
+    reference, _ = _pair()
+    torch.save(reference.state_dict(), tmp_path / "deit.pth")
+    model, report = load_pretrained(tmp_path / "deit.pth", num_heads=3, global_pool="token")
+    assert isinstance(model, DistilledVisionTransformer) and report.format == "timm"
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), reference(x), rtol=0, atol=1e-5)
+
+
+def test_export_to_timm_loads_into_timms_distilled_class_and_other_layouts_are_refused(tmp_path) -> None:
+    from timm.models.deit import VisionTransformerDistilled
+
+    from vitlab.models.convert import ConvertError, timm_kwargs
+    from vitlab.models.pretrained import export_pretrained
+
+    _, ours = _pair()
+    export_pretrained(ours, tmp_path / "deit.safetensors", "timm")
+    from safetensors.torch import load_file
+
+    reference = VisionTransformerDistilled(**timm_kwargs(ours)).eval()
+    reference.load_state_dict(load_file(str(tmp_path / "deit.safetensors")), strict=True)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(reference(x), ours(x), rtol=0, atol=1e-5)
+    for fmt, path in (("huggingface", tmp_path / "hf"), ("torchvision", tmp_path / "tv.pth")):
+        with pytest.raises(ConvertError, match=f"distilled ViT .* which {fmt}'s ViT cannot express"):
+            export_pretrained(ours, path, fmt)
+        assert not path.exists()
+
+
+def test_fine_tuning_a_distilled_vit_replaces_both_heads_and_keeps_the_tokens() -> None:
+    from vitlab.models.finetune import adapt_pretrained
+
+    _, ours = _pair()
+    tuned, report = adapt_pretrained(ours, num_classes=3, img_size=48)
+    assert isinstance(tuned, DistilledVisionTransformer) and tuned.config["distilled"] is True
+    assert torch.equal(tuned.dist_token, ours.dist_token)
+    for name in ("head.weight", "head.bias", "head_dist.weight", "head_dist.bias"):
+        assert name in report.new and not tuned.state_dict()[name].any()
+    assert tuned.pos_embed.weight.shape[-2:] == (2 + 12 * 12, 48) and "pos_embed.weight" in report.resampled
+    assert tuned.eval()(torch.randn(1, 3, 48, 48)).shape == (1, 3)
+
+
+def test_vit_from_timm_reads_a_distilled_deit_module() -> None:
+    from vitlab.models.convert import vit_from_timm
+
+    reference, _ = _pair()
+    model = vit_from_timm(reference).eval()
+    x = torch.randn(2, 3, 32, 32)
+    assert isinstance(model, DistilledVisionTransformer)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x), rtol=0, atol=1e-5)

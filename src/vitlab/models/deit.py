@@ -29,7 +29,7 @@ from vitlab.errors import ConfigError
 from vitlab.models.registry import register_model
 from vitlab.models.vit import VisionTransformer
 
-__all__ = ["DistilledVisionTransformer"]
+__all__ = ["DistilledVisionTransformer", "vit_from_config"]
 
 
 class DistilledVisionTransformer(VisionTransformer):
@@ -52,6 +52,7 @@ class DistilledVisionTransformer(VisionTransformer):
         self.dist_token = nn.Parameter(torch.zeros(1, 1, self.embed_dim))
         self.head_dist = nn.Linear(self.embed_dim, self.num_classes) if self.num_classes > 0 else nn.Identity()
         self.distilled_training = False  # forward returns both heads' logits while training (set by the task)
+        self.config["distilled"] = True  # what vit_from_config rebuilds
         nn.init.trunc_normal_(self.dist_token, std=0.02)
         if isinstance(self.head_dist, nn.Linear):
             nn.init.trunc_normal_(self.head_dist.weight, std=0.02)
@@ -78,6 +79,16 @@ class DistilledVisionTransformer(VisionTransformer):
     def forward(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         """x: (B, C, H, W) -> ``forward_head(forward_features(x))`` (no class-token shortcut: two tokens are read)."""
         return self.forward_head(self.forward_features(x))
+
+
+def vit_from_config(config: dict[str, Any]) -> VisionTransformer:
+    """The ViT a ``model.config`` (or the keyword arguments a converter read) describes: a
+    :class:`DistilledVisionTransformer` when it says ``distilled: True``, else a plain
+    :class:`~vitlab.models.vit.VisionTransformer`."""
+    kwargs = dict(config)
+    if kwargs.pop("distilled", False):
+        return DistilledVisionTransformer(**kwargs)
+    return VisionTransformer(**kwargs)
 
 
 # ------------------------------------------------------------------------------------- named sizes

@@ -36,6 +36,7 @@ from torch import Tensor
 
 from vitlab.models.convert.common import ConvertError, LoadReport
 from vitlab.models.convert.timm import timm_config_from_state_dict
+from vitlab.models.deit import vit_from_config
 from vitlab.models.vit import VisionTransformer, migrate_vit_state_dict
 from vitlab.nn.posenc import resample_pos_embed
 
@@ -49,6 +50,10 @@ __all__ = [
     "resize_patch_embed",
     "resize_patches",
 ]
+
+# the classifier: replaced (zero-initialised) for a new task; DeiT's distillation head is one too
+_NEW_HEADS = ("head.", "head_dist.")
+_HEADS = (*_NEW_HEADS, "pre_logits.")
 
 
 def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -130,7 +135,7 @@ def _load_template(model: VisionTransformer | dict[str, Tensor], num_heads: int 
     if isinstance(model, dict):
         kwargs, notes = timm_config_from_state_dict(model, "state dict", names="vitlab", num_heads=num_heads,
                                                     fc_norm=fc_norm)
-        built = VisionTransformer(**kwargs)
+        built = vit_from_config(kwargs)
         built.load_state_dict(migrate_vit_state_dict(model, built.state_dict()), strict=True)
         return built, notes
     raise TypeError(f"expected a VisionTransformer or a vitlab state dict, got {type(model).__name__}")
@@ -189,7 +194,7 @@ def _transfer_weights(
     """Copy the old weights into ``state``, the image-reading kernel and position table adapted; the adapted names."""
     resampled: list[str] = []
     for name, target in state.items():
-        if name.startswith(("head.", "pre_logits.")) and replace_head:
+        if name.startswith(_HEADS) and replace_head:
             continue
         value = old_state[moved.get(name, name)]
         if name == first_kernel:
@@ -216,10 +221,10 @@ def _zero_new_head(state: dict[str, Tensor], old_state: dict[str, Tensor], repor
     """Zero the new head in ``state`` (ViT App. B.1.1), list the old head as dropped; the new head's names."""
     new_head: list[str] = []
     for name in state:
-        if name.startswith("head."):
+        if name.startswith(_NEW_HEADS):
             state[name] = torch.zeros_like(state[name])
             new_head.append(name)
-    dropped = [n for n in old_state if n.startswith(("head.", "pre_logits."))]
+    dropped = [n for n in old_state if n.startswith(_HEADS)]
     report.dropped.extend(n for n in dropped if n not in report.dropped)
     return new_head
 
@@ -229,8 +234,7 @@ def _record_changes(
     new_head: list[str], replace_head: bool,
 ) -> None:
     """Move the adapted and replaced names from the report's ``loaded`` to ``resampled``/``new``."""
-    changed = set(resampled) | set(new_head) | {n for n in old_state if n.startswith(("head.", "pre_logits."))
-                                                 and replace_head}
+    changed = set(resampled) | set(new_head) | {n for n in old_state if n.startswith(_HEADS) and replace_head}
     report.loaded = [n for n in report.loaded if n not in changed]
     report.resampled.extend(n for n in resampled if n not in report.resampled)
     report.new.extend(n for n in new_head if n not in report.new)
@@ -274,7 +278,7 @@ def adapt_pretrained(
     cfg, old_patch = _adapted_config(model, overrides, num_classes, img_size, patch_size, in_chans, report.source)
     new_patch = int(cfg["patch_size"])
     replace_head = num_classes is not None
-    new_model = VisionTransformer(**cfg)
+    new_model = vit_from_config(cfg)
     old_state = {k: v.detach() for k, v in model.state_dict().items()}
     state = new_model.state_dict()
     conv_stem = cfg.get("stem", "linear") == "conv"

@@ -48,6 +48,7 @@ from vitlab.models.convert.torchvision import (
     torchvision_config_from_state_dict,
     torchvision_kwargs,
 )
+from vitlab.models.deit import vit_from_config
 from vitlab.models.finetune import adapt_pretrained
 from vitlab.models.vit import VisionTransformer, migrate_vit_state_dict
 
@@ -220,7 +221,7 @@ def _convert(fmt: str, state: dict[str, Tensor], config: dict[str, Any] | None, 
 def _build_loaded(fmt: str, converted: dict[str, Tensor], kwargs: dict[str, Any], source: str) -> VisionTransformer:
     """The ViT the arguments describe, with the converted weights loaded strictly (every key, every shape)."""
     try:
-        model = VisionTransformer(**kwargs)
+        model = vit_from_config(kwargs)
     except ValueError as error:
         raise ConvertError(f"{source}: the sizes read from the checkpoint do not make a ViT ({error})") from None
     if fmt == "vitlab":  # vitlab's own weights may predate the pooled_norm name
@@ -259,6 +260,9 @@ def export_pretrained(model: VisionTransformer, path: str | os.PathLike[str], fo
             ViT cannot express (e.g. average pooling for torchvision).
     """
     path = Path(path)
+    if model.config.get("distilled") and format in ("huggingface", "torchvision"):
+        raise ConvertError(f"this is a distilled ViT (DeiT's distillation token and head), which {format}'s ViT cannot "
+                           "express; export it as format 'timm' (deit_*_distilled layout) or 'vitlab'")
     if model.config.get("stem", "linear") != "linear" and format != "vitlab":
         raise ConvertError(f"this ViT has a convolutional stem (stem='{model.config['stem']}'), which {format}'s ViT "
                            "cannot express; export it as format 'vitlab', or use a model built with stem='linear'")

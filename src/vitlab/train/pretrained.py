@@ -30,6 +30,7 @@ from torch import nn
 from vitlab.errors import ConfigError, unknown_name_message
 from vitlab.io import sha256_file
 from vitlab.models.convert.common import ConvertError, LoadReport
+from vitlab.models.deit import vit_from_config
 from vitlab.models.finetune import adapt_pretrained
 from vitlab.models.pretrained import load_pretrained
 from vitlab.models.vit import VisionTransformer
@@ -144,4 +145,4 @@ def model_from_record(record: dict[str, Any]) -> nn.Module:
     config = dict(record["report"]["config"])
     if isinstance(config.get("img_size"), list):
         config["img_size"] = tuple(config["img_size"])
-    return VisionTransformer(**config)
+    return vit_from_config(config)

@@ -27,6 +27,7 @@ from vitlab.models.convert.common import (
     infer_num_heads,
     patch_from_conv,
 )
+from vitlab.models.deit import vit_from_config
 from vitlab.models.vit import POOLED_NORM_KEYS, VisionTransformer, migrate_vit_state_dict
 
 __all__ = [
@@ -42,8 +43,6 @@ __all__ = [
 _UNSUPPORTED = (
     ("reg_token", "register tokens (reg_tokens)"),
     ("norm_pre.", "a pre-norm after the embedding (pre_norm=True)"),
-    ("dist_token", "a distillation token (DeiT distilled)"),
-    ("head_dist.", "a distillation head (DeiT distilled)"),
     ("attn_pool.", "attention pooling (global_pool='map')"),
     (".q_norm.", "q/k normalisation (qk_norm=True)"),
     (".k_norm.", "q/k normalisation (qk_norm=True)"),
@@ -52,7 +51,7 @@ _UNSUPPORTED = (
     ("patch_embed.norm.", "a norm after the patch embedding"),
     ("patch_embed.backbone.", "a hybrid CNN stem"),
 )
-_SHARED_ROOTS = {"cls_token", "patch_embed", "blocks", "norm", "head", "pre_logits"}
+_SHARED_ROOTS = {"cls_token", "dist_token", "patch_embed", "blocks", "norm", "head", "head_dist", "pre_logits"}
 _TIMM_POOLED, _VITLAB_POOLED = "fc_norm.", "pooled_norm."  # the norm after pooling in each library's names
 
 
@@ -348,9 +347,10 @@ def timm_config_from_state_dict(
     _refuse_unsupported(keys, source)
     dim, in_chans, patch, depth, mlp_ratio = _read_sizes(state_dict, keys, source)
     class_token = "cls_token" in state_dict
+    distilled = "dist_token" in state_dict  # DeiT: a second prefix token with its own head
     pos = state_dict.get("pos_embed" if names == "timm" else "pos_embed.weight")
     grid, no_embed_class, pos_embed = _read_grid(
-        pos, _checkpoint_img_size(img_size, hub_config, model_args), patch, 1 if class_token else 0,
+        pos, _checkpoint_img_size(img_size, hub_config, model_args), patch, int(class_token) + int(distilled),
         bool(model_args.get("no_embed_class", False)), source, notes)
     pooled = _TIMM_POOLED if names == "timm" else _VITLAB_POOLED
     global_pool, has_fc = _read_global_pool(keys, pooled, class_token, global_pool, hub_config, model_args, source,
@@ -371,6 +371,8 @@ def timm_config_from_state_dict(
         fc_norm=fc_norm, no_embed_class=no_embed_class, norm_eps=float(eps),
         representation_size=None if representation is None else int(representation.shape[0]),
     )
+    if distilled:
+        kwargs["distilled"] = True
     return kwargs, notes
 
 
@@ -393,7 +395,8 @@ def vit_from_timm(timm_model: nn.Module) -> VisionTransformer:
         raise ConvertError(f"{source}: non-square patches {tuple(patch.patch_size)} are not supported")
     layer_scale = getattr(first.ls1, "gamma", None)
     embed_dim = timm_model.embed_dim
-    model = VisionTransformer(
+    distilled = getattr(timm_model, "dist_token", None) is not None  # timm's VisionTransformerDistilled
+    model = vit_from_config(dict(
         img_size=tuple(patch.img_size),
         patch_size=patch.patch_size[0],
         in_chans=patch.proj.in_channels,
@@ -411,7 +414,8 @@ def vit_from_timm(timm_model: nn.Module) -> VisionTransformer:
         fc_norm=isinstance(timm_model.fc_norm, nn.LayerNorm),
         no_embed_class=bool(getattr(timm_model, "no_embed_class", False)),
         norm_eps=float(norms[0].eps),
-    )
+        **({"distilled": True} if distilled else {}),
+    ))
     for sub in timm_model.modules():
         if isinstance(sub, nn.LayerNorm) and sub.eps != norms[0].eps:
             raise ConvertError(
