@@ -28,11 +28,13 @@ from vitlab import mixing  # a module attribute: tests replace mixing.build_mixi
 from vitlab.data.base import ImageDataset, take_per_class
 from vitlab.data.registry import load_splits
 from vitlab.data.transforms import BatchTransform, channel_stats
+from vitlab.distillation import DistillationLoss
 from vitlab.errors import CheckpointError, ConfigError, DataError
 from vitlab.io import load_yaml
 from vitlab.metrics import confusion_matrix, expected_calibration_error, fit_temperature, topk_correct
 from vitlab.models import create_model
 from vitlab.models.convert.common import LoadReport
+from vitlab.models.deit import DistilledVisionTransformer
 from vitlab.models.finetune import freeze_for_linear_probe, layer_decay_groups
 from vitlab.models.pretrained import CONFIG_KEY
 from vitlab.models.vit import VisionTransformer, migrate_vit_state_dict
@@ -52,6 +54,7 @@ from vitlab.train.runs import CONFIG_FILE, RUN_INFO_FILE, WEIGHTS_FILE, require_
 from vitlab.train.schedule import WarmupCosine
 from vitlab.train.tasks.base import Task, aligned_table
 from vitlab.train.tasks.image_config import ImageConfig, config_from_dict
+from vitlab.train.tasks.teacher import DistillSettings, load_teacher
 from vitlab.viz.techniques import plot_temperature_scaling
 from vitlab.viz.training import plot_confusion_matrix, plot_learning_curves
 from vitlab.viz.vit import write_vit_figures
@@ -313,6 +316,7 @@ class ImageTask(Task):
             "splits": {name: len(ds) for name, ds in self.splits.items()},
             **({"train_per_class": self.cfg.train_per_class} if self.cfg.train_per_class else {}),
             **({"init": self.init_record} if self.init_record is not None else {}),
+            **({"teacher": self.teacher_record} if getattr(self, "teacher_record", None) else {}),
         }
 
     def warnings(self) -> list[str]:
@@ -346,6 +350,20 @@ class ImageTask(Task):
         )
         self.train_images = self.train_set.images.to(ctx.device)
         self.train_labels = self.train_set.labels.to(ctx.device)
+        self.set_up_teacher(ctx)
+
+    def set_up_teacher(self, ctx: DistContext) -> None:
+        """With ``distill``: load the frozen teacher, wrap the loss in DeiT's distillation loss, and ask a distilled
+        ViT for both heads' logits while training (:mod:`vitlab.train.tasks.teacher`)."""
+        self.teacher = None
+        if self.cfg.distill is None:
+            return
+        settings = DistillSettings.from_dict(self.cfg.distill)
+        student = {"image_shape": list(self.train_set.image_shape), "mean": self.mean, "std": self.std,
+                   "classes": self.train_set.classes}
+        self.teacher, self.teacher_record = load_teacher(settings, student, ctx.device, load_run,
+                                                         recorded=(self.info or {}).get("teacher"))
+        self.loss_fn = DistillationLoss(self.loss_fn, settings.kind, settings.alpha, settings.tau)
 
     def synthetic_batch(self, batch_size: int, device: torch.device) -> tuple[tuple[Tensor, ...], Tensor]:
         generator = torch.Generator().manual_seed(0)
@@ -369,9 +387,16 @@ class ImageTask(Task):
         targets = labels
         if self.mixer is not None:
             images, targets = self.mixer(images, labels)
-        logits = model(images)
-        loss = self.loss_fn(logits.float(), targets)
-        return loss, (logits.detach().argmax(1) == labels).sum().double()
+        if getattr(self, "teacher", None) is None:
+            logits = model(images)
+            loss = self.loss_fn(logits.float(), targets)
+            return loss, (logits.detach().argmax(1) == labels).sum().double()
+        _set_distilled_training(model, True)
+        outputs = model(images)  # a distilled ViT: (class logits, distillation logits)
+        pair = outputs if isinstance(outputs, tuple) else (outputs, outputs)
+        loss = self.loss_fn((pair[0].float(), pair[1].float()), targets, self.teacher(images))  # the same mixed batch
+        logits = (pair[0].detach() + pair[1].detach()) / 2
+        return loss, (logits.argmax(1) == labels).sum().double()
 
     def train_row(self, totals: list[float], kept_steps: int) -> dict[str, float]:
         seen = max(kept_steps, 1) * self.cfg.batch_size
@@ -450,6 +475,13 @@ class ImageTask(Task):
         if config:
             meta[CONFIG_KEY] = json.dumps({k: (list(v) if isinstance(v, tuple) else v) for k, v in config.items()})
         return meta
+
+
+def _set_distilled_training(model: nn.Module, enabled: bool) -> None:
+    """Ask every distilled ViT inside ``model`` (DDP- or compile-wrapped) for both heads' logits in training."""
+    for module in model.modules():
+        if isinstance(module, DistilledVisionTransformer):
+            module.distilled_training = enabled
 
 
 def _temperature_bound(temperature: float, t_min: float = 0.05, t_max: float = 20.0) -> float | None:

@@ -10,6 +10,7 @@ from vitlab.data.pipeline import AugmentConfig
 from vitlab.errors import ConfigError, unknown_name_message
 from vitlab.train.config import EngineConfig, dataclass_from_dict
 from vitlab.train.pretrained import check_init_args
+from vitlab.train.tasks.teacher import DistillSettings
 
 __all__ = ["BAD_IMAGES", "DATA_MODES", "ImageConfig", "config_from_dict", "config_keys"]
 
@@ -67,7 +68,11 @@ class ImageConfig(EngineConfig):
         label_smoothing, and the mixing keys of :func:`vitlab.mixing.build_mixing` (mixup_alpha,
         cutmix_alpha, cutout_size, mix_prob, switch_prob, mix_mode: batch, pair or elem).
     Run:
-        eval_every (epochs between evaluations). The engine's keys (batch_size, accum_steps, grad_clip,
+        eval_every (epochs between evaluations).
+        distill: DeiT's distillation from a teacher (:mod:`vitlab.train.tasks.teacher`):
+            ``{teacher: RUN_OR_CHECKPOINT, kind: hard|soft|none, alpha: 0.5, tau: 1.0}``; with a distilled ViT
+            (``deit_*``) the distillation head learns from the teacher, with another model its one head does.
+        The engine's keys (batch_size, accum_steps, grad_clip,
         ema_decay, amp, compile, nonfinite, seed, device, threads, checkpoint_every, checkpoint_steps,
         log_every) are :class:`vitlab.train.config.EngineConfig`'s.
     """
@@ -112,6 +117,7 @@ class ImageConfig(EngineConfig):
     switch_prob: float = 0.5
     mix_mode: str = "batch"
     eval_every: int = 1
+    distill: dict[str, Any] | None = None
 
     @property
     def has_init(self) -> bool:
@@ -159,6 +165,10 @@ class ImageConfig(EngineConfig):
                 "init is empty; pass the path of a pretrained checkpoint or run folder, or leave init out"
             )
         check_init_args(self.init_args)
+        if self.distill is not None:
+            if not isinstance(self.distill, dict):
+                raise ConfigError(f"distill must be a mapping (teacher, kind, alpha, tau), got {self.distill!r}")
+            DistillSettings.from_dict(self.distill)  # raises ConfigError naming a bad key or value
         self.validate_streaming()
 
     def validate_streaming(self) -> None:
