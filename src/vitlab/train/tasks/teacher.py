@@ -114,8 +114,8 @@ def load_teacher(
     """
     path = Path(str(settings.teacher)).expanduser()
     if not path.exists():
-        raise ConfigError(f"distill.teacher {path} does not exist; train the teacher first (e.g. `vitlab train "
-                          "--config mnist5k_resnet --out runs/teacher`) and pass its run folder")
+        raise ConfigError(f"distill.teacher {path} does not exist; train the teacher first, e.g. `vitlab train "
+                          f"--config mnist5k_resnet --out {path}`, or pass another run folder or checkpoint")
     if (path / RUN_INFO_FILE).is_file():
         model, own, record = _from_run(path, load_run)
     else:
