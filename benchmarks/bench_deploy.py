@@ -43,7 +43,8 @@ def _images_per_s(run, x: torch.Tensor, rounds: int) -> float:  # noqa: ANN001 -
 
 def _accuracy(run, run_dir: Path) -> float:  # noqa: ANN001
     right = total = 0
-    for x, labels in evaluation_inputs(run_dir):
+    _, cfg, info = load_run(run_dir)
+    for x, labels in evaluation_inputs(cfg, info):
         right += int((np.asarray(run(x)).argmax(1) == labels.numpy()).sum())
         total += len(labels)
     return right / total

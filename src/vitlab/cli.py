@@ -178,12 +178,17 @@ def _evaluate_streamed(model: torch.nn.Module, cfg: ImageConfig, info: dict, spl
 def cmd_predict(args: argparse.Namespace) -> int:
     """Classify image files, folders (recursively) and globs with a run folder or an exported ONNX model: one row
     per image on stdout, or in --out (CSV or JSON lines); unreadable files are reported and counted."""
-    from vitlab.deploy.predict import Predictor, expand_inputs, predict_to_file  # per command, see the note above
+    from vitlab.deploy.predict import (  # per command, see the note above
+        Predictor,
+        expand_inputs,
+        predict_to_file,
+        prediction_format,
+    )
 
     if args.topk < 1:
         raise ValueError(f"--topk must be >= 1, got {args.topk}; e.g. --topk 3")
-    if args.out is not None and Path(args.out).suffix.lower() not in (".csv", ".jsonl"):
-        raise ValueError(f"--out {args.out}: name a .csv or .jsonl file")
+    if args.out is not None:
+        prediction_format(args.out)  # before the model loads
     predictor = Predictor.load(args.source)
     if args.explain:
         return _explain(args, predictor)
@@ -209,7 +214,7 @@ def _print_predictions(predictor: Predictor, paths: Iterable[Path], args: argpar
         if "error" in row:
             failures.append(row)
         else:
-            print(f"{row['path']}: " + ", ".join(f"{c} {p:.3f}" for c, p in row["top"]))
+            print(_top_line(row["path"], row["top"]))
 
     summary = predict_files(predictor, paths, write, args.topk, args.batch_size)
     if summary.images == 0:
@@ -224,32 +229,33 @@ def _print_predictions(predictor: Predictor, paths: Iterable[Path], args: argpar
     return 0
 
 
+def _top_line(path: str | Path, top: list[list]) -> str:
+    """``path: class p, class p`` (probabilities to 3 decimals): one image's line on stdout."""
+    return f"{path}: " + ", ".join(f"{c} {p:.3f}" for c, p in top)
+
+
 def _explain(args: argparse.Namespace, predictor: Predictor) -> int:
     """--explain: the files' classes and a ViT's attention rollout drawn into one PNG (Abnar & Zuidema 2020)."""
-    from vitlab.deploy.predict import expand_inputs  # per command, see the note above
+    from vitlab.deploy.predict import expand_inputs, top_classes  # per command, see the note above
     from vitlab.deploy.preprocessing import preprocess_file
-    from vitlab.train.tasks.image import load_run
     from vitlab.viz.vit import plot_attention_rollout
 
-    if str(args.source).lower().endswith(".onnx"):
+    if predictor.model is None:
         raise ValueError("--explain needs the run folder (the ONNX graph has no attention maps); pass the run")
-    model, cfg, _ = load_run(args.source, command="predict")
-    if not isinstance(model, VisionTransformer):
-        raise ValueError(f"--explain draws a ViT's attention rollout, but {args.source} holds a {cfg.model}; "
-                         "drop --explain or use a ViT run")
+    if not isinstance(predictor.model, VisionTransformer):
+        raise ValueError(f"--explain draws a ViT's attention rollout, but {args.source} holds a "
+                         f"{predictor.model_name}; drop --explain or use a ViT run")
     if not str(args.explain).lower().endswith(".png"):
         raise ValueError(f"--explain writes a PNG; name the file *.png, got {args.explain}")
-    files = [str(p) for p in expand_inputs(args.images)]
-    transform, classes = predictor.spec.transform(), predictor.spec.classes
-    batch = transform(torch.stack([preprocess_file(p, predictor.spec) for p in files]), None, train=False)
-    probs = predictor.logits(batch).softmax(1)
-    values, indices = probs.topk(min(args.topk, len(classes)))
+    files = list(expand_inputs(args.images))
+    images = [preprocess_file(path, predictor.spec) for path in files]  # a bad file: its one-line error
     titles = []
-    for path, p, i in zip(files, values.tolist(), indices.tolist()):
-        print(f"{path}: " + ", ".join(f"{classes[c]} {v:.3f}" for v, c in zip(p, i)))
-        titles.append(f"{Path(path).name}: {classes[i[0]]} ({p[0]:.2f})")
+    for path, top in zip(files, top_classes(predictor, images, args.topk)):
+        print(_top_line(path, top))
+        titles.append(f"{Path(path).name}: {top[0][0]} ({top[0][1]:.2f})")
+    batch = predictor.spec.transform()(torch.stack(images), None, train=False)
     with torch.no_grad():
-        maps = model.attention_rollout(batch)
+        maps = predictor.model.attention_rollout(batch)
     plot_attention_rollout(batch, maps, args.explain, titles)
     print(f"attention rollout: {args.explain}")
     return 0

@@ -78,8 +78,8 @@ def test_a_pt2_program_loads_and_runs_without_vitlab(deploy_runs, tmp_path) -> N
 def test_an_export_that_disagrees_is_refused_and_leaves_nothing(deploy_runs, tmp_path, monkeypatch) -> None:
     real = export_module._runner
 
-    def off_by_a_little(fmt, path, spec):  # noqa: ANN001, ANN202
-        run = real(fmt, path, spec)
+    def off_by_a_little(fmt, path):  # noqa: ANN001, ANN202
+        run = real(fmt, path)
         return lambda x: run(x) + 1e-3  # every logit moved by more than atol
 
     monkeypatch.setattr(export_module, "_runner", off_by_a_little)

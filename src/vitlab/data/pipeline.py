@@ -152,7 +152,8 @@ def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
     return torch.Generator().manual_seed(h >> 1)  # manual_seed takes a non-negative 63-bit value
 
 
-def _resample(name: str) -> int:
+def resample_filter(name: str) -> int:
+    """Pillow's resampling filter for an interpolation name of :data:`INTERPOLATIONS`."""
     return {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
             "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS}[name]
 
@@ -245,7 +246,7 @@ class EvalPipeline:
         if self.jpeg_draft:
             reduce_jpeg(image, min(image.width / new_w, image.height / new_h))
         image = convert_image(decode_image(image, name), self.channels)
-        image = image.resize((new_w, new_h), _resample(self.interpolation)).crop(box)
+        image = image.resize((new_w, new_h), resample_filter(self.interpolation)).crop(box)
         return to_tensor(image)
 
 
@@ -274,7 +275,7 @@ class TrainPipeline:
         if a.jpeg_draft:
             reduce_jpeg(image, min(w, h) / self.size)
         image = convert_image(decode_image(image, name), self.channels)
-        resample = _resample(a.interpolation)
+        resample = resample_filter(a.interpolation)
         if image.size == (width, height):
             image = image.crop((left, top, left + w, top + h)).resize((self.size, self.size), resample)
         else:  # decoded at a reduced scale: the same crop in the reduced image's coordinates

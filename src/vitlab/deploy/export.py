@@ -37,6 +37,7 @@ from vitlab.io import atomic_write_bytes, atomic_write_text
 from vitlab.train.distributed import DistContext
 from vitlab.train.runs import run_task
 from vitlab.train.tasks.image import load_image_data, load_run, run_transform
+from vitlab.train.tasks.image_config import ImageConfig
 from vitlab.train.tasks.image_stream import StreamImageTask, uses_stream
 
 __all__ = ["EXPORT_EXTRA", "FORMATS", "ExportError", "ExportReport", "export_run", "onnx_session", "preprocessing_path"]
@@ -105,9 +106,9 @@ def onnx_session(path: str | Path):  # noqa: ANN201 - onnxruntime.InferenceSessi
 
 
 # ------------------------------------------------------------------------------------------ the test split
-def evaluation_inputs(run_dir: Path, batch_size: int = 64) -> Iterator[tuple[Tensor, Tensor]]:
-    """The run's test split as model inputs ``(x (B, C, H, W) float32, labels (B,))``, as its evaluation read it."""
-    _, cfg, info = load_run(run_dir, command="export")
+def evaluation_inputs(cfg: ImageConfig, info: dict[str, Any], batch_size: int = 64) -> Iterator[tuple[Tensor, Tensor]]:
+    """A run's test split (its config.yaml and run.json, as :func:`load_run` returns them) as model inputs
+    ``(x (B, C, H, W) float32, labels (B,))``, as its evaluation read it."""
     held_in_memory = info.get("data_modes", {}).get("test") == "memory"
     if uses_stream(cfg) and not held_in_memory:
         task = StreamImageTask(cfg)
@@ -124,7 +125,10 @@ def evaluation_inputs(run_dir: Path, batch_size: int = 64) -> Iterator[tuple[Ten
 
 # ------------------------------------------------------------------------------------------ writers
 def write_onnx(model: nn.Module, example: Tensor, path: Path, spec: Preprocessing, opset: int | None) -> None:
-    """ONNX through the torch.export-based exporter, batch axis dynamic, the preprocessing in the metadata."""
+    """ONNX through the torch.export-based exporter, batch axis dynamic, the preprocessing in the metadata.
+
+    The writers write ``path`` as given: :func:`export_run` stages them in a temporary folder and publishes the
+    verified file with one atomic write."""
     onnx = _require("onnx")
     _require("onnxscript")
     batch = torch.export.Dim("batch", min=1, max=65536)
@@ -136,11 +140,10 @@ def write_onnx(model: nn.Module, example: Tensor, path: Path, spec: Preprocessin
     except Exception as error:  # noqa: BLE001 - the exporter's many failure types, named in one line
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise ExportError(f"torch.onnx.export could not express this model: {first}") from None
-    with tempfile.TemporaryDirectory() as tmp:
-        program.save(str(Path(tmp) / "model.onnx"))
-        proto = onnx.load(str(Path(tmp) / "model.onnx"))
+    program.save(str(path))
+    proto = onnx.load(str(path))
     onnx.helper.set_model_props(proto, {METADATA_KEY: spec.to_json()})
-    atomic_write_bytes(path, proto.SerializeToString())
+    onnx.save(proto, str(path))
 
 
 def write_pt2(model: nn.Module, example: Tensor, path: Path, spec: Preprocessing) -> None:
@@ -151,9 +154,7 @@ def write_pt2(model: nn.Module, example: Tensor, path: Path, spec: Preprocessing
     except Exception as error:  # noqa: BLE001
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise ExportError(f"torch.export could not express this model: {first}") from None
-    with tempfile.TemporaryDirectory() as tmp:
-        torch.export.save(program, str(Path(tmp) / "model.pt2"), extra_files={"preprocessing.json": spec.to_json()})
-        atomic_write_bytes(path, (Path(tmp) / "model.pt2").read_bytes())
+    torch.export.save(program, str(path), extra_files={"preprocessing.json": spec.to_json()})
 
 
 def quantize_int8(source: Path, path: Path) -> None:
@@ -161,17 +162,14 @@ def quantize_int8(source: Path, path: Path) -> None:
     _require("onnxruntime")
     from onnxruntime.quantization import QuantType, quantize_dynamic  # optional dependency (vitlab[export])
 
-    with tempfile.TemporaryDirectory() as tmp:
-        target = Path(tmp) / "int8.onnx"
-        logging.getLogger().disabled, was = True, logging.getLogger().disabled  # its advice to pre-process first
-        try:
-            quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
-        finally:
-            logging.getLogger().disabled = was
-        atomic_write_bytes(path, target.read_bytes())
+    logging.getLogger().disabled, was = True, logging.getLogger().disabled  # its advice to pre-process first
+    try:
+        quantize_dynamic(str(source), str(path), weight_type=QuantType.QInt8)
+    finally:
+        logging.getLogger().disabled = was
 
 
-def _runner(fmt: str, path: Path, spec: Preprocessing) -> Callable[[Tensor], np.ndarray]:
+def _runner(fmt: str, path: Path) -> Callable[[Tensor], np.ndarray]:
     """The exported file loaded back: a function from model input to logits."""
     if fmt == "pt2":
         module = torch.export.load(str(path)).module()
@@ -192,12 +190,10 @@ def _compare(model: nn.Module, run: Callable[[Tensor], np.ndarray], batches: Ite
     """Eager float32 logits against the exported file's on every batch; the figures of :class:`ExportReport`."""
     n = agree = right_eager = right_exported = 0
     max_diff = 0.0
-    eager_seconds = exported_seconds = 0.0
+    exported_seconds = 0.0
     for x, labels in batches:
-        start = time.perf_counter()
         with torch.no_grad():
             eager = model(x).float().numpy()
-        eager_seconds += time.perf_counter() - start
         start = time.perf_counter()
         exported = run(x)
         exported_seconds += time.perf_counter() - start
@@ -270,12 +266,12 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path | None = None, *, 
             write_onnx(model, example, Path(tmp) / "model.onnx" if quantize else staged, spec, opset)
             if quantize:
                 quantize_int8(Path(tmp) / "model.onnx", staged)
-        figures = _compare(model, _runner(fmt, staged, spec), evaluation_inputs(run_dir, batch_size))
+        figures = _compare(model, _runner(fmt, staged), evaluation_inputs(cfg, info, batch_size))
         report = ExportReport(format=fmt, path=str(out), preprocessing=str(json_path), atol=atol, quantize=quantize,
                               **figures)
         if quantize:
-            report.float32_images_per_s = _images_per_s(_runner("onnx", Path(tmp) / "model.onnx", spec),
-                                                        evaluation_inputs(run_dir, batch_size))
+            report.float32_images_per_s = _images_per_s(_runner("onnx", Path(tmp) / "model.onnx"),
+                                                        evaluation_inputs(cfg, info, batch_size))
         elif report.top1_agreement < 1.0 or report.max_abs_logit_diff > atol:
             raise ExportError(f"the {fmt} export disagrees with the eager model on the test split (top-1 agreement "
                               f"{report.top1_agreement:.2%}, max |Δlogit| {report.max_abs_logit_diff:.2e} > atol "

@@ -25,7 +25,7 @@ from typing import IO
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from vitlab.data.folder import IMAGE_EXTENSIONS
@@ -68,11 +68,14 @@ def expand_inputs(inputs: Iterable[str]) -> Iterator[Path]:
 
 @dataclass
 class Predictor:
-    """A model and its preprocessing: ``logits(x (B, C, H, W) float32) -> (B, K)``."""
+    """A model and its preprocessing: ``logits(x (B, C, H, W) float32) -> (B, K)``; for a run folder also the
+    eager model and its registered name (``--explain`` draws its attention), ``None`` / ``""`` for ONNX."""
 
     spec: Preprocessing
     logits: Callable[[Tensor], Tensor]
     source: str
+    model: nn.Module | None = None
+    model_name: str = ""
 
     @classmethod
     def from_run(cls, run_dir: str | Path) -> Predictor:
@@ -85,7 +88,7 @@ class Predictor:
             with torch.no_grad(), autocast(device, amp):
                 return model(x).float()
 
-        return cls(Preprocessing.from_run(cfg, info), run, str(run_dir))
+        return cls(Preprocessing.from_run(cfg, info), run, str(run_dir), model, cfg.model)
 
     @classmethod
     def from_onnx(cls, path: str | Path) -> Predictor:
@@ -134,6 +137,14 @@ def _batches(paths: Iterator[Path], size: int) -> Iterator[list[Path]]:
         yield batch
 
 
+def top_classes(predictor: Predictor, images: list[Tensor], topk: int) -> list[list[list]]:
+    """The ``topk`` ``[class, probability]`` pairs of each preprocessed (C, H, W) uint8 image, in one batch."""
+    classes = predictor.spec.classes
+    probs = predictor.logits(predictor.spec.transform()(torch.stack(images), None, train=False)).softmax(1)
+    values, indices = probs.topk(min(topk, len(classes)))
+    return [[[classes[c], v] for v, c in zip(p, i)] for p, i in zip(values.tolist(), indices.tolist())]
+
+
 def predict_files(predictor: Predictor, paths: Iterable[Path], write: Callable[[dict], None], topk: int = 3,
                   batch_size: int = 64, progress: Callable[[int], None] | None = None) -> PredictionSummary:
     """Classify every image of ``paths``; ``write`` receives one row per image, in input order.
@@ -143,8 +154,6 @@ def predict_files(predictor: Predictor, paths: Iterable[Path], write: Callable[[
     """
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
-    classes, transform = predictor.spec.classes, predictor.spec.transform()
-    k = min(topk, len(classes))
     images = failed = 0
     start = time.perf_counter()
     for batch in _batches(iter(paths), batch_size):
@@ -159,10 +168,8 @@ def predict_files(predictor: Predictor, paths: Iterable[Path], write: Callable[[
                 rows.append({"path": str(path), "error": (str(error).splitlines() or [type(error).__name__])[0]})
                 failed += 1
         if tensors:
-            probs = predictor.logits(transform(torch.stack(tensors), None, train=False)).softmax(1)
-            values, indices = probs.topk(k)
-            for row_index, p, i in zip(kept, values.tolist(), indices.tolist()):
-                rows[row_index]["top"] = [[classes[c], round(v, 6)] for v, c in zip(p, i)]
+            for row_index, top in zip(kept, top_classes(predictor, tensors, topk)):
+                rows[row_index]["top"] = top
         for row in rows:
             write(row)
         images += len(batch)
@@ -171,15 +178,31 @@ def predict_files(predictor: Predictor, paths: Iterable[Path], write: Callable[[
     return PredictionSummary(images=images, failed=failed, seconds=time.perf_counter() - start)
 
 
+def prediction_format(out: str | Path) -> str:
+    """``"csv"`` or ``"jsonl"``, from the suffix of a predictions file.
+
+    Raises:
+        ConfigError: another suffix.
+    """
+    suffix = Path(out).suffix.lower()
+    if suffix not in PREDICTION_FORMATS:
+        raise ConfigError(f"--out {out}: name a .csv or .jsonl file")
+    return suffix[1:]
+
+
 def row_writer(handle: IO[str], fmt: str, topk: int) -> Callable[[dict], None]:
-    """A function that writes one row to ``handle`` as CSV (path, error, class_1, prob_1, ...) or JSON lines."""
+    """A function that writes one row to ``handle`` as CSV (path, error, class_1, prob_1, ...) or JSON lines;
+    probabilities rounded to 6 decimals."""
+    def rounded(row: dict) -> dict:
+        return {**row, "top": [[c, round(p, 6)] for c, p in row["top"]]} if "top" in row else row
+
     if fmt == "jsonl":
-        return lambda row: handle.write(json.dumps(row) + "\n")
+        return lambda row: handle.write(json.dumps(rounded(row)) + "\n")
     writer = csv.writer(handle)
     writer.writerow(["path", "error", *[f"{name}_{i}" for i in range(1, topk + 1) for name in ("class", "prob")]])
 
     def write(row: dict) -> None:
-        top = [value for pair in row.get("top", []) for value in pair]
+        top = [value for pair in rounded(row).get("top", []) for value in pair]
         writer.writerow([row["path"], row.get("error", ""), *top])
 
     return write
@@ -194,13 +217,12 @@ def predict_to_file(predictor: Predictor, paths: Iterable[Path], out: str | Path
         ConfigError: another suffix than .csv / .jsonl.
     """
     out = Path(out)
-    if out.suffix.lower() not in PREDICTION_FORMATS:
-        raise ConfigError(f"--out {out}: name a .csv or .jsonl file")
+    fmt = prediction_format(out)
     with atomic_open(out) as raw:
         handle = io.TextIOWrapper(raw, encoding="utf-8", newline="")
         bar = tqdm(unit="img", desc="predict", disable=None)  # None: shown only on a terminal
         try:
-            summary = predict_files(predictor, paths, row_writer(handle, out.suffix.lower()[1:], topk), topk,
+            summary = predict_files(predictor, paths, row_writer(handle, fmt, topk), topk,
                                     batch_size, progress=bar.update)
         finally:
             bar.close()

@@ -21,17 +21,15 @@ evaluation, in the key names of Hugging Face's ``preprocessor_config.json`` wher
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from PIL import Image
 from torch import Tensor
 
 from vitlab.data.folder import open_image, read_image
-from vitlab.data.pipeline import AugmentConfig, EvalPipeline, center_crop_box
+from vitlab.data.pipeline import AugmentConfig, EvalPipeline, center_crop_box, resample_filter
 from vitlab.data.transforms import BatchTransform
 from vitlab.errors import CheckpointError, DataError
 from vitlab.train.tasks.image_config import ImageConfig
@@ -39,8 +37,6 @@ from vitlab.train.tasks.image_config import ImageConfig
 __all__ = ["FORMAT", "Preprocessing", "preprocess_file"]
 
 FORMAT = "vitlab-preprocessor"
-_RESAMPLE = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
-             "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS}
 
 
 @dataclass
@@ -91,7 +87,7 @@ class Preprocessing:
             augment = AugmentConfig.from_dict(cfg.augment) if cfg.augment else AugmentConfig()
             short = center_crop_box(cfg.img_size, cfg.img_size, cfg.img_size, augment.crop_fraction)[0][0]
             spec.do_resize, spec.size = True, {"shortest_edge": short}
-            spec.resample, spec.resample_name = int(_RESAMPLE[augment.interpolation]), augment.interpolation
+            spec.resample, spec.resample_name = int(resample_filter(augment.interpolation)), augment.interpolation
             spec.do_center_crop, spec.crop_size = True, {"height": cfg.img_size, "width": cfg.img_size}
             spec.crop_fraction, spec.jpeg_draft = augment.crop_fraction, augment.jpeg_draft
         return spec
@@ -155,8 +151,3 @@ def preprocess_file(path: str | Path, spec: Preprocessing) -> Tensor:
         raise DataError(f"{path} is {image.shape[2]}x{image.shape[1]} but the model expects {width}x{height}; "
                         "resize it first")
     return image
-
-
-def stack(images: Sequence[Tensor]) -> Tensor:
-    """(C, H, W) uint8 tensors -> one (B, C, H, W) batch."""
-    return torch.stack([image.contiguous() for image in images])

@@ -54,7 +54,7 @@ from vitlab.train.runs import CONFIG_FILE, RUN_INFO_FILE, WEIGHTS_FILE, require_
 from vitlab.train.schedule import WarmupCosine
 from vitlab.train.tasks.base import Task, aligned_table
 from vitlab.train.tasks.image_config import ImageConfig, config_from_dict
-from vitlab.train.tasks.teacher import DistillSettings, load_teacher
+from vitlab.train.tasks.teacher import DistillSettings, Teacher, load_teacher
 from vitlab.viz.techniques import plot_temperature_scaling
 from vitlab.viz.training import plot_confusion_matrix, plot_learning_curves
 from vitlab.viz.vit import write_vit_figures
@@ -267,6 +267,8 @@ class ImageTask(Task):
     headline = "val_acc1"
 
     cfg: ImageConfig
+    teacher: Teacher | None = None  # with distill: the frozen teacher (set_up_teacher) and its run.json record
+    teacher_record: dict[str, Any] | None = None
 
     def config_dict(self) -> dict[str, Any]:
         return self.cfg.to_dict()
@@ -316,7 +318,7 @@ class ImageTask(Task):
             "splits": {name: len(ds) for name, ds in self.splits.items()},
             **({"train_per_class": self.cfg.train_per_class} if self.cfg.train_per_class else {}),
             **({"init": self.init_record} if self.init_record is not None else {}),
-            **({"teacher": self.teacher_record} if getattr(self, "teacher_record", None) else {}),
+            **({"teacher": self.teacher_record} if self.teacher_record is not None else {}),
         }
 
     def warnings(self) -> list[str]:
@@ -355,7 +357,6 @@ class ImageTask(Task):
     def set_up_teacher(self, ctx: DistContext) -> None:
         """With ``distill``: load the frozen teacher, wrap the loss in DeiT's distillation loss, and ask a distilled
         ViT for both heads' logits while training (:mod:`vitlab.train.tasks.teacher`)."""
-        self.teacher = None
         if self.cfg.distill is None:
             return
         settings = DistillSettings.from_dict(self.cfg.distill)
@@ -387,10 +388,12 @@ class ImageTask(Task):
         targets = labels
         if self.mixer is not None:
             images, targets = self.mixer(images, labels)
-        if getattr(self, "teacher", None) is None:
+        if self.teacher is None:
             logits = model(images)
             loss = self.loss_fn(logits.float(), targets)
             return loss, (logits.detach().argmax(1) == labels).sum().double()
+        # Set here rather than when the model is built: the precision probe times the model before the first
+        # step and expects one tensor out.
         _set_distilled_training(model, True)
         outputs = model(images)  # a distilled ViT: (class logits, distillation logits)
         pair = outputs if isinstance(outputs, tuple) else (outputs, outputs)
