@@ -20,6 +20,9 @@ RUNS = {
     # the linear patch stem with the class token pooled, 8x8 digits
     "digits-linear-token": dict(dataset="digits", model="vit_digits_patch2_8",
                                 model_args={**TINY_VIT, "global_pool": "token", "class_token": True}),
+    # DeiT's distilled ViT (class and distillation tokens, two heads averaged in eval), trained without a teacher
+    "mnist-deit": dict(dataset="mnist5k", model="deit_mnist_conv4_28", model_args=TINY_VIT, batch_size=128,
+                       train_per_class=30),
     # the CNN baseline
     "digits-resnet": dict(dataset="digits", model="resnet8", model_args={}),
     # photos of any size streamed at img_size 32 (resize + centre crop), RGB

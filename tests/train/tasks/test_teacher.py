@@ -4,20 +4,26 @@ the task computes is vitlab.distillation's on the student's two heads (reference
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
+from tests.train import resume
+from tests.train.resume import crash_resume_compare
 from vitlab.cli import main
+from vitlab.data.folder import read_image
 from vitlab.distillation import DistillationLoss
 from vitlab.errors import CheckpointError, ConfigError
 from vitlab.io import sha256_file
 from vitlab.models.deit import DistilledVisionTransformer
 from vitlab.train import engine
 from vitlab.train.distributed import DistContext
-from vitlab.train.tasks.image import ImageTask, load_run
+from vitlab.train.runs import WEIGHTS_FILE
+from vitlab.train.tasks.image import ImageTask, load_image_data, load_run, run_transform
 from vitlab.train.tasks.image_config import ImageConfig
 from vitlab.train.tasks.teacher import DistillSettings, Teacher, load_teacher
 
@@ -89,6 +95,57 @@ def test_the_teacher_gets_its_own_input_space() -> None:
                                               antialias=True, align_corners=False)
     expected = (resized - torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1)) / torch.tensor([0.25, 0.2, 0.1]).view(1, 3, 1, 1)
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_distilled_run_walks_every_user_path(teacher_run, tmp_path, monkeypatch, capsys) -> None:
+    """train (crashed after its first checkpoint) -> vitlab train --resume, bit-identical to the straight run ->
+    vitlab eval == the run's summary -> vitlab predict == the eval model on that PNG -> vitlab export (onnx, verified
+    on the test split by onnxruntime) -> fine-tune from the distilled run (both heads replaced)."""
+    cfg = ImageConfig(model="deit_mnist_conv4_28", model_args=TINY, epochs=2, threads=1, amp="off", batch_size=10,
+                      train_per_class=3, warmup_epochs=0.5, checkpoint_every=1, log_every=1, seed=1,
+                      distill={"teacher": str(teacher_run), "kind": "soft", "alpha": 0.5, "tau": 2.0})
+    real_train = resume.train
+
+    def train_via_cli_on_resume(config, run_dir, *, resume=False, quiet=False, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        if resume:  # the resume a user types; the teacher is loaded again and its SHA-256 checked
+            assert main(["train", "--resume", str(run_dir), "--quiet"]) == 0
+            return json.loads((Path(run_dir) / "summary.json").read_text())
+        return real_train(config, run_dir, quiet=quiet, **kwargs)
+
+    monkeypatch.setattr(resume, "train", train_via_cli_on_resume)
+    crash_resume_compare(cfg, tmp_path, monkeypatch, crash_after=1, expect_latest="step_00000003")
+    run = tmp_path / "resumed"
+    summary = json.loads((run / "summary.json").read_text())
+    assert json.loads((run / "run.json").read_text())["teacher"]["sha256"] == sha256_file(teacher_run / WEIGHTS_FILE)
+
+    capsys.readouterr()
+    assert main(["eval", str(run), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert (metrics["acc1"], metrics["loss"]) == (summary["test_acc1"], summary["test_loss"])
+
+    model, run_cfg, info = load_run(run)
+    pixels = load_image_data(run_cfg)["test"].images[0, 0]  # the digits' grey levels v/16, which a PNG rounds
+    Image.fromarray((pixels * 255).round().byte().numpy()).save(tmp_path / "digit.png")
+    image = read_image(tmp_path / "digit.png", 1)
+    with torch.no_grad():  # reference: the eval-mode model (the mean of both heads) on the run's own transform
+        expected = model.eval()(run_transform(run_cfg, info)(image.unsqueeze(0), None, train=False))[0].softmax(0)
+    assert main(["predict", str(run), str(tmp_path / "digit.png"), "--topk", "1"]) == 0
+    best = int(expected.argmax())
+    assert capsys.readouterr().out.strip().endswith(f"{info['classes'][best]} {expected[best]:.3f}")
+
+    if importlib.util.find_spec("onnxruntime") is not None:
+        assert main(["export", str(run), "--format", "onnx", "--out", str(tmp_path / "deit.onnx")]) == 0
+        record = json.loads((tmp_path / "deit.onnx.json").read_text())
+        assert record["verification"]["top1_agreement"] == 1.0
+
+    tuned = ImageConfig(dataset="mnist5k", model="deit_mnist_conv4_28", init=str(run), epochs=1, threads=1, amp="off",
+                        batch_size=10, train_per_class=3, warmup_epochs=0.5)
+    engine.train(tuned, tmp_path / "tuned", quiet=True, plots=False)
+    tuned_model, _, tuned_info = load_run(tmp_path / "tuned")
+    assert isinstance(tuned_model, DistilledVisionTransformer) and tuned_info["image_shape"] == [1, 28, 28]
+    assert "teacher" not in tuned_info  # the fine-tuned run has no teacher of its own
+    # the distillation token carried over (a few AdamW steps move it by ~lr each; a fresh one would be unrelated)
+    assert (tuned_model.dist_token - model.dist_token).norm() < 0.5 * model.dist_token.norm()
 
 
 def test_a_changed_teacher_is_refused_on_resume_and_a_wrong_class_count_on_start(teacher_run, tmp_path) -> None:
