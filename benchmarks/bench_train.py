@@ -70,14 +70,15 @@ def table(rows: list[dict]) -> str:
     accs = [r["test_acc1"] for r in rows]
     walls = [r["wall_s"] for r in rows]
     lines = [
-        "| recipe | seed | test top-1 | test ECE | ECE (temp. scaled) | images/s | wall time (s) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| recipe | seed | test top-1 | val top-1 | test ECE | ECE (temp. scaled) | precision | images/s | wall time (s) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         *(
-            f"| {r['recipe']} | {r['seed']} | {r['test_acc1']:.4f} | {r['test_ece']:.4f} | "
-            f"{r['test_ece_temperature_scaled']:.4f} | {r['train_images_per_s']:.0f} | {r['wall_s']:.1f} |"
+            f"| {r['recipe']} | {r['seed']} | {r['test_acc1']:.4f} | {r['val_acc1']:.4f} | {r['test_ece']:.4f} | "
+            f"{r['test_ece_temperature_scaled']:.4f} | {r.get('amp', 'off')} | {r['train_images_per_s']:.0f} | "
+            f"{r['wall_s']:.1f} |"
             for r in rows
         ),
-        f"| {rows[0]['recipe']} | mean ± sd | {statistics.mean(accs):.4f} ± {spread(accs):.4f} | | | | "
+        f"| {rows[0]['recipe']} | mean ± sd | {statistics.mean(accs):.4f} ± {spread(accs):.4f} | | | | | | "
         f"{statistics.mean(walls):.1f} ± {spread(walls):.1f} |",
     ]
     return "\n".join(lines)

@@ -70,7 +70,8 @@ def test_named_sizes_match_timm_and_the_28x28_one_builds() -> None:
     assert small.eval()(torch.zeros(4, 1, 28, 28)).shape == (4, 10) and small.num_prefix_tokens == 2
 
 
-@pytest.mark.parametrize("bad", [dict(global_pool="avg"), dict(class_token=False), dict(no_embed_class=True)])
+@pytest.mark.parametrize("bad", [dict(global_pool="avg"), dict(class_token=False), dict(no_embed_class=True),
+                                 dict(fc_norm=True)])
 def test_layouts_deit_lacks_are_refused(bad) -> None:
     with pytest.raises(ConfigError, match="a distilled ViT needs"):
         DistilledVisionTransformer(**SMALL, **bad)

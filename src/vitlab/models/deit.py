@@ -37,8 +37,8 @@ class DistilledVisionTransformer(VisionTransformer):
 
     Args:
         **kwargs: the :class:`~vitlab.models.vit.VisionTransformer` arguments; ``class_token`` must be True,
-            ``global_pool`` ``"token"``, and ``no_embed_class`` / ``representation_size`` are not supported
-            (DeiT has neither).
+            ``global_pool`` ``"token"``, ``fc_norm`` False, and ``no_embed_class`` / ``representation_size`` are
+            not supported (DeiT has neither).
     """
 
     num_extra_tokens = 1
@@ -48,6 +48,9 @@ class DistilledVisionTransformer(VisionTransformer):
                              ("representation_size", None)):
             if kwargs.get(key, allowed) != allowed:
                 raise ConfigError(f"a distilled ViT needs {key}={allowed!r} (DeiT's layout), got {kwargs[key]!r}")
+        if kwargs.get("fc_norm"):  # the norm after pooling would reach the class token only, not head_dist's
+            raise ConfigError("a distilled ViT needs fc_norm=False (DeiT's layout: the final norm on every token, "
+                              "so both heads read normalised tokens), got fc_norm=True")
         super().__init__(**kwargs)
         self.dist_token = nn.Parameter(torch.zeros(1, 1, self.embed_dim))
         self.head_dist = nn.Linear(self.embed_dim, self.num_classes) if self.num_classes > 0 else nn.Identity()

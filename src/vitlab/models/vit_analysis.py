@@ -12,16 +12,32 @@
   shown as an h×w grid of h×w tiles: "closer patches tend to have more similar position embeddings", and
   row/column structure appears.
 * **Attention rollout** (Fig. 6, Abnar & Zuidema 2020): :meth:`VisionTransformer.attention_rollout`.
+* **Class and distillation tokens** (DeiT, Touvron et al. 2021, Sec. 4, "Distillation token"): with z_ℓ the
+  tokens after block ℓ (z_0 the input of the first block, position embedding added), the similarity of the
+  class token's state to the distillation token's, averaged over the images,
+
+      s_ℓ = mean_images ⟨z_ℓ^cls, z_ℓ^dist⟩ / (‖z_ℓ^cls‖ ‖z_ℓ^dist‖),   ℓ = 0 .. L.
+
+  The paper (DeiT-B⚗) finds the learned tokens nearly orthogonal (cos 0.06) and their states "gradually more
+  similar through the network", cos 0.93 at the last layer: two tokens that end close but not equal.
 """
 
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from vitlab.errors import ConfigError
+from vitlab.models.deit import DistilledVisionTransformer
+from vitlab.nn.posenc import LearnedPositionEmbedding
 
-__all__ = ["patch_embedding_components", "position_embedding_similarity"]
+__all__ = [
+    "learned_token_similarity",
+    "patch_embedding_components",
+    "position_embedding_similarity",
+    "prefix_token_similarity",
+]
 
 
 def patch_embedding_components(weight: Tensor, count: int = 28) -> tuple[Tensor, Tensor]:
@@ -63,3 +79,63 @@ def position_embedding_similarity(pos_embed: Tensor, grid_size: tuple[int, int],
         raise ConfigError(f"position embedding has {table.shape[0]} patch positions but the grid is {height}×{width}")
     unit = table / table.norm(dim=1, keepdim=True).clamp_min(1e-12)
     return (unit @ unit.T).reshape(height, width, height, width).float()
+
+
+def _require_distilled(model: nn.Module, caller: str) -> DistilledVisionTransformer:
+    if not isinstance(model, DistilledVisionTransformer):
+        raise ConfigError(f"{caller} needs a distilled ViT (DeiT's class and distillation tokens), got a "
+                          f"{type(model).__name__}; pass a deit_* model or a run trained with one")
+    return model
+
+
+@torch.no_grad()
+def prefix_token_similarity(model: nn.Module, images: Tensor) -> Tensor:
+    """DeiT Sec. 4: s_ℓ, the cosine similarity of the class and distillation tokens' states, through the network.
+
+    The states are read by forward hooks during the model's own ``forward_features``: the input of the first
+    block (z_0, after the position embedding) and the output of each block (z_1 .. z_L). The final LayerNorm is
+    *not* included: s_L is the last block's output, the "last layer" of the paper's residual stream (LayerNorm
+    centres and rescales each token, so LN(z_L) has a different cosine). The model runs in eval mode (no dropout
+    or drop path), whatever mode it is in; the mode is restored afterwards. s_0 does not depend on the images:
+    it is :func:`learned_token_similarity` with the position embeddings.
+
+    Args:
+        model: a :class:`~vitlab.models.deit.DistilledVisionTransformer`.
+        images: (B, C, H, W) inputs as the model takes them (normalised), on the model's device.
+
+    Returns:
+        (L + 1,) float32: entry ℓ is s_ℓ averaged over the B images (computed in float64).
+
+    Raises:
+        ConfigError: the model has no distillation token.
+    """
+    distilled = _require_distilled(model, "prefix_token_similarity")
+    states: list[Tensor] = []
+    keep = lambda tokens: states.append(tokens[:, :2].double())  # (B, 2, D): the class and distillation tokens
+    handles = [distilled.blocks[0].register_forward_pre_hook(lambda _module, args: keep(args[0]))]
+    handles += [block.register_forward_hook(lambda _module, _args, out: keep(out)) for block in distilled.blocks]
+    was_training = distilled.training
+    distilled.eval()
+    try:
+        distilled.forward_features(images)
+    finally:
+        distilled.train(was_training)
+        for handle in handles:
+            handle.remove()
+    pairs = torch.stack(states)  # (L + 1, B, 2, D)
+    return F.cosine_similarity(pairs[:, :, 0], pairs[:, :, 1], dim=-1).mean(dim=1).float()
+
+
+def learned_token_similarity(model: nn.Module, with_position: bool = True) -> float:
+    """The cosine similarity of the two learned tokens themselves (the paper's 0.06): ⟨a, b⟩ / (‖a‖ ‖b‖) with
+    a = x_class, b = x_distill, plus their rows of the learned position embedding when ``with_position`` (then it
+    equals s_0 of :func:`prefix_token_similarity`).
+
+    Raises:
+        ConfigError: the model has no distillation token.
+    """
+    distilled = _require_distilled(model, "learned_token_similarity")
+    tokens = torch.cat([distilled.cls_token, distilled.dist_token], dim=1)[0].detach().double()  # (2, D)
+    if with_position and isinstance(distilled.pos_embed, LearnedPositionEmbedding):
+        tokens = tokens + distilled.pos_embed.weight[0, :2].detach().double()
+    return float(F.cosine_similarity(tokens[0], tokens[1], dim=0))

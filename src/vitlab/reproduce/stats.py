@@ -23,7 +23,8 @@ The distributions come from :mod:`scipy.stats` (Student's t, the noncentral t); 
 * **Seeds needed** for an interval half-width ≤ h at spread σ: the smallest n ≥ 2 with
   t_{0.975, n−1} · σ/√n ≤ h.
 
-Verdicts (what :mod:`vitlab.reproduce.report` writes for each claim):
+Verdicts on the 95% interval (what :mod:`vitlab.reproduce.report` writes for each claim today,
+:func:`direction_verdict` and :func:`equivalence_verdict`):
 
 * a direction claim ("B beats A", expected sign s = ±1 of the difference B − A): **held** when the
   difference's interval excludes 0 on the expected side, **reversed** when it excludes 0 on the other
@@ -31,13 +32,34 @@ Verdicts (what :mod:`vitlab.reproduce.report` writes for each claim):
 * an equivalence claim ("about equal", within a stated margin m): **held** when the whole interval lies
   in [−m, m]; **reversed** (the two differ by more than the margin) when the whole interval lies
   outside it; **not resolved** otherwise.
+
+Claim tests with p-values and multiplicity control (:func:`test_claim`, :func:`apply_holm`), on the paired
+differences d_i = a_i − b_i with mean δ, each side a paired t-test at level α (``scipy.stats.ttest_1samp`` on
+the differences, the same test as ``scipy.stats.ttest_rel``):
+
+* **direction** (expected sign s, optional least difference m ≥ 0): the two-sided test of δ = s·m; held
+  when p < α and sign(d̄ − s·m) = s, reversed when p < α with the other sign. Its interval: the two-sided
+  1 − α interval (held ⇔ it excludes s·m on the expected side).
+* **non-inferiority** with margin m > 0 ("A at least as good as B", s the good direction): H0: s·δ ≤ −m
+  against H1: s·δ > −m, the one-sided test on s·d + m; reversed ("inferior by more than the margin") when
+  the opposite one-sided test (H1: s·δ < −m) is significant. Its interval: the one-sided 1 − α bound, the
+  near end of the two-sided 1 − 2α interval.
+* **equivalence** with margin m > 0, TOST (Schuirmann 1987, J. Pharmacokinet. Biopharm. 15:657): the
+  p-value is the larger of the one-sided p-values of δ > −m and δ < m; held ⇔ the 1 − 2α (90%) interval lies
+  inside (−m, m); reversed when the 1 − 2α interval lies entirely outside [−m, m] (a one-sided test of
+  δ > m, or of δ < −m, significant at α).
+* **Holm's step-down adjustment** (Holm 1979, Scand. J. Statist. 6:65) over a family of k claims, one
+  p-value per claim: with p_(1) ≤ … ≤ p_(k), p̃_(i) = max_{j ≤ i} min(1, (k − j + 1) p_(j)); a claim keeps
+  its verdict when p̃ < α. This bounds the chance of any wrong verdict among the k claims by α.
+* **Exact interval for P(A > B)** (Clopper & Pearson 1934, Biometrika 26:404) over the paired seeds, where
+  the bootstrap collapses to a point at small n (5 wins of 5: [0.478, 1] at 95%, not [1, 1]).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import optimize
@@ -261,3 +283,275 @@ def equivalence_verdict(diff: Interval, margin: float) -> str:
     if diff.low > margin or diff.high < -margin:
         return REVERSED
     return NOT_RESOLVED
+
+
+# ------------------------------------------------------------------------------------------ claim tests
+DIRECTION = "direction"
+NONINFERIORITY = "non-inferiority"
+EQUIVALENCE = "equivalence"
+CLAIM_KINDS = (DIRECTION, NONINFERIORITY, EQUIVALENCE)
+ALTERNATIVES = ("two-sided", "greater", "less")
+
+
+def _differences(a: Sequence[float], b: Sequence[float]) -> np.ndarray:
+    """d_i = a_i − b_i as (n,) float64; the pairs must be aligned, non-empty and finite."""
+    if len(a) != len(b):
+        raise ValueError(f"a paired test needs one value of each variant per seed, got {len(a)} and {len(b)}")
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    if d.size == 0:
+        raise ValueError("no pairs: at least one seed is needed")
+    if not np.all(np.isfinite(d)):
+        raise ValueError(f"a paired test needs finite values, got differences {d.tolist()}")
+    return d
+
+
+def paired_t_pvalue(
+    a: Sequence[float], b: Sequence[float], null: float = 0.0, alternative: str = "two-sided"
+) -> float:
+    """p-value of the paired t-test of δ = mean(a − b) against ``null``: t = (d̄ − null) / (s_d/√n), n − 1 df.
+
+    ``alternative``: ``two-sided`` (H1: δ ≠ null), ``greater`` (H1: δ > null) or ``less`` (H1: δ < null), as
+    in ``scipy.stats.ttest_rel``, which it equals wherever that is defined. Degenerate inputs, where scipy
+    gives NaN, are defined so that no verdict is ever made on a NaN:
+
+    * n = 1 (no spread to estimate): p = 1.
+    * zero spread (all differences equal to c, n ≥ 2): p = 0 when c lies strictly on the side of ``null``
+      that the alternative names (for ``two-sided``: c ≠ null), else p = 1 (c = null gives 1 on every side).
+
+    Args:
+        a, b: (n,) values of the two variants, ``a[i]`` and ``b[i]`` from the same seed; finite.
+    """
+    if alternative not in ALTERNATIVES:
+        raise ValueError(f"alternative must be one of {ALTERNATIVES}, got {alternative!r}")
+    d = _differences(a, b)
+    if d.size < 2:
+        return 1.0
+    if np.ptp(d) == 0.0:
+        c = float(d[0])
+        on_side = {"two-sided": c != null, "greater": c > null, "less": c < null}[alternative]
+        return 0.0 if on_side else 1.0
+    return float(sps.ttest_1samp(d, null, alternative=alternative).pvalue)
+
+
+def direction_pvalues(
+    a: Sequence[float], b: Sequence[float], expected_sign: int, margin: float = 0.0
+) -> tuple[float, float]:
+    """(p_held, p_reversed) of a direction claim sign(δ − s·m) = s, δ = mean(a − b), s = ``expected_sign``.
+
+    p = the two-sided paired t p-value of δ = s·m (m = ``margin`` ≥ 0, the least difference claimed; 0 for
+    "B beats A"). It counts for the side of the observed sign of d̄ − s·m: p_held = p when that sign is s,
+    p_reversed = p when it is −s; the other is 1 (both 1 when d̄ = s·m exactly).
+    """
+    _check_sign_margin(expected_sign, margin, positive=False)
+    null = expected_sign * margin
+    p = paired_t_pvalue(a, b, null, "two-sided")
+    observed = np.sign(float(np.mean(_differences(a, b))) - null)
+    return (p if observed == expected_sign else 1.0), (p if observed == -expected_sign else 1.0)
+
+
+def noninferiority_pvalues(
+    a: Sequence[float], b: Sequence[float], expected_sign: int, margin: float
+) -> tuple[float, float]:
+    """(p_held, p_reversed) of the claim "a is not worse than b by ``margin`` or more" (s = ``expected_sign``).
+
+    s is the good direction (+1: higher is better). With δ = mean(a − b) and m = ``margin`` > 0:
+
+    * p_held: H0: s·δ ≤ −m against H1: s·δ > −m, the one-sided paired t-test on s·d + m;
+    * p_reversed ("inferior by more than the margin"): H0: s·δ ≥ −m against H1: s·δ < −m.
+
+    p_held < α ⇔ the one-sided 1 − α bound (the near end of the two-sided 1 − 2α interval) clears −s·m.
+    """
+    _check_sign_margin(expected_sign, margin, positive=True)
+    good, bad = ("greater", "less") if expected_sign > 0 else ("less", "greater")
+    null = -expected_sign * margin
+    return paired_t_pvalue(a, b, null, good), paired_t_pvalue(a, b, null, bad)
+
+
+def equivalence_pvalues(a: Sequence[float], b: Sequence[float], margin: float) -> tuple[float, float]:
+    """(p_held, p_reversed) of the claim |δ| < m (δ = mean(a − b), m = ``margin`` > 0), by TOST.
+
+    TOST (Schuirmann 1987): p_held = max(p(H1: δ > −m), p(H1: δ < m)), the two one-sided paired t-tests;
+    p_held < α ⇔ the two-sided 1 − 2α interval lies inside (−m, m). p_reversed = min(p(H1: δ > m),
+    p(H1: δ < −m)): < α ⇔ the 1 − 2α interval lies entirely above m or entirely below −m.
+    """
+    _check_sign_margin(1, margin, positive=True)
+    p_held = max(paired_t_pvalue(a, b, -margin, "greater"), paired_t_pvalue(a, b, margin, "less"))
+    p_reversed = min(paired_t_pvalue(a, b, margin, "greater"), paired_t_pvalue(a, b, -margin, "less"))
+    return p_held, p_reversed
+
+
+def _check_sign_margin(expected_sign: int, margin: float, positive: bool) -> None:
+    if expected_sign not in (1, -1):
+        raise ConfigError(f"expected_sign must be +1 or -1, got {expected_sign}")
+    if positive and not (margin > 0 and math.isfinite(margin)):
+        raise ConfigError(f"a non-inferiority or equivalence margin must be > 0, got {margin}")
+    if not positive and not (margin >= 0 and math.isfinite(margin)):
+        raise ConfigError(f"the least difference of a direction claim must be >= 0, got {margin}")
+
+
+@dataclass(frozen=True)
+class ClaimTest:
+    """One claim's paired test: estimate, raw interval and p-values, verdict before and after Holm.
+
+    ``interval`` is the unadjusted paired interval of mean(a − b) at two-sided ``level`` (1 − α for a
+    direction claim, 1 − 2α for non-inferiority and equivalence), the one the raw verdict reads off;
+    its ``low``/``high`` are NaN for one seed. ``p_held`` / ``p_reversed`` are the raw p-values of the
+    tests whose rejection says the claim held / reversed (at most one is below ½). ``raw_verdict`` is the
+    verdict at α without adjustment; ``verdict`` equals it until :func:`apply_holm` sets ``p_adjusted``
+    and the adjusted verdict.
+    """
+
+    kind: str
+    expected_sign: int
+    margin: float
+    alpha: float
+    estimate: float
+    interval: Interval
+    level: float
+    p_held: float
+    p_reversed: float
+    raw_verdict: str
+    verdict: str
+    p_adjusted: float | None = None
+
+    @property
+    def p(self) -> float:
+        """The claim's decision p-value, min(p_held, p_reversed): the one Holm adjusts."""
+        return min(self.p_held, self.p_reversed)
+
+
+def _verdict(p: float, p_held: float, p_reversed: float, alpha: float) -> str:
+    """held / reversed when the decision p-value ``p`` < α, on the side it came from; else not resolved."""
+    if not p < alpha:
+        return NOT_RESOLVED
+    return HELD if p_held <= p_reversed else REVERSED
+
+
+def test_claim(
+    a: Sequence[float],
+    b: Sequence[float],
+    kind: str,
+    expected_sign: int = 1,
+    margin: float = 0.0,
+    alpha: float = 0.05,
+) -> ClaimTest:
+    """Test one claim on paired per-seed values, d_i = a_i − b_i (see the module docstring for the rules).
+
+    Args:
+        a, b: (n,) values of the two variants, ``a[i]`` and ``b[i]`` from the same seed; finite, n ≥ 1.
+        kind: ``direction`` (:func:`direction_pvalues`; ``margin`` ≥ 0 is the least difference claimed),
+            ``non-inferiority`` (:func:`noninferiority_pvalues`) or ``equivalence``
+            (:func:`equivalence_pvalues`; ``expected_sign`` is checked but does not enter).
+        expected_sign: s = ±1, the expected (direction) or the good (non-inferiority) sign of a − b.
+        margin: m, in the metric's unit; > 0 for non-inferiority and equivalence.
+        alpha: the level of each test, 0 < α < ½.
+
+    n = 1 gives p = 1, NaN interval ends and "not resolved"; zero spread is defined in :func:`paired_t_pvalue`.
+    """
+    if kind not in CLAIM_KINDS:
+        raise ConfigError(f"a claim test's kind must be one of {CLAIM_KINDS}, got {kind!r}")
+    if not 0.0 < alpha < 0.5:
+        raise ValueError(f"alpha must be in (0, 0.5), got {alpha}")
+    if kind == DIRECTION:
+        p_held, p_reversed = direction_pvalues(a, b, expected_sign, margin)
+        level = 1.0 - alpha
+    elif kind == NONINFERIORITY:
+        p_held, p_reversed = noninferiority_pvalues(a, b, expected_sign, margin)
+        level = 1.0 - 2.0 * alpha
+    else:
+        _check_sign_margin(expected_sign, margin, positive=True)
+        p_held, p_reversed = equivalence_pvalues(a, b, margin)
+        level = 1.0 - 2.0 * alpha
+    interval = paired_interval(a, b, level)
+    verdict = _verdict(min(p_held, p_reversed), p_held, p_reversed, alpha)
+    return ClaimTest(kind, expected_sign, float(margin), alpha, interval.mean, interval, level, p_held, p_reversed,
+                     verdict, verdict)
+
+
+test_claim.__test__ = False  # type: ignore[attr-defined]  # a library function, not a pytest test
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (Holm 1979), in the input order.
+
+    With the k p-values sorted, p_(1) ≤ … ≤ p_(k): p̃_(i) = max_{j ≤ i} min(1, (k − j + 1) p_(j)). Rejecting
+    every hypothesis with p̃ < α is Holm's sequential rule: reject H_(1), H_(2), … while
+    (k − j + 1) p_(j) < α, and stop at the first that fails. Tied p-values get the same p̃.
+
+    Raises:
+        ValueError: a p-value outside [0, 1] or NaN.
+    """
+    p = np.asarray(pvalues, dtype=np.float64).reshape(-1)
+    if not np.all((p >= 0.0) & (p <= 1.0)):
+        raise ValueError(f"p-values must lie in [0, 1], got {p.tolist()}")
+    k = p.size
+    order = np.argsort(p, kind="stable")
+    scaled = np.minimum(1.0, (k - np.arange(k)) * p[order])
+    adjusted = np.empty(k)
+    adjusted[order] = np.maximum.accumulate(scaled)
+    return adjusted.tolist()
+
+
+def apply_holm(results: Sequence[ClaimTest], alpha: float = 0.05) -> list[ClaimTest]:
+    """The family's claims after Holm's adjustment of their decision p-values (:attr:`ClaimTest.p`).
+
+    Each result comes back with ``p_adjusted`` = p̃ and ``verdict`` = held / reversed when p̃ < α, on the
+    side of its raw test, else not resolved; ``raw_verdict``, the raw p-values and the raw ``interval`` are
+    kept. A claim that is not resolved before adjustment stays so (p̃ ≥ p).
+    """
+    if not 0.0 < alpha < 0.5:
+        raise ValueError(f"alpha must be in (0, 0.5), got {alpha}")
+    adjusted = holm([r.p for r in results])
+    return [
+        replace(r, p_adjusted=q, verdict=_verdict(q, r.p_held, r.p_reversed, alpha))
+        for r, q in zip(results, adjusted)
+    ]
+
+
+# ------------------------------------------------------------------------------------------ exact P(A > B)
+def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Exact (Clopper & Pearson 1934) two-sided interval of a binomial proportion from k successes in n trials.
+
+    low = Beta_{(1−level)/2}(k, n − k + 1) (0 when k = 0), high = Beta_{(1+level)/2}(k + 1, n − k) (1 when
+    k = n); computed by ``scipy.stats.binomtest(k, n).proportion_ci(method="exact")``.
+    """
+    if not (0 <= k <= n and n >= 1):
+        raise ValueError(f"an exact binomial interval needs 0 <= k <= n and n >= 1, got k={k}, n={n}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    ci = sps.binomtest(int(k), int(n)).proportion_ci(confidence_level=level, method="exact")
+    return float(ci.low), float(ci.high)
+
+
+@dataclass(frozen=True)
+class ExactProbGreater:
+    """P(A > B) over paired seeds with its exact interval; ``p`` counts a tie ½ (``wins`` and ``ties`` of ``n``)."""
+
+    p: float
+    low: float
+    high: float
+    n: int
+    wins: int
+    ties: int
+    level: float
+
+
+def prob_greater_exact(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> ExactProbGreater:
+    """p̂ = (w + t/2)/n with w wins (a_i > b_i) and t ties of n pairs, and a conservative exact interval.
+
+    Ties: the estimate counts each ½ (as :func:`prob_greater`); the interval spans both ways of resolving
+    them, low = the Clopper–Pearson lower bound of w of n (ties as losses), high = the upper bound of w + t
+    of n (ties as wins). Without ties it is the Clopper–Pearson interval of w of n; 5 wins of 5 at 95% gives
+    [0.478, 1]. Bouthillier et al.'s rule reads it as for the bootstrap: A significantly better when
+    ``low`` > 0.5.
+
+    Args:
+        a, b: (n,) values of the two variants, aligned by seed; n ≥ 1.
+    """
+    w = wins(a, b)
+    if w.size == 0:
+        raise ValueError("no pairs: at least one seed is needed")
+    n, won, tied = int(w.size), int(np.sum(w == 1.0)), int(np.sum(w == 0.5))
+    low = clopper_pearson(won, n, level)[0]
+    high = clopper_pearson(won + tied, n, level)[1]
+    return ExactProbGreater(float(w.mean()), low, high, n, won, tied, level)

@@ -1,5 +1,6 @@
 """What a ViT learned (Dosovitskiy et al. 2021, Fig. 6 and 7): attention rollout, position-embedding
-similarity, the principal components of the patch embedding.
+similarity, the principal components of the patch embedding; for DeiT's distilled ViT (Touvron et al. 2021,
+Sec. 4) the similarity of the class and distillation tokens through the blocks.
 
 Every figure is written by :func:`vitlab.viz.figure.save_figure` (atomic PNG).
 """
@@ -11,8 +12,13 @@ from pathlib import Path
 
 import torch.nn.functional as F
 
+from vitlab.models.deit import DistilledVisionTransformer
 from vitlab.models.vit import VisionTransformer
-from vitlab.models.vit_analysis import patch_embedding_components, position_embedding_similarity
+from vitlab.models.vit_analysis import (
+    patch_embedding_components,
+    position_embedding_similarity,
+    prefix_token_similarity,
+)
 from vitlab.nn.posenc import LearnedPositionEmbedding
 from vitlab.viz.figure import plt, save_figure
 
@@ -92,12 +98,48 @@ def plot_patch_components(components, share, out: str | os.PathLike[str]) -> Pat
     return save_figure(fig, out)
 
 
+PAPER_TOKEN_SIMILARITY = (0.06, 0.93)  # DeiT-B⚗, Sec. 4: the learned tokens, and their states at the last layer
+
+
+def plot_token_similarity(similarity, out: str | os.PathLike[str], note: str = "") -> Path:  # noqa: ANN001
+    """DeiT Sec. 4: the cosine similarity of the class and distillation tokens' states, block by block.
+
+    The paper's two numbers for DeiT-B⚗ (0.06 for the learned tokens, 0.93 at its last layer, 12 blocks) are
+    drawn as grey bars at the first and the last block of this model, for scale (the paper gives no values
+    in between).
+
+    Args:
+        similarity: (L + 1,) from :func:`vitlab.models.vit_analysis.prefix_token_similarity`; entry 0 is the
+            input of the first block (the embedding), entry ℓ the output of block ℓ.
+        note: a line added under the title (e.g. the run and the number of images).
+    """
+    values = [float(v) for v in similarity]
+    depth = len(values) - 1
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    first, last = PAPER_TOKEN_SIMILARITY
+    ax.plot([0, depth], [first, last], ls="none", color="0.55", marker="_", markersize=22, markeredgewidth=2,
+            label=f"paper, distilled DeiT-B: {first} (tokens), {last} (last layer)")
+    ax.plot(range(depth + 1), values, marker="o", color="C0", label="this model")
+    for index, value in enumerate(values):
+        ax.annotate(f"{value:.2f}", (index, value), textcoords="offset points", xytext=(0, 11), ha="center", fontsize=8)
+    ax.set_xticks(range(depth + 1), ["embed", *(str(i) for i in range(1, depth + 1))])
+    ax.set_xlabel("after block (embed: input of the first block, position embedding added)", fontsize=8)
+    ax.set_ylabel("cos(class token, distillation token)")
+    ax.set_ylim(min(-0.05, min(values) - 0.08), 1.08)
+    ax.axhline(1.0, color="0.85", lw=0.8)
+    ax.legend(loc="lower right", fontsize=8)
+    title = "class and distillation tokens through the network (DeiT Sec. 4)"
+    ax.set_title(f"{title}\n{note}" if note else title, fontsize=9)
+    return save_figure(fig, out)
+
+
 def write_vit_figures(model, images, out_dir: str | os.PathLike[str], titles: list[str] | None = None) -> list[Path]:  # noqa: ANN001
     """The ViT paper's views of what was learned, for a trained :class:`~vitlab.models.VisionTransformer`.
 
     Writes ``patch_embedding_pcs.png`` (Fig. 7 left), ``position_similarity.png`` (Fig. 7 centre; learned
-    position embeddings only) and ``attention_rollout.png`` (Fig. 6 style, on ``images``) into ``out_dir``.
-    Models that are not ViTs get none (returns ``[]``).
+    position embeddings only) and ``attention_rollout.png`` (Fig. 6 style, on ``images``) into ``out_dir``; for a
+    distilled ViT also ``token_similarity.png`` (DeiT Sec. 4, averaged over ``images``). Models that are not ViTs
+    get none (returns ``[]``).
 
     Args:
         model: the trained model.
@@ -118,4 +160,8 @@ def write_vit_figures(model, images, out_dir: str | os.PathLike[str], titles: li
         written.append(plot_position_similarity(similarity, out_dir / "position_similarity.png"))
     maps = model.attention_rollout(images)
     written.append(plot_attention_rollout(images, maps, out_dir / "attention_rollout.png", titles))
+    if isinstance(model, DistilledVisionTransformer):
+        note = f"mean over {images.shape[0]} images"
+        written.append(plot_token_similarity(prefix_token_similarity(model, images), out_dir / "token_similarity.png",
+                                             note))
     return written
