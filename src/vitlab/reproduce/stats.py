@@ -49,8 +49,10 @@ the differences, the same test as ``scipy.stats.ttest_rel``):
   inside (−m, m); reversed when the 1 − 2α interval lies entirely outside [−m, m] (a one-sided test of
   δ > m, or of δ < −m, significant at α).
 * **Holm's step-down adjustment** (Holm 1979, Scand. J. Statist. 6:65) over a family of k claims, one
-  p-value per claim: with p_(1) ≤ … ≤ p_(k), p̃_(i) = max_{j ≤ i} min(1, (k − j + 1) p_(j)); a claim keeps
-  its verdict when p̃ < α. This bounds the chance of any wrong verdict among the k claims by α.
+  p-value per claim, its decision p-value p = min(p_held, p_reversed) (at most one side is below ½): with
+  p_(1) ≤ … ≤ p_(k), p̃_(i) = max_{j ≤ i} min(1, (k − j + 1) p_(j)); a claim keeps its verdict when p̃ < α.
+  Each side of a claim is a level-α test, so a claim whose truth sits exactly on its boundary (s·δ = −m for
+  non-inferiority; |δ| = m with a spread large against m for equivalence) can err either way, up to α each.
 * **Exact interval for P(A > B)** (Clopper & Pearson 1934, Biometrika 26:404) over the paired seeds, where
   the bootstrap collapses to a point at small n (5 wins of 5: [0.478, 1] at 95%, not [1, 1]).
 """
