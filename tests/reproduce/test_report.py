@@ -22,6 +22,7 @@ from vitlab.reproduce.report import (
     build_report,
     family_agreement,
     regime_notes,
+    shared_results,
     summarize,
     to_html,
     write_report,
@@ -379,3 +380,15 @@ def test_claims_that_went_the_other_way_get_the_regime_that_explains_them(tmp_pa
     assert "Regime of the claims that went the other way" in md and "training-split top-1 accuracy" in md
     held = summarize(recipe, [{**r, "metrics": {**r["metrics"], "test_error": -r["metrics"]["test_error"]}} for r in results])
     assert [c.verdict for c in held.claims] == [HELD, HELD] and regime_notes(held) == []
+
+
+def test_shared_results_lists_each_group_of_arms_once_with_its_seeds() -> None:
+    """Reference: the ``shared_by`` lists the runner gives each spec's result (test_runner.py shares real plans)."""
+    pair = [{"recipe": "label_smoothing", "arm": "vit/no_smoothing"}, {"recipe": "cutmix", "arm": "vit/baseline"}]
+    results = [
+        {"recipe": "cutmix", "variant": "baseline", "seed": k, "shared_by": pair[::-1]} for k in (0, 1)
+    ] + [
+        {"recipe": "label_smoothing", "variant": "no_smoothing", "seed": k, "shared_by": pair} for k in (0, 1)
+    ] + [{"recipe": "mish", "variant": "relu", "seed": 0}, {"recipe": "x", "variant": "y", "seed": 2, "shared_by": pair}]
+    assert shared_results(results) == ["cutmix vit/baseline = label_smoothing vit/no_smoothing (seeds 0, 1, 2)"]
+    assert shared_results(results[4:5]) == []

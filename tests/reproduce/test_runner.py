@@ -132,15 +132,18 @@ def test_a_run_that_fails_with_a_vitlab_error_is_recorded(tmp_path: Path, monkey
     assert result["metrics"] == {} and "nan at step 3" in result["error"]
 
 
+_TRANSFER = {
+    "name": "transfer",
+    "kind": "image",
+    "pretrain": {"config": {"dataset": "mnist5k", "epochs": 9, "lr": 0.03}, "quick": {"epochs": 1}},
+    "base": {"epochs": 5, "lr": 0.01},
+    "variants": {"finetuned": {"init": "pretrain"}, "scratch": {}},
+    "metrics": ["test_acc1"],
+}
+
+
 def _transfer_recipe():
-    return recipe_from_dict({
-        "name": "transfer",
-        "kind": "image",
-        "pretrain": {"config": {"dataset": "mnist5k", "epochs": 9, "lr": 0.03}, "quick": {"epochs": 1}},
-        "base": {"epochs": 5, "lr": 0.01},
-        "variants": {"finetuned": {"init": "pretrain"}, "scratch": {}},
-        "metrics": ["test_acc1"],
-    })
+    return recipe_from_dict(_TRANSFER)
 
 
 def test_a_shared_pretraining_is_planned_once_first_and_fills_init(tmp_path: Path) -> None:
@@ -172,3 +175,142 @@ def test_init_pretrain_without_a_pretraining_is_refused() -> None:
     with pytest.raises(ConfigError, match="unknown pretrain key 'confg'"):
         recipe_from_dict({"name": "x", "kind": "image", "pretrain": {"config": {}, "confg": {}}, "variants": {"a": {}},
                           "metrics": ["test_acc1"]})
+
+
+# ------------------------------------------------------------------------------------------ shared runs (issue 29)
+def _pair(second_variants: dict, name: str = "two"):
+    """Recipe "one" (a: the base, b: lr 0.02) and a second recipe on the same base with ``second_variants``."""
+    def recipe(recipe_name: str, variants: dict):
+        return recipe_from_dict({"name": recipe_name, "kind": "image", "base": {"epochs": 5, "lr": 0.01},
+                                 "variants": variants, "metrics": ["test_acc1"]})
+    return [recipe("one", {"a": {}, "b": {"lr": 0.02}}), recipe(name, second_variants)]
+
+
+def test_identical_arms_of_two_recipes_are_trained_once_and_both_recipes_get_the_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reference: the issue's rule. two/same is one/a as written; two/b_default is one/b plus mix_prob: 1.0 (its
+    ImageConfig default) and eval_every: 3 (a key that cannot change the result): 4 specs, 2 trainings."""
+    from vitlab.reproduce.report import shared_results
+
+    fake = FakeTraining()
+    monkeypatch.setitem(runner.EXECUTORS, "image", fake)
+    specs = plan(_pair({"same": {}, "b_default": {"lr": 0.02, "mix_prob": 1.0, "eval_every": 3}}), tmp_path, seeds=1)
+    assert len(specs) == 4 and len({s.key for s in specs}) == 2
+    results = run_all(specs, progress=False)
+    assert fake.calls == [("a", 0), ("b", 0)]
+    assert [(r["recipe"], r["variant"], r["metrics"]["test_acc1"]) for r in results] == [
+        ("one", "a", 1.0), ("one", "b", 2.0), ("two", "same", 1.0), ("two", "b_default", 2.0)]
+    assert results[3]["config"]["mix_prob"] == 1.0  # each recipe gets the result under its own config
+    # one run folder and one result file, under the first recipe's name; the file says who shares it
+    assert specs[2].run_dir == str(tmp_path / "runs" / "one" / "a" / "seed0") and specs[2].result_path == specs[0].result_path
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.json")) == [
+        "runs/one/a/seed0.json", "runs/one/b/seed0.json"]
+    stored = json.loads(Path(specs[1].result_path).read_text())
+    assert stored["shared_by"] == [{"recipe": "one", "arm": "b"}, {"recipe": "two", "arm": "b_default"}]
+    assert stored["key"] == specs[1].key == specs[3].key
+    assert shared_results(results) == ["one a = two same (seed 0)", "one b = two b_default (seed 0)"]
+    run_all(specs, progress=False)  # resuming: everything finished, nothing trained again
+    assert len(fake.calls) == 2
+
+
+def test_a_key_that_changes_results_keeps_runs_apart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reference: lr 0.03 is not one/b's 0.02, and label_smoothing 0.0 is not the default 0.1: trained apart."""
+    fake = FakeTraining()
+    monkeypatch.setitem(runner.EXECUTORS, "image", fake)
+    specs = plan(_pair({"lr3": {"lr": 0.03}, "no_ls": {"label_smoothing": 0.0}}), tmp_path, seeds=2)
+    results = run_all(specs, progress=False)
+    assert len(fake.calls) == len(specs) == 8 and len({s.result_path for s in specs}) == 8
+    assert not any("shared_by" in r for r in results)
+    assert [r["metrics"]["test_acc1"] for r in results if r["variant"] == "lr3"] == [3.0, 4.0]
+
+
+def test_a_shared_run_is_found_whichever_recipes_a_later_call_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reference: the runs of the first call. A later call naming more recipes, or fewer, trains nothing again."""
+    fake = FakeTraining()
+    monkeypatch.setitem(runner.EXECUTORS, "image", fake)
+    one, two = _pair({"same": {}})
+    run_all(plan([two], tmp_path / "fewer_first", seeds=1), progress=False)  # two/same lives in two's folder
+    specs = plan([one, two], tmp_path / "fewer_first", seeds=1)
+    assert specs[0].run_dir == str(tmp_path / "fewer_first" / "runs" / "two" / "same" / "seed0")
+    results = run_all(specs, progress=False)
+    assert fake.calls == [("same", 0), ("b", 0)] and results[0]["metrics"] == {"test_acc1": 1.0}
+    assert results[0]["shared_by"] == [{"recipe": "one", "arm": "a"}, {"recipe": "two", "arm": "same"}]
+
+    run_all(plan([one, two], tmp_path / "all_first", seeds=1), progress=False)
+    (alone,) = plan([two], tmp_path / "all_first", seeds=1)  # two/same alone: its run is one/a's
+    assert alone.run_dir == str(tmp_path / "all_first" / "runs" / "one" / "a" / "seed0")
+    (result,) = run_all([alone], progress=False)
+    assert len(fake.calls) == 4 and result["recipe"] == "two" and result["metrics"] == {"test_acc1": 1.0}
+    assert result["shared_by"] == [{"recipe": "two", "arm": "same"}, {"recipe": "one", "arm": "a"}]
+
+
+def test_a_result_written_before_runs_had_keys_is_reused_by_its_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reference: the runner before issue 29, whose result files have no key and were matched by config."""
+    fake = FakeTraining()
+    monkeypatch.setitem(runner.EXECUTORS, "image", fake)
+    specs = plan([_recipe()], tmp_path, seeds=1)
+    run_all(specs, progress=False)
+    for spec in specs:
+        path = Path(spec.result_path)
+        old = {k: v for k, v in json.loads(path.read_text()).items() if k != "key"}
+        path.write_text(json.dumps(old))
+    run_all(plan([_recipe()], tmp_path, seeds=1), progress=False)
+    assert len(fake.calls) == 2
+    Path(specs[0].result_path).write_text(json.dumps({**old, "config": {"lr": 0.5}}))  # another run's config
+    run_all(plan([_recipe()], tmp_path, seeds=1), progress=False)
+    assert fake.calls[2:] == [("a", 0)]
+
+
+def test_two_recipes_with_one_pretraining_share_it_and_their_fine_tuning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reference: a fine-tuning run is keyed by the pre-training's key, not by the pre-training's folder."""
+    fake = FakeTraining()
+    monkeypatch.setitem(runner.EXECUTORS, "image", fake)
+    second = recipe_from_dict({**_TRANSFER, "name": "transfer2"})
+    specs = plan([_transfer_recipe(), second], tmp_path, seeds=1)
+    pretrain_dir = str(tmp_path / "runs" / "transfer" / "pretrain" / "seed0")
+    assert [s.config.get("init") for s in specs if s.variant == "finetuned"] == [pretrain_dir, pretrain_dir]
+    run_all(specs, progress=False)
+    assert fake.calls == [("pretrain", 0), ("finetuned", 0), ("scratch", 0)]
+    longer = recipe_from_dict({**_TRANSFER, "name": "transfer2",
+                               "pretrain": {"config": {**_TRANSFER["pretrain"]["config"], "epochs": 10}}})
+    specs = plan([_transfer_recipe(), longer], tmp_path, seeds=1)
+    assert len({s.key for s in specs if s.variant == "finetuned"}) == 2
+    run_all(specs, progress=False)  # its own pre-training, then a fine-tuning from it; scratch is still shared
+    assert fake.calls[3:] == [("pretrain", 0), ("finetuned", 0)]
+
+
+def test_a_changed_pretraining_redoes_the_fine_tuning_that_starts_from_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reference: the same folder path (``init``) now holds another pre-training, so the fine-tuning is redone."""
+    fake = FakeTraining()
+    monkeypatch.setitem(runner.EXECUTORS, "image", fake)
+    run_all(plan([_transfer_recipe()], tmp_path, seeds=1), progress=False)
+    changed = recipe_from_dict({**_TRANSFER, "pretrain": {"config": {**_TRANSFER["pretrain"]["config"], "lr": 0.01}}})
+    run_all(plan([changed], tmp_path, seeds=1), progress=False)
+    assert fake.calls == [("pretrain", 0), ("finetuned", 0), ("scratch", 0), ("pretrain", 0), ("finetuned", 0)]
+
+
+def test_a_finished_run_in_a_place_that_now_asks_for_another_run_is_not_shared_from_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reference: one/a's folder holds the run two/same asks for, but one/a now asks for lr 0.05: each is trained in
+    its own place (sharing the folder would hand one of them the other's result)."""
+    fake = FakeTraining()
+    monkeypatch.setitem(runner.EXECUTORS, "image", fake)
+    one, two = _pair({"same": {}})
+    run_all(plan([one], tmp_path, seeds=1), progress=False)
+    changed = recipe_from_dict({"name": "one", "kind": "image", "base": {"epochs": 5, "lr": 0.01},
+                                "variants": {"a": {"lr": 0.05}, "b": {"lr": 0.02}}, "metrics": ["test_acc1"]})
+    specs = plan([changed, two], tmp_path, seeds=1)
+    assert len({s.result_path for s in specs}) == 3
+    results = run_all(specs, progress=False)
+    assert fake.calls[2:] == [("a", 0), ("same", 0)]
+    assert [r["metrics"]["test_acc1"] for r in results] == [5.0, 2.0, 1.0]

@@ -64,6 +64,10 @@ class ResNet(nn.Module):
         widths: filters of the three stages (the paper: 16, 32, 64).
         act: activation name (:func:`vitlab.nn.activations.get_activation`), ReLU in the paper.
         drop_rate: dropout before the head.
+
+    Attributes:
+        config: the arguments this model was built with, defaults included (as a ViT's ``config``; ``vitlab
+            reproduce`` keys its runs by them).
     """
 
     def __init__(
@@ -85,6 +89,10 @@ class ResNet(nn.Module):
                 f"ResNet needs blocks_per_stage ≥ 1 and three positive widths, "
                 f"got {blocks_per_stage} and {list(widths)}"
             )
+        self.config: dict[str, Any] = dict(
+            img_size=(height, width), in_chans=in_chans, num_classes=num_classes, blocks_per_stage=blocks_per_stage,
+            widths=tuple(int(w) for w in widths), act=act, drop_rate=drop_rate,
+        )
         self.num_classes = num_classes
         self.num_features = int(widths[-1])
         self.stem = nn.Sequential(nn.Conv2d(in_chans, widths[0], 3, padding=1, bias=False), nn.BatchNorm2d(widths[0]),

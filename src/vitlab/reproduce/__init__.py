@@ -20,7 +20,7 @@ from vitlab.io import atomic_write_text
 from vitlab.reproduce.penultimate import head_templates, penultimate_features, project_onto_template_plane
 from vitlab.reproduce.recipes import Recipe, arm_name, load_recipes
 from vitlab.reproduce.report import RecipeResult, summarize, write_report
-from vitlab.reproduce.runner import default_jobs, load_result, machine_info, plan, run_all
+from vitlab.reproduce.runner import default_jobs, machine_info, pending_runs, plan, run_all
 from vitlab.train.tasks.image import load_image_data, load_run, run_transform
 from vitlab.viz.training import plot_penultimate_projection
 
@@ -69,7 +69,11 @@ def cluster_spread_ratio(coords: torch.Tensor, labels: torch.Tensor) -> float:
     return float(within / between)
 
 
-def _extra_images(recipes: list[Recipe], results: list[dict[str, Any]], out: Path) -> dict[str, list[tuple[str, Path]]]:
+def _extra_images(
+    recipes: list[Recipe], results: list[dict[str, Any]], out: Path, run_dirs: dict[tuple[str, str, int], Path]
+) -> dict[str, list[tuple[str, Path]]]:
+    """The recipes' own figures; ``run_dirs``: (recipe, arm, seed) -> its run folder (a shared run's may be
+    another recipe's)."""
     extras: dict[str, list[tuple[str, Path]]] = {}
     for recipe in recipes:
         ok = {(arm_name(r.get("family", ""), r["variant"]), r["seed"]) for r in results
@@ -78,7 +82,7 @@ def _extra_images(recipes: list[Recipe], results: list[dict[str, Any]], out: Pat
             variants = recipe.figure.get("variants", recipe.arm_names())  # arm names: family/variant
             classes = [int(k) for k in recipe.figure.get("classes", [0, 1, 2])]
             if all((v, 0) in ok for v in variants):
-                path = penultimate_figure({v: out / "runs" / recipe.name / v / "seed0" for v in variants}, classes,
+                path = penultimate_figure({v: run_dirs[recipe.name, v, 0] for v in variants}, classes,
                                           out / f"{recipe.name}_penultimate.png")
                 extras.setdefault(recipe.name, []).append((
                     f"Penultimate-layer activations (seed 0) of classes {classes} projected onto the plane through "
@@ -87,7 +91,7 @@ def _extra_images(recipes: list[Recipe], results: list[dict[str, Any]], out: Pat
                     "centroid over mean distance between centroids (smaller = tighter clusters).", path))
         if recipe.kind == "legendre" and ok:
             variant = next(iter(recipe.variants))
-            src = out / "runs" / recipe.name / variant / "seed0" / "legendre_fit.png"
+            src = run_dirs[recipe.name, variant, 0] / "legendre_fit.png"
             if src.is_file():
                 dst = out / f"{recipe.name}_fit.png"
                 shutil.copyfile(src, dst)
@@ -123,7 +127,7 @@ def reproduce(
     start = time.perf_counter()
     load_before = machine_info().get("load_average")
     specs = plan(recipes, out, seeds, quick)
-    todo = sum(load_result(spec) is None for spec in specs)
+    todo = len(pending_runs(specs))
     results = run_all(specs, jobs=jobs, progress=progress)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "results.json", json.dumps(results, indent=1))
@@ -144,4 +148,5 @@ def reproduce(
         info = previous
     summaries: list[RecipeResult] = [summarize(r, results) for r in recipes]
     header = {"command": command, "quick": quick, **info}
-    return write_report(summaries, out, header, _extra_images(recipes, results, out))
+    run_dirs = {(spec.recipe, spec.arm, spec.seed): Path(spec.run_dir) for spec in specs}
+    return write_report(summaries, out, header, _extra_images(recipes, results, out, run_dirs))

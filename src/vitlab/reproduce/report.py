@@ -229,6 +229,27 @@ def summarize(recipe: Recipe, results: list[dict[str, Any]]) -> RecipeResult:
     return RecipeResult(recipe, values, intervals, claims, failed, seconds, devices, by_seed)
 
 
+def shared_results(results: list[dict[str, Any]]) -> list[str]:
+    """The runs that several arms share (trained once: :mod:`vitlab.reproduce.runner`), one line per group of arms,
+    in the order the groups first appear, e.g. ``cutmix vit/baseline = label_smoothing vit/no_smoothing (seeds 0,
+    1, 2)``; ``[]`` when no run is shared.
+
+    Args:
+        results: the results as :func:`vitlab.reproduce.runner.run_all` returns them (``results.json``); a shared
+            one lists every ``{recipe, arm}`` using it in ``shared_by``.
+    """
+    seeds: dict[tuple[tuple[str, str], ...], set[int]] = {}
+    for result in results:
+        arms = tuple(sorted({(str(p["recipe"]), str(p["arm"])) for p in result.get("shared_by") or []}))
+        if len(arms) > 1:
+            seeds.setdefault(arms, set()).add(int(result["seed"]))
+    lines = []
+    for arms, used in seeds.items():
+        listed = f"seed{'s' if len(used) > 1 else ''} " + ", ".join(str(k) for k in sorted(used))
+        lines.append(" = ".join(f"{recipe} {arm}" for recipe, arm in arms) + f" ({listed})")
+    return lines
+
+
 def family_agreement(results: list[ClaimResult]) -> str:
     """Whether the per-family verdicts of one claim agree: all the same, partly (some not resolved), or not."""
     verdicts = {r.verdict for r in results}

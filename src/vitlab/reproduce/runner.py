@@ -7,9 +7,18 @@ with model families)::
     OUT/runs/<recipe>/<arm>/seed<k>.json    its result: config, metrics, seconds, device (written last,
                                             atomically)
 
-A result is reused when its JSON exists and holds the same config (so a killed ``vitlab reproduce`` picks
-up where it stopped, and a changed recipe or ``--quick`` redoes the runs it changes). An image or sequence
-run killed in the middle continues from its last checkpoint (``train(resume=True)``); the Legendre fit restarts.
+A result is reused when its JSON exists and holds the same run key (:func:`vitlab.reproduce.runkey.run_key`; a
+result written before runs had keys: the same config), so a killed ``vitlab reproduce`` picks up where it
+stopped, and a changed recipe or ``--quick`` redoes the runs it changes. An image or sequence run killed in the
+middle continues from its last checkpoint (``train(resume=True)``); the Legendre fit restarts.
+
+**Shared runs** (issue 29). Runs whose keys are equal (the same normalised config and seed: e.g. the cutmix
+recipe's baseline and the label-smoothing recipe's ``no_smoothing`` arm) are trained once. They share one run
+folder and one result file: where a finished result of that key already lies (a member's own place first, then
+anywhere under ``OUT/runs``: a shared run stays where it was first finished, whichever recipes a later call
+names), else the place of the first of them in plan order. The result file records every ``{recipe, arm}``
+that shares it (``shared_by``); :func:`run_all` hands each spec the result under its own recipe, arm, seed and
+config.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +47,7 @@ from vitlab.data.sequence import Vocab, iterate_batches, make_task
 from vitlab.errors import CheckpointError, ConfigError, VitlabError
 from vitlab.io import atomic_write_text
 from vitlab.reproduce.recipes import PRETRAIN, Recipe, arm_name
+from vitlab.reproduce.runkey import run_key
 from vitlab.train import engine  # engine.train looked up per run: tests wrap it to watch resumes
 from vitlab.train.checkpoint import latest_checkpoint
 from vitlab.train.config import EngineConfig
@@ -63,6 +73,8 @@ class RunSpec:
     quick: bool = False
     family: str = ""  # the model family in a recipe with families ("" otherwise)
     stage: int = 0  # runs of stage 0 (a shared pre-training) finish before those of stage 1 start
+    key: str = ""  # run_key of the normalised config: specs with equal keys share one run ("" : not keyed)
+    shared_by: tuple[tuple[str, str], ...] = ()  # (recipe, arm) of every spec sharing this run, when several
 
     @property
     def arm(self) -> str:
@@ -75,46 +87,121 @@ QUICK_SEEDS = 2  # --quick without --seeds: two seeds, the fewest that give a (p
 
 def plan(recipes: list[Recipe], out_dir: str | Path, seeds: int | None = None, quick: bool = False) -> list[RunSpec]:
     """All runs of ``recipes`` (seeds 0..n−1; ``seeds=None``: each recipe's own default, or at most
-    :data:`QUICK_SEEDS` with ``quick``), seed-major per recipe.
+    :data:`QUICK_SEEDS` with ``quick``), seed-major per recipe, each keyed by :func:`run_key`.
 
-    Seed-major order (every arm of seed 0, then of seed 1, ...) gives a complete first comparison early.
+    Seed-major order (every arm of seed 0, then of seed 1, ...) gives a complete first comparison early. Specs
+    with equal keys get one run folder and result file (:func:`share_runs`, the module docstring says where).
     """
     out = Path(out_dir)
-    specs = []
+    specs: list[RunSpec] = []
     for recipe in recipes:
-        pretrain_dir = None
-        if recipe.pretrain:  # run once, before the variants that start from it
-            base = out / "runs" / recipe.name / PRETRAIN
-            pretrain_dir = base / "seed0"
-            specs.append(RunSpec(recipe=recipe.name, variant=PRETRAIN, seed=0, kind=recipe.kind,
-                                 config={**recipe.pretrain_config(quick), "seed": 0}, run_dir=str(pretrain_dir),
-                                 result_path=str(base / "seed0.json"), quick=quick, stage=0))
-        count = seeds if seeds is not None else (min(recipe.seeds, QUICK_SEEDS) if quick else recipe.seeds)
-        for seed in recipe.seeds_for(count):
-            for family, variant in recipe.arms():
-                base = out / "runs" / recipe.name / arm_name(family, variant)
-                config = recipe.config(variant, seed, quick, family)
-                if config.get("init") == PRETRAIN and pretrain_dir is not None:
-                    config["init"] = str(pretrain_dir)
-                specs.append(
-                    RunSpec(
-                        recipe=recipe.name,
-                        variant=variant,
-                        seed=seed,
-                        kind=recipe.kind,
-                        config=config,
-                        run_dir=str(base / f"seed{seed}"),
-                        result_path=str(base / f"seed{seed}.json"),
-                        quick=quick,
-                        family=family,
-                        stage=1 if recipe.pretrain else 0,
-                    )
+        specs += _recipe_specs(recipe, out, seeds, quick)
+    return share_runs(specs, finished_results(out))
+
+
+def _recipe_specs(recipe: Recipe, out: Path, seeds: int | None, quick: bool) -> list[RunSpec]:
+    """The runs of one recipe, each in its own folder: the shared pre-training (if any), then every arm per seed."""
+    specs = []
+    pretrain_dir, run_keys = None, {}
+    if recipe.pretrain:  # run once, before the variants that start from it
+        base = out / "runs" / recipe.name / PRETRAIN
+        pretrain_dir = str(base / "seed0")
+        config = {**recipe.pretrain_config(quick), "seed": 0}
+        run_keys[pretrain_dir] = key = run_key(recipe.kind, 0, config)
+        specs.append(RunSpec(recipe=recipe.name, variant=PRETRAIN, seed=0, kind=recipe.kind, config=config,
+                             run_dir=pretrain_dir, result_path=str(base / "seed0.json"), quick=quick, stage=0, key=key))
+    count = seeds if seeds is not None else (min(recipe.seeds, QUICK_SEEDS) if quick else recipe.seeds)
+    for seed in recipe.seeds_for(count):
+        for family, variant in recipe.arms():
+            base = out / "runs" / recipe.name / arm_name(family, variant)
+            config = recipe.config(variant, seed, quick, family)
+            if config.get("init") == PRETRAIN and pretrain_dir is not None:
+                config["init"] = pretrain_dir
+            specs.append(
+                RunSpec(
+                    recipe=recipe.name,
+                    variant=variant,
+                    seed=seed,
+                    kind=recipe.kind,
+                    config=config,
+                    run_dir=str(base / f"seed{seed}"),
+                    result_path=str(base / f"seed{seed}.json"),
+                    quick=quick,
+                    family=family,
+                    stage=1 if recipe.pretrain else 0,
+                    key=run_key(recipe.kind, seed, config, run_keys),  # init: the pre-training's key, not its path
                 )
+            )
     return specs
 
 
+def share_runs(specs: list[RunSpec], finished: dict[str, dict[str, Any]] | None = None) -> list[RunSpec]:
+    """``specs`` with every group of equal keys moved to one run folder and result file, and ``shared_by`` set.
+
+    Args:
+        specs: the plan, each spec in its own folder (plan order decides a new group's place: its first spec's).
+        finished: result path -> result of the finished runs already in the output folder
+            (:func:`finished_results`); a group whose run is among them stays where it is.
+    """
+    groups: dict[str, list[RunSpec]] = {}
+    for spec in specs:
+        groups.setdefault(spec.key or spec.result_path, []).append(spec)  # unkeyed specs stay alone
+    own = {spec.result_path for spec in specs}  # a spec's own place is never another run's home
+    others = {path: result for path, result in (finished or {}).items() if path not in own}
+    home = {group: _home(members, finished or {}, others) for group, members in groups.items()}
+    run_dirs = {spec.run_dir: str(Path(home[spec.key or spec.result_path]).with_suffix("")) for spec in specs}
+    shared = []
+    for spec in specs:
+        members = groups[spec.key or spec.result_path]
+        config = spec.config
+        if isinstance(config.get("init"), str) and config["init"] in run_dirs:  # the pre-training's new place
+            config = {**config, "init": run_dirs[config["init"]]}
+        result_path = home[spec.key or spec.result_path]
+        shared.append(replace(
+            spec, config=config, result_path=result_path, run_dir=str(Path(result_path).with_suffix("")),
+            shared_by=tuple((m.recipe, m.arm) for m in members) if len(members) > 1 else (),
+        ))
+    return shared
+
+
+def _home(members: list[RunSpec], finished: dict[str, dict[str, Any]], others: dict[str, dict[str, Any]]) -> str:
+    """The result path of a group of specs sharing one run: a member's own result file that already holds the
+    run, else a finished result with the group's key in ``others`` (the files that are no spec's own), else the
+    first member's own."""
+    for member in members:
+        result = finished.get(member.result_path)
+        if result is not None and result_matches(result, member):
+            return member.result_path
+    key = members[0].key
+    for path, result in others.items():
+        if key and result.get("key") == key:
+            return path
+    return members[0].result_path
+
+
+def finished_results(out_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """Every readable result file under ``out_dir/runs`` (path -> result), in path order."""
+    found = {}
+    for path in sorted((Path(out_dir) / "runs").rglob("seed*.json")):
+        try:
+            result = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(result, dict):
+            found[str(path)] = result
+    return found
+
+
+def result_matches(result: dict[str, Any], spec: RunSpec) -> bool:
+    """Whether a finished ``result`` is the run ``spec`` asks for: the same key; for a result written before
+    runs had keys (or a spec without one), the same config."""
+    if spec.key and "key" in result:
+        return result["key"] == spec.key
+    return result.get("config") == _jsonable(spec.config)
+
+
 def load_result(spec: RunSpec) -> dict[str, Any] | None:
-    """The finished result of ``spec``, or None when there is none (or it was made with another config)."""
+    """The finished result at ``spec``'s result path, or None when there is none (or it is another run's)."""
     path = Path(spec.result_path)
     if not path.is_file():
         return None
@@ -122,9 +209,7 @@ def load_result(spec: RunSpec) -> dict[str, Any] | None:
         result = json.loads(path.read_text(encoding="utf-8"))
     except ValueError:
         return None
-    if result.get("config") != _jsonable(spec.config):
-        return None
-    return result
+    return result if isinstance(result, dict) and result_matches(result, spec) else None
 
 
 def _jsonable(value: Any) -> Any:
@@ -250,6 +335,8 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
         "seconds": time.perf_counter() - start,
         "device": device,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **({"key": spec.key} if spec.key else {}),
+        **({"shared_by": [{"recipe": r, "arm": a} for r, a in spec.shared_by]} if spec.shared_by else {}),
     }
     atomic_write_text(Path(spec.result_path), json.dumps(result, indent=1))
     return result
@@ -257,6 +344,46 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
 
 def _run_one_in_worker(spec_dict: dict[str, Any]) -> dict[str, Any]:  # pragma: no cover - runs in a subprocess
     return run_one(RunSpec(**spec_dict))
+
+
+def _runs(specs: list[RunSpec]) -> dict[str, list[int]]:
+    """The distinct runs of ``specs``: result path -> the indices of the specs sharing it, in plan order."""
+    runs: dict[str, list[int]] = {}
+    for i, spec in enumerate(specs):
+        runs.setdefault(spec.result_path, []).append(i)
+    return runs
+
+
+def _done_runs(specs: list[RunSpec]) -> dict[str, dict[str, Any]]:
+    """Result path -> finished result, for each run of ``specs`` whose result one of its specs accepts."""
+    done = {}
+    for path, members in _runs(specs).items():
+        found = next((r for r in (load_result(specs[i]) for i in members) if r is not None), None)
+        if found is not None:
+            done[path] = found
+    return done
+
+
+def pending_runs(specs: list[RunSpec]) -> list[RunSpec]:
+    """The runs :func:`run_all` would train: one spec (the first) of each run without a finished result."""
+    done = _done_runs(specs)
+    return [specs[members[0]] for path, members in _runs(specs).items() if path not in done]
+
+
+def as_result_of(result: dict[str, Any], spec: RunSpec) -> dict[str, Any]:
+    """A finished (maybe shared) ``result`` as ``spec``'s: its recipe, arm, seed and config, and, when the run is
+    shared, ``shared_by``: every ``{recipe, arm}`` using it (this plan's, then those the file records)."""
+    view = {**result, "recipe": spec.recipe, "family": spec.family, "variant": spec.variant, "seed": spec.seed,
+            "quick": spec.quick, "config": _jsonable(spec.config)}
+    pairs = list(spec.shared_by or [(spec.recipe, spec.arm)])
+    trained_as = arm_name(str(result.get("family", "")), str(result.get("variant", spec.variant)))
+    pairs.append((str(result.get("recipe", spec.recipe)), trained_as))
+    pairs += [(str(p["recipe"]), str(p["arm"])) for p in result.get("shared_by") or []]
+    unique = list(dict.fromkeys(pairs))
+    view.pop("shared_by", None)
+    if len(unique) > 1:
+        view["shared_by"] = [{"recipe": r, "arm": a} for r, a in unique]
+    return view
 
 
 def default_jobs() -> int:
@@ -272,29 +399,27 @@ def run_all(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run every spec without a finished result (``jobs`` > 1: in that many worker processes); return all results.
+    """Train every run of ``specs`` without a finished result, once however many specs share it (``jobs`` > 1: in
+    that many worker processes); return each spec's result (:func:`as_result_of`), in ``specs`` order.
 
-    Results are returned in ``specs`` order. An interrupted call leaves every finished run's JSON in place, so
-    calling again redoes only the unfinished ones.
+    An interrupted call leaves every finished run's JSON in place, so calling again redoes only the unfinished ones.
     """
-    results: dict[int, dict[str, Any]] = {}
-    todo = []
-    for i, spec in enumerate(specs):
-        done = load_result(spec)
-        if done is not None:
-            results[i] = done
-        else:
-            todo.append(i)
-    bar = tqdm(total=len(specs), initial=len(results), desc="reproduce", unit="run", disable=not progress)
+    runs = _runs(specs)
+    done = _done_runs(specs)
+    todo = [members[0] for path, members in runs.items() if path not in done]
+    bar = tqdm(total=len(runs), initial=len(done), desc="reproduce", unit="run", disable=not progress)
     say = log or (lambda line: tqdm.write(line) if progress else print(line, flush=True))
-    if results and todo:
-        say(f"{len(results)} finished runs reused, {len(todo)} to do")
+    if len(runs) < len(specs):
+        say(f"{len(specs)} runs of the recipes are {len(runs)} distinct runs: identical ones are trained once")
+    if done and todo:
+        say(f"{len(done)} finished runs reused, {len(todo)} to do")
 
     def finished(i: int, result: dict[str, Any]) -> None:
-        results[i] = result
         spec = specs[i]
+        done[spec.result_path] = result
         shown = ", ".join(f"{k}={v:.4g}" for k, v in list(result["metrics"].items())[:3]) or result["error"]
-        say(f"{spec.recipe}/{spec.arm}/seed{spec.seed}: {shown} ({result['seconds']:.0f} s)")
+        also = "".join(f" = {r}/{a}" for r, a in spec.shared_by if (r, a) != (spec.recipe, spec.arm))
+        say(f"{spec.recipe}/{spec.arm}/seed{spec.seed}{also}: {shown} ({result['seconds']:.0f} s)")
         bar.update(1)
 
     try:
@@ -311,7 +436,7 @@ def run_all(
                         finished(futures[future], future.result())
     finally:
         bar.close()
-    return [results[i] for i in sorted(results)]
+    return [as_result_of(done[spec.result_path], spec) for spec in specs if spec.result_path in done]
 
 
 def machine_info() -> dict[str, Any]:
