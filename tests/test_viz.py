@@ -91,3 +91,42 @@ def test_cli_plot_posenc_writes_a_png(tmp_path, capsys):
     height, width = _png_shape(out)
     assert width > 2 * height * 0.9  # two heatmaps side by side
     assert str(out) in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- the reproduce report's forest plot (issue 29)
+
+
+def test_plot_forest_draws_one_panel_per_unit_with_zero_line_bands_and_hollow_markers(tmp_path, monkeypatch):
+    """Reference: the rows given. Each panel holds its rows (top to bottom), a vertical line at 0, a shaded band for
+    each row with a margin; a row out of regime has a white (hollow) marker, the others are filled in their colour."""
+    import math
+
+    from matplotlib.colors import to_rgba
+
+    from vitlab.viz import reproduce as forest
+
+    rows = [
+        forest.ForestRow("[vit] a beats b", "r: pp", 2.0, 1.0, 3.0, "held"),
+        forest.ForestRow("[cnn] a beats b", "r: pp", -1.0, -2.0, 0.1, "not resolved", hollow=True),
+        forest.ForestRow("a about equals b", "r: pp", 0.2, -0.3, 0.7, "held", band=(-1.0, 1.0)),
+        forest.ForestRow("ece drops", "s: ECE", 0.05, float("nan"), float("nan"), "went the other way"),
+    ]
+    figures = []
+    real_save = forest.save_figure
+    monkeypatch.setattr(forest, "save_figure", lambda fig, out: figures.append(fig) or real_save(fig, out))
+    out = forest.plot_forest(rows, tmp_path / "forest.png", title="claims")
+    assert out.read_bytes()[:8] == PNG_MAGIC and _png_shape(out)[0] > 300
+    (fig,) = figures
+    top, bottom = fig.axes
+    assert top.get_title(loc="left") == "r: pp" and bottom.get_title(loc="left") == "s: ECE"
+    assert [t.get_text() for t in top.get_yticklabels()] == ["a about equals b", "[cnn] a beats b", "[vit] a beats b"]
+    markers = [line for line in top.get_lines() if line.get_marker() == "o"]
+    faces = [to_rgba(m.get_markerfacecolor()) for m in markers]
+    assert faces[1] == to_rgba("white") and faces[0] == to_rgba(forest.STATUS_COLOURS["held"])
+    assert any(line.get_xdata()[0] == 0.0 == line.get_xdata()[1] for line in top.get_lines())  # the zero line
+    assert len(top.collections) >= 1 + 3  # the margin band, then the three intervals
+    lo, hi = top.get_xlim()
+    assert lo < -2.0 and hi > 3.0  # every interval and the band in view
+    assert not math.isfinite(rows[3].low) and bottom.get_xlim()[0] < 0.0 < bottom.get_xlim()[1]  # 0 kept in view
+    with pytest.raises(ValueError, match="at least one row"):
+        forest.plot_forest([], tmp_path / "none.png")

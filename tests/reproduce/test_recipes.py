@@ -6,6 +6,7 @@ import pytest
 
 from vitlab.errors import ConfigError
 from vitlab.reproduce.recipes import load_recipes, recipe_from_dict
+from vitlab.reproduce.stats import DIRECTION, EQUIVALENCE, NONINFERIORITY
 
 SHIPPED = {"cutmix", "label_smoothing", "mish", "data_size", "posenc", "transformer_label_smoothing", "legendre",
            "vit_transfer"}
@@ -116,6 +117,123 @@ def test_bad_recipes_raise_config_errors(change: dict, message: str) -> None:
     data = {"name": "x", "kind": "image", "variants": {"a": {}}, "metrics": ["test_acc1"], **change}
     with pytest.raises(ConfigError, match=message):
         recipe_from_dict(data)
+
+
+def _claim(**extra):
+    return {"text": "t", "metric": "test_acc1", "variant": "b", "against": "a", **extra}
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"claims": [_claim(expect="higher", test="superiority")]}, "unknown claim test 'superiority'"),
+        ({"claims": [_claim(expect="higher", test="noninferiority")]}, "test 'noninferiority' needs a positive 'margin'"),
+        ({"claims": [_claim(expect="higher", test="noninferiority", margin=-0.5)]}, "needs a positive 'margin'"),
+        ({"claims": [_claim(expect="equal", test="noninferiority", margin=0.5)]}, "needs expect 'higher' or 'lower'"),
+        ({"claims": [_claim(expect="higher", test="equivalence", margin=1.0)]}, "takes expect 'equal'"),
+        ({"claims": [_claim(test="equivalence")]}, "needs a positive 'margin'"),
+        ({"claims": [_claim(expect="match", test="direction", margin=1e-4)]}, "deterministic check"),
+        ({"claims": [_claim(expect="higher", tests="direction")]}, "unknown claim key 'tests'; did you mean 'test'"),
+        ({"claims": [_claim(expect="higher", margin=True)]}, "must be > 0"),
+        ({"alpha": 0.5}, "'alpha' must be a number in \\(0, 0.5\\)"),
+        ({"alpha": "0.05"}, "'alpha' must be a number"),
+        ({"regime": [1]}, "'regime' must map each condition's name"),
+        ({"regime": {"fits": {"text": "t", "arms": ["a"], "metric": "train_acc1"}}}, "exactly one of 'min' or 'max'"),
+        ({"regime": {"fits": {"text": "t", "arms": ["a"], "metric": "train_acc1", "min": 1, "max": 2}}},
+         "exactly one of 'min' or 'max'"),
+        ({"regime": {"fits": {"text": "t", "arms": ["a"], "metric": "train_acc1", "min": "high"}}},
+         "exactly one of 'min' or 'max'"),
+        ({"regime": {"fits": {"text": "t", "arms": ["z"], "metric": "train_acc1", "min": 99}}}, "unknown variant 'z'"),
+        ({"regime": {"fits": {"text": "t", "arms": "all", "metric": "train_acc1", "min": 99}}}, "or 'claim'"),
+        ({"regime": {"fits": {"text": "t", "arms": "claim", "metric": "train_acc", "min": 99}}},
+         "did you mean 'train_acc1'"),
+        ({"regime": {"fits": {"text": "t", "arms": "claim", "metric": "train_acc1", "mni": 99}}}, "unknown regime key"),
+        ({"regime": {"fits": {"arms": "claim", "metric": "train_acc1", "min": 99}}}, "missing key 'text'"),
+        ({"claims": [_claim(expect="higher", regime=["fit"])]}, "unknown regime condition 'fit'"),
+        ({"claims": [_claim(expect="higher", regime="fits")]}, "'regime' must be a list of condition names"),
+        ({"untestable": {"text": "t"}}, "'untestable' must be a list"),
+        ({"untestable": [{"text": "u", "reason": "r", "mde": 1.0, "paper_effect": 0.2}]}, "missing key 'seeds_needed'"),
+        ({"untestable": [{"text": "u", "reason": "r", "mde": 0, "paper_effect": 0.2, "seeds_needed": 9}]},
+         "'mde' must be a number > 0"),
+        ({"untestable": [{"text": "u", "reason": "r", "mde": 1.0, "paper_effect": 0.2, "seeds_needed": 1}]},
+         "'seeds_needed' must be an integer >= 2"),
+        ({"untestable": [{"text": "u", "reason": "r", "mde": 1.0, "paper_effect": 0.2, "seeds_needed": 9, "why": 1}]},
+         "unknown untestable key 'why'"),
+        ({"claims": [_claim(expect="higher")],
+          "untestable": [{"text": "t", "reason": "r", "mde": 1.0, "paper_effect": 0.2, "seeds_needed": 9}]},
+         "also a claim that runs"),
+    ],
+)
+def test_bad_protocol_keys_raise_one_line_config_errors_naming_the_key(change: dict, message: str) -> None:
+    """Issue 29's schema (test, margin, alpha, regime, untestable): each mistake is refused in one line."""
+    data = {"name": "x", "kind": "image", "variants": {"a": {}, "b": {}}, "metrics": ["test_acc1"], **change}
+    with pytest.raises(ConfigError, match=message) as caught:
+        recipe_from_dict(data)
+    assert "\n" not in str(caught.value)
+
+
+def test_claim_tests_follow_expect_unless_named() -> None:
+    """direction for higher/lower, equivalence for equal (expect may be left out then), non-inferiority when named."""
+    recipe = recipe_from_dict({
+        "name": "x", "kind": "image", "variants": {"a": {}, "b": {}}, "metrics": ["test_acc1"],
+        "claims": [_claim(expect="higher"), _claim(expect="lower", margin=2.0), _claim(expect="equal", margin=1.0),
+                   _claim(test="equivalence", margin=1.0), _claim(expect="higher", test="noninferiority", margin=0.5),
+                   _claim(expect="lower", test="non-inferiority", margin=0.5)],
+    })
+    got = [(c.test, c.expect, c.margin, c.expected_sign) for c in recipe.claims]
+    assert got == [(DIRECTION, "higher", None, 1), (DIRECTION, "lower", 2.0, -1), (EQUIVALENCE, "equal", 1.0, 1),
+                   (EQUIVALENCE, "equal", 1.0, 1), (NONINFERIORITY, "higher", 0.5, 1),
+                   (NONINFERIORITY, "lower", 0.5, -1)]
+    assert recipe.alpha == 0.05 and recipe.regime == {} and recipe.untestable == []
+
+
+def test_regime_conditions_resolve_their_arms_within_the_claims_family() -> None:
+    recipe = recipe_from_dict({
+        "name": "x", "kind": "image", "families": {"vit": {"model": "v"}, "cnn": {"model": "c"}},
+        "variants": {"a": {}, "b": {}, "c": {}}, "metrics": ["test_acc1"], "alpha": 0.01,
+        "regime": {
+            "overfits": {"text": "a overfits", "arms": ["a"], "metric": "train_val_gap", "min": 2.0},
+            "fits": {"text": "all fit", "arms": "claim", "metric": "train_acc1", "min": 99},
+            "cool": {"text": "vit/c is cool", "arms": ["vit/c"], "metric": "temperature", "max": 1.5},
+        },
+        "claims": [_claim(expect="higher", regime=["overfits", "fits"]),
+                   {"text": "x", "metric": "test_acc1", "variant": "cnn/a", "against": "vit/a", "minus": ["cnn/b", "vit/b"],
+                    "expect": "higher", "regime": ["overfits", "fits", "cool"]}],
+        "untestable": [{"text": "u", "reason": "too small", "mde": 1.2, "paper_effect": 0.16, "seeds_needed": 60}],
+    })
+    assert recipe.alpha == 0.01 and recipe.untestable[0].seeds_needed == 60
+    overfits, fits, cool = (recipe.regime[k] for k in ("overfits", "fits", "cool"))
+    assert (overfits.bound, overfits.threshold, fits.arms, cool.bound) == ("min", 2.0, None, "max")
+    assert overfits.holds(2.0) and not overfits.holds(1.99) and cool.holds(1.5) and not cool.holds(1.6)
+    (_, fam, within), _, (_, _, across) = recipe.evaluated_claims()
+    assert fam == "vit" and within.regime == ("overfits", "fits")
+    assert recipe.condition_arms(overfits, within, "vit") == ["vit/a"]
+    assert recipe.condition_arms(fits, within, "vit") == ["vit/b", "vit/a"]
+    assert recipe.condition_arms(overfits, across, "") == ["vit/a", "cnn/a"]  # a plain name: every family's arm
+    assert recipe.condition_arms(fits, across, "") == ["cnn/a", "vit/a", "cnn/b", "vit/b"]
+    assert recipe.condition_arms(cool, across, "") == ["vit/c"]
+
+
+def test_shipped_recipes_state_their_tests_and_regimes() -> None:
+    """Issue 29: Mish vs Swish as non-inferiority at 0.5 pp, "about equal" as TOST, the transfer claim once, and the
+    regime conditions each claim needs."""
+    by_name = {r.name: r for r in load_recipes()}
+    mish = {c.text: c for c in by_name["mish"].claims}
+    assert (mish["Mish is at least as good as Swish"].test, mish["Mish is at least as good as Swish"].margin) == (
+        NONINFERIORITY, 0.5)
+    posenc = by_name["posenc"]
+    assert [c.test for c in posenc.claims] == [DIRECTION, DIRECTION, EQUIVALENCE]
+    assert all(c.regime == ("fits",) for c in posenc.claims) and posenc.regime["fits"].arms is None
+    transfer = by_name["vit_transfer"]
+    assert len(transfer.claims) == 1 and transfer.claims[0].margin is None and transfer.claims[0].regime == ("fits",)
+    assert transfer.regime["fits"].arms == ("scratch",) and transfer.regime["fits"].threshold == 95.0
+    cutmix = by_name["cutmix"]
+    assert [c.regime for c in cutmix.claims] == [("overfits",)] * 3 + [()] * 2
+    assert cutmix.regime["overfits"].arms == ("baseline",) and cutmix.regime["overfits"].metric == "train_val_gap"
+    smoothing = by_name["label_smoothing"]
+    assert [(c.test, c.regime) for c in smoothing.claims] == [(DIRECTION, ("overconfident",)), (EQUIVALENCE, ())]
+    assert smoothing.regime["overconfident"].metric == "temperature" and smoothing.regime["overconfident"].threshold == 1.0
+    assert all(r.alpha == 0.05 for r in by_name.values())
 
 
 def test_every_image_arm_builds_its_model_and_gives_logits_for_its_data() -> None:

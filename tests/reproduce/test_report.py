@@ -1,8 +1,10 @@
-"""vitlab.reproduce.report on synthetic results: intervals, the three verdicts, Markdown and self-contained HTML.
+"""vitlab.reproduce.report on synthetic results: intervals, the three verdicts after Holm, regime, counting,
+the forest plot, Markdown and self-contained HTML.
 
 Reference: the verdict rules of vitlab.reproduce.stats applied by hand to made-up per-seed numbers whose
 intervals are known in advance (differences far from 0, straddling 0, or reversed); scipy's ttest_rel for the
-paired interval of a claim; per-seed contrasts computed by hand.
+paired interval and p-value of a claim; Holm's rule by hand (k · p for the smallest p of k); per-seed contrasts
+computed by hand; the headline counted by hand from the verdicts each synthetic claim was built to get.
 """
 
 from __future__ import annotations
@@ -20,21 +22,25 @@ from vitlab.reproduce.report import (
     Block,
     ClaimResult,
     build_report,
+    count_claims,
     family_agreement,
-    regime_notes,
+    forest_rows,
+    headline,
     shared_results,
     summarize,
     to_html,
+    verdict_class,
     write_report,
 )
 from vitlab.reproduce.stats import (
     HELD,
     NOT_RESOLVED,
     REVERSED,
+    holm,
     mean_interval,
     minimum_detectable_effect,
     paired_interval,
-    prob_greater,
+    prob_greater_exact,
     seeds_for_half_width,
     welch_interval,
 )
@@ -129,8 +135,8 @@ def test_report_files_state_numbers_and_verdicts_and_html_is_self_contained(tmp_
     header = {"command": "vitlab reproduce toy", "machine": {"processor": "test cpu", "cpu_count": 2}, "wall_seconds": 60.0}
     md_path, html_path = write_report([res], tmp_path, header)
     md = md_path.read_text()
-    assert "| toy | better beats base | +5.00 [" in md
-    assert "**held**" in md and "**went the other way**" in md and "**not resolved by the interval**" in md
+    assert "| toy | better beats base | direction | +5.00 [" in md
+    assert "**held**" in md and "**went the other way**" in md and "**not resolved**" in md
     assert "90.50 ± " in md  # base mean with its half-width
     assert "NonFiniteLossError: boom" in md
     png = tmp_path / "toy_test_acc1.png"
@@ -181,6 +187,8 @@ class _Structure(HTMLParser):
         self.feed(page[page.index("<body>") + len("<body>"):] if "<body>" in page else page)
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "td":  # the verdict cells' colour classes are new (tested in test_verdict_cells_are_coloured_...)
+            attrs = [(k, v) for k, v in attrs if k != "class"]
         self.items.append(("start", tag, tuple(sorted(attrs))))
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
@@ -267,7 +275,7 @@ def _family_results():
 
 
 def test_claims_use_the_paired_interval_of_shared_seeds() -> None:
-    # reference: scipy's ttest_rel confidence interval on the per-seed errors; the bootstrap P(better) of stats
+    # reference: scipy's ttest_rel confidence interval on the per-seed errors; the exact P(better) of stats
     stats = pytest.importorskip("scipy.stats")
     res = summarize(_family_recipe(), _family_results())
     vit = next(c for c in res.claims if c.family == "vit")
@@ -278,8 +286,8 @@ def test_claims_use_the_paired_interval_of_shared_seeds() -> None:
     assert welch_interval(FAMILY_ERRORS["vit/reg"], FAMILY_ERRORS["vit/base"]).low < 0 < welch_interval(
         FAMILY_ERRORS["vit/reg"], FAMILY_ERRORS["vit/base"]).high
     # "lower" claim: P(better) is the share of seeds where reg's error is below base's
-    assert vit.prob == prob_greater([-x for x in FAMILY_ERRORS["vit/reg"]], [-x for x in FAMILY_ERRORS["vit/base"]])
-    assert vit.prob.p == 1.0
+    assert vit.prob == prob_greater_exact([-x for x in FAMILY_ERRORS["vit/reg"]], [-x for x in FAMILY_ERRORS["vit/base"]])
+    assert vit.prob.p == 1.0 and vit.prob.low == pytest.approx(0.4782, abs=1e-4)  # 5 of 5: Clopper-Pearson, not [1, 1]
     assert vit.mde == pytest.approx(minimum_detectable_effect(vit.diff.sd, 5))
     assert vit.seeds_needed == seeds_for_half_width(vit.diff.sd, 0.5)  # top-1 error is in %
     cnn = next(c for c in res.claims if c.family == "cnn")
@@ -314,7 +322,7 @@ def test_family_agreement_and_regime_columns_in_the_report(tmp_path: Path) -> No
     assert family_agreement([per[0], flipped]) == "disagree (opposite directions)"
     md_path, _ = write_report([res], tmp_path, {"command": "c", "machine": {}})
     md = md_path.read_text()
-    assert "Do the model families agree?" in md and "| reg lowers the error | held | not resolved by the interval | partly" in md
+    assert "Do the model families agree?" in md and "| reg lowers the error | held | not resolved | partly" in md
     assert "train − validation accuracy gap (pp)" in md and "fitted temperature T" in md
     assert "| vit | base | " in md and "[vit] reg lowers the error" in md
 
@@ -351,37 +359,6 @@ def test_higher_by_a_margin_needs_the_interval_to_clear_the_margin() -> None:
     assert verdict(low + 0.1) == NOT_RESOLVED
 
 
-def test_claims_that_went_the_other_way_get_the_regime_that_explains_them(tmp_path: Path) -> None:
-    """A regulariser that raises the error while fitting its training split 8 pp worse is named as underfitting; one
-    whose training fit matches the baseline's gets the 'not explained' note; claims that held get no note."""
-    recipe = recipe_from_dict({
-        "name": "reg", "kind": "image", "families": {"vit": {"model": "v"}, "cnn": {"model": "c"}},
-        "variants": {"base": {}, "mix": {}}, "metrics": ["test_error"],
-        "claims": [{"text": "mix lowers the error", "metric": "test_error", "variant": "mix", "against": "base", "expect": "lower"}],
-    })
-    regime = {  # arm -> (test error per seed, training accuracy, train − val gap)
-        "vit/base": ([8.0, 8.5, 6.5, 8.2, 6.5], 95.0, 4.0),
-        "vit/mix": ([15.5, 12.2, 14.6, 12.3, 15.2], 87.0, 2.0),   # worse on every seed, trains 8 pp worse
-        "cnn/base": ([4.8, 4.2, 4.4, 4.6, 3.7], 97.0, 3.0),
-        "cnn/mix": ([6.6, 6.7, 6.6, 7.0, 5.1], 96.8, 3.1),        # worse on every seed, trains as well
-    }
-    results = [
-        {"recipe": "reg", "family": arm.split("/")[0], "variant": arm.split("/")[1], "seed": seed, "error": None,
-         "seconds": 1.0, "metrics": {"test_error": err, "train_acc1": train, "train_val_gap": gap, "temperature": 0.8}}
-        for arm, (errors, train, gap) in regime.items() for seed, err in enumerate(errors)
-    ]
-    res = summarize(recipe, results)
-    assert [c.verdict for c in res.claims] == [REVERSED, REVERSED]
-    vit, cnn = regime_notes(res)
-    assert vit.startswith("[vit] mix lowers the error: went the other way; vit/mix reached 87.0 % training-split accuracy")
-    assert "underfits at this budget" in vit and "95.0 %" in vit
-    assert "do not explain it" in cnn
-    md = write_report([res], tmp_path, {"command": "c", "machine": {}})[0].read_text()
-    assert "Regime of the claims that went the other way" in md and "training-split top-1 accuracy" in md
-    held = summarize(recipe, [{**r, "metrics": {**r["metrics"], "test_error": -r["metrics"]["test_error"]}} for r in results])
-    assert [c.verdict for c in held.claims] == [HELD, HELD] and regime_notes(held) == []
-
-
 def test_shared_results_lists_each_group_of_arms_once_with_its_seeds() -> None:
     """Reference: the ``shared_by`` lists the runner gives each spec's result (test_runner.py shares real plans)."""
     pair = [{"recipe": "label_smoothing", "arm": "vit/no_smoothing"}, {"recipe": "cutmix", "arm": "vit/baseline"}]
@@ -392,3 +369,236 @@ def test_shared_results_lists_each_group_of_arms_once_with_its_seeds() -> None:
     ] + [{"recipe": "mish", "variant": "relu", "seed": 0}, {"recipe": "x", "variant": "y", "seed": 2, "shared_by": pair}]
     assert shared_results(results) == ["cutmix vit/baseline = label_smoothing vit/no_smoothing (seeds 0, 1, 2)"]
     assert shared_results(results[4:5]) == []
+
+
+# ------------------------------------------------------------------------------------------ issue 29: tests, Holm, regime
+def _per_seed(center: float, deltas: list[float]) -> list[float]:
+    return [center + d for d in deltas]
+
+
+def _mish_family_of_six():
+    """The audit's mish recipe: 3 direction claims × 2 families = a Holm family of 6, the CNN's Mish − Swish built to
+    have a paired two-sided p of exactly 0.040 (reversed), every other claim far from significant."""
+    stats = pytest.importorskip("scipy.stats")
+    z = [-1.0, -0.5, 0.0, 0.5, 1.0]
+    sd_z = (sum(v * v for v in z) / 4) ** 0.5
+    t = stats.t.isf(0.020, 4)  # two-sided p = 0.040 at 4 degrees of freedom
+    scale = 0.30 * 5 ** 0.5 / (t * sd_z)
+    mish_minus_swish = [-0.30 + scale * v for v in z]
+    relu = [96.0, 96.5, 97.0, 96.2, 96.8]
+    arms = {
+        "vit/relu": relu, "vit/swish": [r + d for r, d in zip(relu, [0.1, -0.3, 0.4, -0.2, 0.0])],
+        "cnn/relu": relu, "cnn/swish": [r + d for r, d in zip(relu, [0.3, -0.2, 0.1, -0.3, 0.2])],
+    }
+    arms["vit/mish"] = [s + d for s, d in zip(arms["vit/swish"], [0.2, -0.4, 0.3, -0.1, 0.1])]
+    arms["cnn/mish"] = [s + d for s, d in zip(arms["cnn/swish"], mish_minus_swish)]
+    recipe = recipe_from_dict({
+        "name": "mish", "kind": "image", "families": {"vit": {"model": "v"}, "cnn": {"model": "c"}},
+        "variants": {"relu": {}, "swish": {}, "mish": {}}, "metrics": ["test_acc1"],
+        "claims": [
+            {"text": "Mish beats ReLU", "metric": "test_acc1", "variant": "mish", "against": "relu", "expect": "higher"},
+            {"text": "Swish beats ReLU", "metric": "test_acc1", "variant": "swish", "against": "relu", "expect": "higher"},
+            {"text": "Mish beats Swish", "metric": "test_acc1", "variant": "mish", "against": "swish", "expect": "higher"},
+        ],
+    })
+    results = [{"recipe": "mish", "family": arm.split("/")[0], "variant": arm.split("/")[1], "seed": k, "error": None,
+                "metrics": {"test_acc1": v}} for arm, values in arms.items() for k, v in enumerate(values)]
+    return recipe, results, arms
+
+
+def test_holm_turns_the_audits_marginal_mish_below_swish_into_not_resolved() -> None:
+    """Issue 29's audit: the CNN's "Mish below Swish" at p = 0.040 went the other way unadjusted; with Holm over the
+    recipe's 6 claim evaluations its adjusted p is 6 × 0.040 = 0.24 (it has the smallest p): not resolved.
+    Reference: scipy.stats.ttest_rel for the raw p; Holm's first step by hand."""
+    stats = pytest.importorskip("scipy.stats")
+    recipe, results, arms = _mish_family_of_six()
+    res = summarize(recipe, results)
+    assert len(res.claims) == 6
+    marginal = next(c for c in res.claims if c.family == "cnn" and c.claim.text == "Mish beats Swish")
+    raw = stats.ttest_rel(arms["cnn/mish"], arms["cnn/swish"]).pvalue
+    assert raw == pytest.approx(0.040, rel=1e-9) and marginal.test.p == pytest.approx(raw, rel=1e-9)
+    assert all(c.test.p > raw for c in res.claims if c is not marginal)  # so it is Holm's first step: k = 6
+    assert marginal.test.raw_verdict == REVERSED
+    assert marginal.test.p_adjusted == pytest.approx(6 * raw) and marginal.verdict == NOT_RESOLVED
+    assert all(c.verdict == NOT_RESOLVED for c in res.claims)
+
+
+def _regime_recipe(untestable: list | None = None):
+    return recipe_from_dict({
+        "name": "reg", "kind": "image", "families": {"vit": {"model": "v"}, "cnn": {"model": "c"}},
+        "variants": {"base": {}, "good": {}, "bad": {}, "noisy": {}}, "metrics": ["test_error"],
+        "regime": {"overfits": {"text": "the baseline overfits", "arms": ["base"], "metric": "train_val_gap", "min": 2.0}},
+        "claims": [
+            {"text": "good lowers the error", "metric": "test_error", "variant": "good", "against": "base",
+             "expect": "lower", "regime": ["overfits"]},
+            {"text": "bad lowers the error", "metric": "test_error", "variant": "bad", "against": "base",
+             "expect": "lower", "regime": ["overfits"]},
+            {"text": "noisy lowers the error", "metric": "test_error", "variant": "noisy", "against": "base",
+             "expect": "lower"},
+        ],
+        "untestable": untestable or [],
+    })
+
+
+REGIME_ERRORS = {  # per-seed test error around the baseline's; the vit baseline overfits (gap 3 pp), the cnn's not (1 pp)
+    "base": [10.0, 10.4, 9.8, 10.2, 10.1],
+    "good": [5.0, 5.5, 4.9, 5.2, 5.3],
+    "bad": [15.1, 15.6, 14.8, 15.0, 15.4],
+    "noisy": [7.0, 14.0, 9.0, 12.5, 8.0],
+}
+
+
+def _regime_results(cnn_gap: float = 1.0):
+    return [
+        {"recipe": "reg", "family": fam, "variant": v, "seed": k, "error": None, "seconds": 1.0,
+         "metrics": {"test_error": err, "train_val_gap": (3.0 if fam == "vit" else cnn_gap) if v == "base" else 0.5,
+                     "train_acc1": 99.0, "temperature": 0.9}}
+        for fam in ("vit", "cnn") for v, errors in REGIME_ERRORS.items() for k, err in enumerate(errors)
+    ]
+
+
+def test_verdicts_held_reversed_not_resolved_and_out_of_regime() -> None:
+    res = summarize(_regime_recipe(), _regime_results())
+    got = {(c.family, c.claim.text.split()[0]): (c.verdict, c.in_regime) for c in res.claims}
+    assert got == {
+        ("vit", "good"): (HELD, True), ("vit", "bad"): (REVERSED, True), ("vit", "noisy"): (NOT_RESOLVED, True),
+        ("cnn", "good"): (HELD, False), ("cnn", "bad"): (REVERSED, False), ("cnn", "noisy"): (NOT_RESOLVED, True),
+    }
+    cnn_good = next(c for c in res.claims if c.family == "cnn" and c.claim.text.startswith("good"))
+    (check,) = cnn_good.regime
+    assert (check.arm, check.value, check.met) == ("cnn/base", pytest.approx(1.0), False)
+    assert [c.test.p_adjusted is not None for c in res.claims] == [True] * 6  # one Holm family: the recipe
+
+
+def test_a_claim_without_results_still_counts_in_holms_family() -> None:
+    """The "bad" arm's runs all failed: its two claim evaluations enter Holm with p = 1, so the family stays the
+    recipe's 6 (reference: stats.holm on the six p-values; the smallest p is multiplied by 6, not by 4)."""
+    results = [r for r in _regime_results() if r["variant"] != "bad"]
+    res = summarize(_regime_recipe(), results)
+    missing = [c for c in res.claims if c.claim.text.startswith("bad")]
+    assert [(c.ours, c.test.p, c.verdict) for c in missing] == [("no result", 1.0, NOT_RESOLVED)] * 2
+    assert [c.test.p_adjusted for c in res.claims] == pytest.approx(holm([c.test.p for c in res.claims]))
+    smallest = min(res.claims, key=lambda c: c.test.p)
+    assert smallest.test.p_adjusted == pytest.approx(6 * smallest.test.p)
+
+
+def test_noninferiority_and_tost_claims_read_the_90_percent_interval() -> None:
+    """Reference: scipy.stats.ttest_rel's 90% confidence interval (1 − 2α) and its one-sided p-values."""
+    stats = pytest.importorskip("scipy.stats")
+    recipe = recipe_from_dict({
+        "name": "ni", "kind": "image", "variants": {"a": {}, "b": {}}, "metrics": ["test_acc1"],
+        "claims": [
+            {"text": "b at least as good as a", "metric": "test_acc1", "variant": "b", "against": "a", "expect": "higher",
+             "test": "noninferiority", "margin": 0.5},
+            {"text": "b about equals a", "metric": "test_acc1", "variant": "b", "against": "a", "test": "equivalence",
+             "margin": 1.0},
+        ],
+    })
+    a, b = [94.0, 94.3, 93.8, 94.1, 94.4], [93.9, 94.4, 93.5, 94.2, 94.3]
+    results = [{"recipe": "ni", "variant": v, "seed": k, "error": None, "metrics": {"test_acc1": x}}
+               for v, xs in (("a", a), ("b", b)) for k, x in enumerate(xs)]
+    ni, tost = summarize(recipe, results).claims
+    ci = stats.ttest_rel(b, a).confidence_interval(0.90)
+    for c in (ni, tost):
+        assert c.test.level == pytest.approx(0.90) and c.diff.low == pytest.approx(ci.low) and "(90%)" in c.ours
+    shifted = [x + 0.5 for x in b]
+    assert ni.test.p_held == pytest.approx(stats.ttest_rel(shifted, a, alternative="greater").pvalue)
+    assert ni.verdict == HELD and tost.verdict == HELD  # -0.5 < low and the 90% interval inside ±1 pp
+
+
+def test_headline_counts_resolved_of_testable_and_lists_the_rest_beside_it(tmp_path: Path) -> None:
+    """By hand: of 6 claim evaluations, 2 are out of regime (the cnn baseline's gap is 1 pp < 2); the 4 testable are
+    held, went the other way, and twice not resolved: 2 of 4 (50%). One untestable claim, three deterministic checks."""
+    untestable = [{"text": "tiny effect", "reason": "MDE far above the paper's effect", "mde": 1.2,
+                   "paper_effect": 0.16, "seeds_needed": 60}]
+    regime = summarize(_regime_recipe(untestable), _regime_results())
+    legendre = recipe_from_dict({
+        "name": "fit", "kind": "legendre", "variants": {"tutorial": {}}, "metrics": ["final_loss", "b", "d"],
+        "paper_values": {"tutorial": {"final_loss": 8.94364, "b": -2.2, "d": 0.25}},
+        "claims": [{"text": name, "metric": name, "variant": "tutorial", "expect": "match", "margin": 1e-4}
+                   for name in ("final_loss", "b", "d")],
+    })
+    fit = summarize(legendre, [{"recipe": "fit", "variant": "tutorial", "seed": 0, "error": None,
+                                "metrics": {"final_loss": 8.94364, "b": -2.2, "d": 0.3}}])
+    counts = count_claims([regime, fit])
+    assert (counts.testable, counts.resolved, counts.held, counts.reversed, counts.not_resolved) == (4, 2, 1, 1, 2)
+    assert [(r, c.family, c.claim.text) for r, c in counts.out_of_regime] == [
+        ("reg", "cnn", "good lowers the error"), ("reg", "cnn", "bad lowers the error")]
+    assert [u.text for _, u in counts.untestable] == ["tiny effect"]
+    assert [c.verdict for _, c in counts.deterministic] == [HELD, HELD, REVERSED]
+    text = headline(counts)
+    assert text.startswith("**2 of 4 testable claims resolved (50%)** after Holm's correction within each recipe: "
+                           "1 held, 1 went the other way, 2 not resolved.")
+    assert "2 out of regime" in text and "1 declared untestable" in text and "3 deterministic checks" in text
+    assert "counts once per family" in text
+    md = write_report([regime, fit], tmp_path, {"command": "c", "machine": {}})[0].read_text()
+    assert "| reg | tiny effect | MDE far above the paper's effect | 1.2 | 0.16 | 60 |" in md
+    assert "- reg: [cnn] good lowers the error: **held** (out of regime); failed: overfits (cnn/base: 1.00; needs " in md
+    assert "| fit | d | 0.3000000 vs 0.2500000" in md and "**did not match** |" in md
+    verdict_table = md[md.index("| recipe | claim | test |"):md.index("## How to read this")]
+    assert "| fit |" not in verdict_table.split("**Deterministic checks**")[0]  # the checks are outside the table
+
+
+def test_regime_table_is_shown_for_held_and_failed_claims_alike(tmp_path: Path) -> None:
+    """Every claim that lists conditions gets its rows, whatever its verdict: the same rule for held and reversed."""
+    res = summarize(_regime_recipe(), _regime_results())
+    md = write_report([res], tmp_path, {"command": "c", "machine": {}})[0].read_text()
+    table = md[md.index("| claim | condition | rule | arm |"):]
+    table = table[:table.index("\n\n")]
+    rows = table.splitlines()[2:]
+    assert len(rows) == 4  # good and bad, in both families; noisy lists no condition
+    rule = "train − validation accuracy gap ≥ 2.00 pp"
+    assert f"| [vit] good lowers the error | overfits: the baseline overfits | {rule} | vit/base | 3.00 | met | **held** |" in rows
+    assert (f"| [vit] bad lowers the error | overfits: the baseline overfits | {rule} | vit/base | 3.00 | met | "
+            "**went the other way** |") in rows
+    assert (f"| [cnn] good lowers the error | overfits: the baseline overfits | {rule} | cnn/base | 1.00 | not met | "
+            "**held** (out of regime) |") in rows
+    assert (f"| [cnn] bad lowers the error | overfits: the baseline overfits | {rule} | cnn/base | 1.00 | not met | "
+            "**went the other way** (out of regime) |") in rows
+    # the same claims with an overfitting cnn baseline: every condition met, no claim out of regime
+    met = summarize(_regime_recipe(), _regime_results(cnn_gap=2.5))
+    assert all(c.in_regime for c in met.claims) and all(ch.met for c in met.claims for ch in c.regime)
+
+
+def test_forest_plot_opens_the_report_and_is_inlined_with_coloured_verdict_cells(tmp_path: Path) -> None:
+    res = summarize(_regime_recipe(), _regime_results())
+    rows = forest_rows([res])
+    assert [r.status for r in rows] == ["held", "held", "went the other way", "went the other way", "not resolved",
+                                        "not resolved"]  # each claim in its families, vit first
+    assert [r.hollow for r in rows] == [False, True, False, True, False, False]  # the cnn baseline does not overfit
+    assert rows[0].panel == "reg: difference variant − reference, percentage points" and rows[0].band is None
+    md_path, html_path = write_report([res], tmp_path, {"command": "c", "machine": {}})
+    md = md_path.read_text()
+    forest = tmp_path / "forest.png"
+    assert forest.is_file() and forest.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert md.index("](forest.png)") < md.index("| recipe | claim | test |") < md.index("## How to read this")
+    page = html_path.read_text()
+    assert f"data:image/png;base64,{base64.b64encode(forest.read_bytes()).decode('ascii')}" in page
+    assert re.search(r'<td class="verdict-held"><strong>held</strong></td>', page)
+    assert re.search(r'<td class="verdict-reversed verdict-out-of-regime"><strong>went the other way</strong> '
+                     r"\(out of regime\)</td>", page)
+    assert '<td class="verdict-unresolved"><strong>not resolved</strong></td>' in page
+
+
+def test_verdict_class_names_only_verdict_cells() -> None:
+    assert verdict_class("**held**") == "verdict-held"
+    assert verdict_class("**did not match**") == "verdict-reversed"
+    assert verdict_class("**not resolved** (out of regime)") == "verdict-unresolved verdict-out-of-regime"
+    assert verdict_class("held") == "" and verdict_class("**Paper.** held") == ""
+
+
+def test_margin_bands_follow_the_test() -> None:
+    """TOST: ±m; non-inferiority: the tolerated loss, on the bad side of 0; direction by ≥ m: 0 to the claimed m."""
+    recipe = recipe_from_dict({
+        "name": "m", "kind": "image", "variants": {"a": {}, "b": {}}, "metrics": ["test_acc1", "test_error"],
+        "claims": [
+            {"text": "eq", "metric": "test_acc1", "variant": "b", "against": "a", "test": "equivalence", "margin": 1.0},
+            {"text": "ni", "metric": "test_error", "variant": "b", "against": "a", "expect": "lower",
+             "test": "noninferiority", "margin": 0.5},
+            {"text": "by", "metric": "test_acc1", "variant": "b", "against": "a", "expect": "higher", "margin": 2.0},
+        ],
+    })
+    results = [{"recipe": "m", "variant": v, "seed": k, "error": None,
+                "metrics": {"test_acc1": 90.0 + k + (0.1 * k if v == "b" else 0), "test_error": 10.0 - k}}
+               for v in ("a", "b") for k in range(3)]
+    assert [r.band for r in forest_rows([summarize(recipe, results)])] == [(-1.0, 1.0), (0.0, 0.5), (0.0, 2.0)]

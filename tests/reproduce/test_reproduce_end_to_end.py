@@ -19,7 +19,16 @@ def test_cli_legendre_recipe_writes_a_report_with_held_verdicts(tmp_path: Path, 
     assert main(["reproduce", "legendre", "--out", str(out), "--no-progress", "--jobs", "1"]) == 0
     assert "report.md" in capsys.readouterr().out
     md = (out / "report.md").read_text()
-    assert md.count("| **held** |") == 6  # three claims, in the summary table and in the section
+    assert md.count("| **held** |") == 6  # three checks, in the deterministic-checks table and in the section
+    assert "No testable statistical claim in this run." in md and "3 deterministic checks" in md
+    # pre-registration: the protocol's hash recorded when the run started, and judged in the report
+    from vitlab.reproduce.protocol import protocol_digest
+    from vitlab.reproduce.recipes import default_recipe_dir
+
+    info = json.loads((out / "run_info.json").read_text())
+    assert info["protocol_sha256"] == protocol_digest(default_recipe_dir()) and info["started_at"]
+    assert f"sha256 `{info['protocol_sha256']}`" in md
+    assert sum(line.startswith(("**pre-registered**: ", "**not pre-registered**: ")) for line in md.splitlines()) == 1
     (result,) = json.loads((out / "results.json").read_text())
     assert result["metrics"]["b"] == pytest.approx(-2.208526849746704, rel=1e-6)
     assert (out / "legendre_fit.png").is_file() and "data:image/png;base64," in (out / "report.html").read_text()
@@ -27,6 +36,7 @@ def test_cli_legendre_recipe_writes_a_report_with_held_verdicts(tmp_path: Path, 
     stamp = (out / "runs" / "legendre" / "tutorial" / "seed0.json").stat().st_mtime_ns
     assert main(["reproduce", "legendre", "--out", str(out), "--no-progress", "--jobs", "1"]) == 0
     assert (out / "runs" / "legendre" / "tutorial" / "seed0.json").stat().st_mtime_ns == stamp
+    assert json.loads((out / "run_info.json").read_text())["started_at"] == info["started_at"]  # the first start kept
 
 
 def test_cli_reproduce_bad_input_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -57,8 +67,10 @@ def test_quick_label_smoothing_recipe_end_to_end_on_both_families(tmp_path: Path
                 if r["family"] == family and r["variant"] == variant]
     iv = mean_interval(accs("cnn", "smoothing"))
     assert f"{iv.mean:.2f} ± {iv.half_width:.2f}" in md
-    diff = paired_interval(accs("vit", "smoothing"), accs("vit", "no_smoothing"))
-    assert f"{diff.mean:+.2f} [{diff.low:+.2f}, {diff.high:+.2f}]" in md  # the claim's paired interval
+    diff = paired_interval(accs("vit", "smoothing"), accs("vit", "no_smoothing"), 0.90)  # TOST: the 90% interval
+    assert f"{diff.mean:+.2f} [{diff.low:+.2f}, {diff.high:+.2f}] (90%)" in md  # the claim's paired interval
+    assert "| [vit] Smoothing lowers the ECE (before temperature scaling) | overconfident: " in md  # regime table
+    assert (out / "forest.png").is_file()
     assert "Do the model families agree?" in md
     assert (out / "label_smoothing_penultimate.png").is_file()
     assert "(label_smoothing_penultimate.png)" in md
@@ -78,7 +90,7 @@ def test_quick_data_size_recipe_uses_train_per_class_and_cross_family_claims(tmp
                 for k in (0, 1)]
     iv = mean_interval(per_seed)
     md = (out / "report.md").read_text()
-    assert f"{iv.mean:+.2f} [{iv.low:+.2f}, {iv.high:+.2f}]" in md
+    assert f"{iv.mean:+.2f} [{iv.low:+.2f}, {iv.high:+.2f}] (95%)" in md
     frac10 = json.loads((out / "runs" / "data_size" / "cnn" / "frac10" / "seed0" / "run.json").read_text())
     assert frac10["splits"]["train"] == 35 * 10  # train_per_class 35 of each of the 10 digit classes
 

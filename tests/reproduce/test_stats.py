@@ -11,7 +11,8 @@ The claim tests (paired t p-values, TOST, non-inferiority, Holm, the exact P(A >
 p-values computed by hand from the closed form of the t distribution with 2 degrees of freedom, the interval rules
 (the 1 − α or 1 − 2α interval against the margin), hand-computed Holm adjustments, Holm's sequential rule written as
 a loop, ``statsmodels``' Holm where it is installed, the beta-quantile formula of Clopper & Pearson (1934) and an
-enumeration of the binomial distribution for the interval's coverage.
+enumeration of the binomial distribution for the interval's coverage. The unpaired fallback is checked against
+``scipy.stats.ttest_ind(equal_var=False)`` and Welch's interval.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from vitlab.reproduce.stats import (
     t_cdf,
     t_quantile,
     welch_interval,
+    welch_t_pvalue,
 )
 from vitlab.reproduce.stats import test_claim as claim_test  # renamed: only the tests here are named test_*
 
@@ -640,3 +642,35 @@ def test_bad_binomial_arguments_raise() -> None:
         clopper_pearson(1, 2, 1.0)
     with pytest.raises(ValueError, match="no pairs"):
         prob_greater_exact([], [])
+
+
+# ------------------------------------------------------------------------------------------ the unpaired fallback
+def test_welch_pvalue_is_scipys_ttest_ind_with_unequal_variances() -> None:
+    stats = pytest.importorskip("scipy.stats")
+    a, b = [10.2, 9.1, 11.4, 10.8], [8.0, 8.9, 7.2, 9.5, 8.4, 7.9]
+    for null in (0.0, 1.5, -0.7):
+        for alternative in ("two-sided", "greater", "less"):
+            ref = stats.ttest_ind(np.asarray(a) - null, b, equal_var=False, alternative=alternative).pvalue
+            assert welch_t_pvalue(a, b, null, alternative) == pytest.approx(ref, rel=1e-12)
+    assert welch_t_pvalue([1.0], b) == 1.0  # one value on a side: no spread to estimate
+    assert welch_t_pvalue([2.0, 2.0], [1.0, 1.0], 0.0, "greater") == 0.0
+    assert welch_t_pvalue([2.0, 2.0], [1.0, 1.0], 1.0) == 1.0  # both constant, the difference on the null
+
+
+def test_unpaired_claim_tests_use_welch_for_every_kind() -> None:
+    """test_claim(paired=False): the same three tests on Welch's statistic, with Welch's interval at 1 − α or 1 − 2α."""
+    stats = pytest.importorskip("scipy.stats")
+    a, b = [95.1, 95.6, 94.9, 95.3], [94.8, 95.2, 95.0, 94.6, 95.1]
+    direction = claim_test(a, b, DIRECTION, +1, 0.0, 0.05, paired=False)
+    assert direction.interval == welch_interval(a, b, 0.95) and direction.interval.method == "welch"
+    assert direction.p_held == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    ni = claim_test(a, b, NONINFERIORITY, +1, 0.5, 0.05, paired=False)
+    assert ni.level == pytest.approx(0.90) and ni.interval == welch_interval(a, b, 0.90)
+    assert ni.p_held == pytest.approx(stats.ttest_ind(np.asarray(a) + 0.5, b, equal_var=False,
+                                                      alternative="greater").pvalue)
+    tost = claim_test(a, b, EQUIVALENCE, +1, 1.0, 0.05, paired=False)
+    upper = stats.ttest_ind(np.asarray(a) - 1.0, b, equal_var=False, alternative="less").pvalue
+    lower = stats.ttest_ind(np.asarray(a) + 1.0, b, equal_var=False, alternative="greater").pvalue
+    assert tost.p_held == pytest.approx(max(upper, lower))
+    assert tost.verdict == HELD  # Welch's 90% interval lies inside ±1
+    assert -1.0 < tost.interval.low and tost.interval.high < 1.0

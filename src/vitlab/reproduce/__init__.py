@@ -3,7 +3,9 @@
 :func:`reproduce` loads the recipes (:mod:`vitlab.reproduce.recipes`), runs every (recipe, variant, seed)
 resumably (:mod:`vitlab.reproduce.runner`), and writes ``report.md``, ``report.html`` (self-contained) and
 ``results.json`` (every run's raw numbers) into the output folder (:mod:`vitlab.reproduce.report`), with the
-statistics of :mod:`vitlab.reproduce.stats`.
+statistics of :mod:`vitlab.reproduce.stats`. When a run starts it records the protocol's hash and the start time in
+``run_info.json`` (:mod:`vitlab.reproduce.protocol`), so that the report can say whether the rules were committed
+before the run.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ import torch
 
 from vitlab.io import atomic_write_text
 from vitlab.reproduce.penultimate import head_templates, penultimate_features, project_onto_template_plane
-from vitlab.reproduce.recipes import Recipe, arm_name, load_recipes
-from vitlab.reproduce.report import RecipeResult, summarize, write_report
+from vitlab.reproduce.protocol import now_iso, preregistration, protocol_digest, protocol_state
+from vitlab.reproduce.recipes import Recipe, arm_name, default_recipe_dir, load_recipes
+from vitlab.reproduce.report import RecipeResult, shared_results, summarize, write_report
 from vitlab.reproduce.runner import default_jobs, machine_info, pending_runs, plan, run_all
 from vitlab.train.tasks.image import load_image_data, load_run, run_transform
 from vitlab.viz.training import plot_penultimate_projection
@@ -99,6 +102,22 @@ def _extra_images(
     return extras
 
 
+def record_protocol_start(info_path: Path, info: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """``info`` with the protocol's hash and the start time (:mod:`vitlab.reproduce.protocol`), written to
+    ``info_path`` at once.
+
+    Called only by the first invocation that trains in an output folder (no ``run_info.json`` yet): a run resumed
+    later is judged against the protocol it began under, so changing the rules between invocations shows as a
+    change after the start; a folder whose first invocation recorded nothing (an older vitlab) stays unrecorded.
+    """
+    if "protocol_sha256" in info and "started_at" in info:
+        return info
+    info = {**info, "protocol_sha256": protocol_digest(folder), "protocol_folder": str(folder), "started_at": now_iso()}
+    info_path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(info_path, json.dumps(info, indent=1))
+    return info
+
+
 def reproduce(
     names: list[str] | None = None,
     out_dir: str | Path = "runs/reproduce",
@@ -122,21 +141,25 @@ def reproduce(
         command: the command line, written into the report.
     """
     recipes = load_recipes(names, recipe_dir)
+    folder = Path(recipe_dir) if recipe_dir is not None else default_recipe_dir()
     out = Path(out_dir)
     jobs = default_jobs() if jobs is None or jobs < 1 else jobs
     start = time.perf_counter()
     load_before = machine_info().get("load_average")
     specs = plan(recipes, out, seeds, quick)
     todo = len(pending_runs(specs))
+    info_path = out / "run_info.json"
+    previous = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
+    if todo and not previous:  # a run starts in this folder: its protocol is recorded now, before any training
+        previous = record_protocol_start(info_path, previous, folder)
     results = run_all(specs, jobs=jobs, progress=progress)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "results.json", json.dumps(results, indent=1))
     # How the runs ran (wall time over all invocations that did runs, load, jobs), kept in run_info.json so
     # that a later call which only rewrites the report still states it.
-    info_path = out / "run_info.json"
-    previous = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
-    if todo or not previous:
+    if todo or "wall_seconds" not in previous:
         info = {
+            **previous,
             "wall_seconds": previous.get("wall_seconds", 0.0) + time.perf_counter() - start,
             "invocations": previous.get("invocations", 0) + 1,
             "date": time.strftime("%Y-%m-%d %H:%M %Z"),
@@ -147,6 +170,7 @@ def reproduce(
     else:
         info = previous
     summaries: list[RecipeResult] = [summarize(r, results) for r in recipes]
-    header = {"command": command, "quick": quick, **info}
+    lines = preregistration(protocol_state(folder), info.get("protocol_sha256"), info.get("started_at"))
+    header = {"command": command, "quick": quick, **info, "protocol": lines, "shared_runs": shared_results(results)}
     run_dirs = {(spec.recipe, spec.arm, spec.seed): Path(spec.run_dir) for spec in specs}
     return write_report(summaries, out, header, _extra_images(recipes, results, out, run_dirs))

@@ -14,9 +14,15 @@ tabulate, the paper's own numbers, and its claims, each a comparison between two
     metrics: [test_acc1, test_ece, test_ece_ts]
     paper_metric: ImageNet ECE   # what the paper's numbers are
     paper_values: {no_smoothing: {test_ece: 0.071}, smoothing: {test_ece: 0.035}}
+    alpha: 0.05                  # the level of every claim's test; Holm's family is the recipe (default 0.05)
+    regime:                      # named conditions a claim may need to be testable (optional)
+      overconfident: {text: ..., arms: [no_smoothing], metric: temperature, min: 1.0}
     claims:
-      - {text: ..., metric: test_ece, variant: smoothing, against: no_smoothing, expect: lower}
-      - {text: ..., metric: test_acc1, variant: smoothing, against: no_smoothing, expect: equal, margin: 1.0}
+      - {text: ..., metric: test_ece, variant: smoothing, against: no_smoothing, expect: lower,
+         regime: [overconfident]}
+      - {text: ..., metric: test_acc1, variant: smoothing, against: no_smoothing, test: equivalence, margin: 1.0}
+    untestable:                  # claims declared untestable before the run: not run, not counted (optional)
+      - {text: ..., reason: ..., mde: 1.2, paper_effect: 0.16, seeds_needed: 60}
     setting: how this run differs from the paper's (data, model, budget)
     figure: {kind: penultimate, variants: [no_smoothing, smoothing], classes: [0, 1, 2]}   # optional
     pretrain: {config: {...}, quick: {...}}   # optional, image recipes: one shared pre-training run
@@ -25,12 +31,35 @@ A recipe with ``pretrain`` runs that ImageConfig once (seed 0, before every vari
 ``OUT/runs/<recipe>/pretrain/seed0``); a variant whose config says ``init: pretrain`` starts from it (the
 runner puts the run folder's path there).
 
-``expect`` is ``higher`` or ``lower`` (a direction claim on variant − against; with a ``margin``, "by at
-least the margin": the interval of the difference must clear it), ``equal`` (within ±margin,
-in the metric's unit) or, for the deterministic ``legendre`` recipe, ``match`` (relative tolerance
-``margin`` against ``paper_values``). A claim may also subtract a second difference, ``minus: [c, d]``: the
-claim is then on (variant − against) − (c − d) per seed, e.g. "the ViT's deficit against the CNN shrinks
-as the data grows".
+``expect`` is ``higher`` or ``lower`` (the claimed, or for non-inferiority the good, sign of variant −
+against), ``equal`` or, for the deterministic ``legendre`` recipe, ``match`` (relative tolerance ``margin``
+against ``paper_values``; no test, reported apart from the statistical claims). ``test`` says how a claim is
+tested (:func:`vitlab.reproduce.stats.test_claim`, paired by seed, at the recipe's ``alpha``):
+
+* ``direction`` (the default for ``higher`` / ``lower``): the two-sided t-test of δ = 0; with a ``margin`` m > 0,
+  "better by at least m": of δ = ±m;
+* ``noninferiority`` (``higher`` / ``lower`` naming the good direction, ``margin`` m > 0): "at least as good,
+  within m": the one-sided test of a loss of m or more;
+* ``equivalence`` (the default for ``equal``, which may then be left out; ``margin`` m > 0): "about equal, within
+  ±m", by TOST on the 1 − 2α (90 %) interval.
+
+A claim may also subtract a second difference, ``minus: [c, d]``: the claim is then on (variant − against) −
+(c − d) per seed, e.g. "the ViT's deficit against the CNN shrinks as the data grows".
+
+**Multiplicity.** Holm's family is the recipe: every claim it runs (each family's evaluation of a claim
+counts), adjusted together at ``alpha`` (:func:`vitlab.reproduce.stats.apply_holm`).
+
+**Regime.** ``regime`` names conditions, each ``{text, arms, metric, min | max}``: met when, for each listed arm,
+the mean over seeds of ``metric`` (a :data:`METRICS` key, e.g. ``train_val_gap``) is ≥ ``min`` (or ≤ ``max``).
+``arms`` lists variant names, resolved within the family the claim is evaluated in (in a claim across families:
+that variant in every family), or arm names ``family/variant``; ``arms: claim`` means every arm the claim
+compares (``minus`` arms included). A claim's ``regime: [names]`` lists the conditions that must hold for it to
+be *testable*; a claim whose conditions fail is still tested and reported, marked out of regime, and not
+counted.
+
+**Untestable claims.** ``untestable`` lists claims declared untestable before the run, each ``{text, reason, mde,
+paper_effect, seeds_needed}`` (the minimum detectable effect at the affordable seeds, the paper's own effect,
+the seeds a test would need): they are not run and not counted; the report lists them with their numbers.
 
 **Model families.** An image recipe may run every variant on several models (``families``, each a mapping of
 base overrides, e.g. the ViT and the CNN)::
@@ -49,7 +78,8 @@ across families, once.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +87,16 @@ import yaml
 
 from vitlab.errors import ConfigError, unknown_name_message
 from vitlab.recipes import reproduce_dir
+from vitlab.reproduce.stats import DIRECTION, EQUIVALENCE, NONINFERIORITY
 
 KINDS = ("image", "seq2seq", "legendre")
 PRETRAIN = "pretrain"  # the variant name of the shared pre-training run, and the init value that refers to it
 EXPECTS = ("higher", "lower", "equal", "match")
+MATCH = "match"  # the deterministic check's test: a relative tolerance, no statistics
+TESTS = {"direction": DIRECTION, "noninferiority": NONINFERIORITY, "non-inferiority": NONINFERIORITY,
+         "equivalence": EQUIVALENCE}  # the YAML's `test:` values -> vitlab.reproduce.stats kinds
+CLAIM_ARMS = "claim"  # a regime condition's `arms: claim`: every arm the claim compares
+DEFAULT_ALPHA = 0.05
 
 
 @dataclass(frozen=True)
@@ -95,7 +131,12 @@ METRICS: dict[str, Metric] = {
 
 @dataclass(frozen=True)
 class Claim:
-    """One claim of the paper: ``variant`` vs ``against`` on ``metric``, expected ``expect``."""
+    """One claim of the paper: ``variant`` vs ``against`` on ``metric``, expected ``expect``, tested by ``test``.
+
+    ``test`` is a :mod:`vitlab.reproduce.stats` kind (``direction``, ``non-inferiority``, ``equivalence``) or
+    :data:`MATCH`; left empty, it follows ``expect`` (``equal``: equivalence, ``match``: match, else direction).
+    ``regime`` names the recipe's conditions that must hold for the claim to be testable.
+    """
 
     text: str
     metric: str
@@ -104,18 +145,69 @@ class Claim:
     expect: str
     margin: float | None = None
     minus: tuple[str, str] | None = None  # claim on (variant − against) − (minus[0] − minus[1])
+    test: str = ""
+    regime: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.test:
+            default = {"equal": EQUIVALENCE, "match": MATCH}.get(self.expect, DIRECTION)
+            object.__setattr__(self, "test", default)
 
     def arms(self, family: str) -> Claim:
         """This claim within ``family``: plain variant names become ``family/variant`` (arm names are kept)."""
         def name(v: str | None) -> str | None:
             return None if v is None or "/" in v or not family else f"{family}/{v}"
         minus = None if self.minus is None else (name(self.minus[0]), name(self.minus[1]))
-        return Claim(self.text, self.metric, name(self.variant), name(self.against), self.expect, self.margin, minus)
+        return replace(self, variant=name(self.variant), against=name(self.against), minus=minus)
+
+    def compared_arms(self) -> list[str]:
+        """Every variant or arm name the claim compares: variant, against, then the ``minus`` pair."""
+        return [v for v in (self.variant, self.against, *(self.minus or ())) if v is not None]
+
+    @property
+    def expected_sign(self) -> int:
+        """+1 when the claim expects variant − against to be positive (``higher``, ``equal``), −1 for ``lower``."""
+        return -1 if self.expect == "lower" else 1
 
     @property
     def across_families(self) -> bool:
         """Whether the claim names arms (``family/variant``) itself, rather than being run within each family."""
         return "/" in self.variant
+
+
+@dataclass(frozen=True)
+class RegimeCondition:
+    """A named condition on the setting: the mean over seeds of ``metric`` is ≥ ``threshold`` (``bound``
+    ``min``) or ≤ it (``max``) for each arm of ``arms`` (``None``: the arms the claim compares)."""
+
+    name: str
+    text: str
+    arms: tuple[str, ...] | None
+    metric: str
+    bound: str
+    threshold: float
+
+    def holds(self, value: float) -> bool:
+        """Whether a measured mean meets the condition."""
+        return value >= self.threshold if self.bound == "min" else value <= self.threshold
+
+    def rule(self) -> str:
+        """The condition as a formula, e.g. ``train − validation accuracy gap ≥ 2.00 pp``."""
+        metric = METRICS[self.metric]
+        unit = f" {metric.unit}" if metric.unit else ""
+        sign = "≥" if self.bound == "min" else "≤"
+        return f"{metric.label} {sign} {metric.fmt.format(self.threshold)}{unit}"
+
+
+@dataclass(frozen=True)
+class Untestable:
+    """A claim declared untestable before the run: not run, not counted, listed with its numbers."""
+
+    text: str
+    reason: str
+    mde: float  # the minimum detectable effect at the affordable seeds (from the last full run's spread)
+    paper_effect: float  # the paper's own effect, in the same unit
+    seeds_needed: int  # the seeds a test that could see the paper's effect would need
 
 
 def arm_name(family: str, variant: str) -> str:
@@ -144,7 +236,28 @@ class Recipe:
     figure: dict[str, Any] = field(default_factory=dict)
     families: dict[str, dict[str, Any]] = field(default_factory=dict)
     pretrain: dict[str, Any] = field(default_factory=dict)
+    alpha: float = DEFAULT_ALPHA
+    regime: dict[str, RegimeCondition] = field(default_factory=dict)
+    untestable: list[Untestable] = field(default_factory=list)
     path: Path | None = None
+
+    def condition_arms(self, condition: RegimeCondition, claim: Claim, family: str) -> list[str]:
+        """The arms a regime condition is measured on for ``claim`` (on arm names) evaluated in ``family``.
+
+        ``arms: claim``: the claim's own arms. Otherwise each listed name: an arm name ``family/variant`` as it
+        is; a variant name within ``family``, or, for a claim across families, that variant in every family.
+        """
+        if condition.arms is None:
+            return claim.compared_arms()
+        out: list[str] = []
+        for name in condition.arms:
+            if "/" in name or not self.families:
+                out.append(name)
+            elif family:
+                out.append(arm_name(family, name))
+            else:
+                out += [arm_name(f, name) for f in self.families]
+        return list(dict.fromkeys(out))
 
     def pretrain_config(self, quick: bool) -> dict[str, Any]:
         """The shared pre-training run's config (``{}`` when the recipe has none)."""
@@ -224,7 +337,8 @@ def _check_recipe_keys(data: Any, where: str) -> None:
     if not isinstance(data, dict):
         raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
     known = {"name", "title", "paper", "kind", "base", "quick", "variants", "metrics", "claims", "seeds",
-             "paper_metric", "paper_values", "paper_quote", "setting", "figure", "families", "pretrain"}
+             "paper_metric", "paper_values", "paper_quote", "setting", "figure", "families", "pretrain",
+             "alpha", "regime", "untestable"}
     for key in data:
         if key not in known:
             raise ConfigError(f"{where}: " + unknown_name_message("recipe key", str(key), known))
@@ -273,13 +387,66 @@ def _check_claim_variants(
             raise ConfigError(f"{at}: " + unknown_name_message("variant", str(v), arms))
 
 
-def _read_claim(raw: Any, at: str, variants: dict[str, Any], families: dict[str, Any]) -> Claim:
-    """One claim, validated: its expectation, metric, variant names, ``minus`` and margin."""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{at} must be a mapping")
+def _read_test(raw: dict[str, Any], at: str) -> tuple[str, str]:
+    """A claim's (expect, test): ``test`` checked against ``expect`` (``expect`` may be left out for equivalence)."""
+    test = raw.get("test")
+    if test is not None and test not in TESTS:
+        raise ConfigError(f"{at}: " + unknown_name_message("claim test", str(test), ("direction", "noninferiority",
+                                                                                     "equivalence")))
+    kind = TESTS.get(test or "", "")
+    if "expect" not in raw and kind == EQUIVALENCE:
+        return "equal", kind
     expect = _require(raw, "expect", str, at)
     if expect not in EXPECTS:
         raise ConfigError(f"{at}: " + unknown_name_message("expectation", expect, EXPECTS))
+    if expect == "match" and kind:
+        raise ConfigError(f"{at}: expect 'match' is a deterministic check, not a test; remove 'test: {test}'")
+    if expect == "equal" and kind not in ("", EQUIVALENCE):
+        raise ConfigError(f"{at}: test '{test}' needs expect 'higher' or 'lower' (the good direction), got 'equal'")
+    if expect in ("higher", "lower") and kind == EQUIVALENCE:
+        raise ConfigError(f"{at}: test 'equivalence' takes expect 'equal' (or no expect), got '{expect}'; remove it")
+    return expect, kind or {"equal": EQUIVALENCE, "match": MATCH}.get(expect, DIRECTION)
+
+
+def _read_margin(raw: dict[str, Any], at: str, expect: str, test: str) -> float | None:
+    """A claim's margin: > 0 where the test needs one (equivalence, non-inferiority, match); else optional, > 0."""
+    margin = raw.get("margin")
+    positive = isinstance(margin, (int, float)) and not isinstance(margin, bool) and margin > 0
+    if test in (EQUIVALENCE, MATCH) and not positive:
+        raise ConfigError(f"{at}: expect '{expect}' needs a positive 'margin', got {margin!r}")
+    if test == NONINFERIORITY and not positive:
+        raise ConfigError(f"{at}: test 'noninferiority' needs a positive 'margin' (the largest loss tolerated, in "
+                          f"the metric's unit), got {margin!r}")
+    if margin is not None and not positive:
+        raise ConfigError(f"{at}: a margin for expect '{expect}' (the least difference claimed) must be > 0, "
+                          f"got {margin!r}")
+    return float(margin) if margin is not None else None
+
+
+def _read_claim_regime(raw: dict[str, Any], at: str, regime: dict[str, RegimeCondition]) -> tuple[str, ...]:
+    """A claim's ``regime``: a list of the recipe's condition names."""
+    names = raw.get("regime") or []
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"{at}: 'regime' must be a list of condition names from the recipe's 'regime', "
+                          f"got {names!r}")
+    for name in names:
+        if name not in regime:
+            raise ConfigError(f"{at}: " + unknown_name_message("regime condition", name, regime)
+                              + "; define it under the recipe's 'regime'")
+    return tuple(names)
+
+
+def _read_claim(
+    raw: Any, at: str, variants: dict[str, Any], families: dict[str, Any],
+    regime: dict[str, RegimeCondition] | None = None,
+) -> Claim:
+    """One claim, validated: its expectation and test, metric, variant names, ``minus``, margin and regime."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{at} must be a mapping")
+    for key in raw:
+        if key not in CLAIM_KEYS:
+            raise ConfigError(f"{at}: " + unknown_name_message("claim key", str(key), CLAIM_KEYS))
+    expect, test = _read_test(raw, at)
     metric = _require(raw, "metric", str, at)
     if metric not in METRICS:
         raise ConfigError(f"{at}: " + unknown_name_message("metric", metric, METRICS))
@@ -295,15 +462,99 @@ def _read_claim(raw: Any, at: str, variants: dict[str, Any], families: dict[str,
         raise ConfigError(f"{at}: expect '{expect}' compares two variants; add 'against: <variant>'")
     if minus is not None and expect not in ("higher", "lower"):
         raise ConfigError(f"{at}: 'minus' needs expect 'higher' or 'lower', got '{expect}'")
-    margin = raw.get("margin")
-    positive = isinstance(margin, (int, float)) and margin > 0
-    if expect in ("equal", "match") and not positive:
-        raise ConfigError(f"{at}: expect '{expect}' needs a positive 'margin', got {margin!r}")
-    if expect in ("higher", "lower") and margin is not None and not positive:
-        raise ConfigError(f"{at}: a margin for expect '{expect}' (the least difference claimed) must be > 0, "
-                          f"got {margin!r}")
-    return Claim(_require(raw, "text", str, at), metric, variant, against, expect,
-                 float(margin) if margin is not None else None, tuple(minus) if minus else None)
+    margin = _read_margin(raw, at, expect, test)
+    return Claim(_require(raw, "text", str, at), metric, variant, against, expect, margin,
+                 tuple(minus) if minus else None, test, _read_claim_regime(raw, at, regime or {}))
+
+
+CLAIM_KEYS = ("text", "metric", "variant", "against", "expect", "test", "margin", "minus", "regime")
+REGIME_KEYS = ("text", "arms", "metric", "min", "max")
+UNTESTABLE_KEYS = ("text", "reason", "mde", "paper_effect", "seeds_needed")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _read_condition(
+    name: str, raw: Any, at: str, variants: dict[str, Any], families: dict[str, Any]
+) -> RegimeCondition:
+    """One regime condition ``{text, arms: [names] | claim, metric, min | max}``, validated."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{at} must be a mapping {{text, arms, metric, min | max}}, got {type(raw).__name__}")
+    for key in raw:
+        if key not in REGIME_KEYS:
+            raise ConfigError(f"{at}: " + unknown_name_message("regime key", str(key), REGIME_KEYS))
+    text = _require(raw, "text", str, at)
+    metric = _require(raw, "metric", str, at)
+    if metric not in METRICS:
+        raise ConfigError(f"{at}: " + unknown_name_message("metric", metric, METRICS))
+    arms = raw.get("arms")
+    if arms != CLAIM_ARMS and not (isinstance(arms, list) and arms and all(isinstance(a, str) for a in arms)):
+        raise ConfigError(f"{at}: 'arms' must be a list of variant names or '{CLAIM_ARMS}' (the claim's arms), "
+                          f"got {arms!r}")
+    known = set(variants) | {arm_name(f, v) for f in families for v in variants}
+    for arm in arms if isinstance(arms, list) else []:
+        if arm not in known:
+            raise ConfigError(f"{at}: " + unknown_name_message("variant", arm, known))
+    bounds = [b for b in ("min", "max") if b in raw]
+    if len(bounds) != 1 or not _is_number(raw[bounds[0]]):
+        given = ", ".join(f"{b}: {raw[b]!r}" for b in bounds) or "neither"
+        raise ConfigError(f"{at}: give exactly one of 'min' or 'max' (a number), got {given}")
+    return RegimeCondition(name, text, None if arms == CLAIM_ARMS else tuple(arms), metric, bounds[0],
+                           float(raw[bounds[0]]))
+
+
+def _read_regime(
+    data: dict[str, Any], where: str, variants: dict[str, Any], families: dict[str, Any]
+) -> dict[str, RegimeCondition]:
+    """The recipe's named regime conditions (``{}`` without any)."""
+    raw = data.get("regime") or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: 'regime' must map each condition's name to {{text, arms, metric, min | max}}, "
+                          f"got {type(raw).__name__}")
+    return {str(name): _read_condition(str(name), cond, f"{where} regime '{name}'", variants, families)
+            for name, cond in raw.items()}
+
+
+def _read_untestable(data: dict[str, Any], where: str, claims: list[Claim]) -> list[Untestable]:
+    """The claims declared untestable before the run, each ``{text, reason, mde, paper_effect, seeds_needed}``."""
+    raw = data.get("untestable") or []
+    if not isinstance(raw, list):
+        raise ConfigError(f"{where}: 'untestable' must be a list of {{text, reason, mde, paper_effect, "
+                          f"seeds_needed}}, got {type(raw).__name__}")
+    out = []
+    for i, item in enumerate(raw):
+        at = f"{where} untestable {i + 1}"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{at} must be a mapping {{text, reason, mde, paper_effect, seeds_needed}}")
+        for key in UNTESTABLE_KEYS:
+            if key not in item:
+                raise ConfigError(f"{at}: missing key '{key}'; an untestable claim states "
+                                  "text, reason, mde, paper_effect and seeds_needed")
+        for key in item:
+            if key not in UNTESTABLE_KEYS:
+                raise ConfigError(f"{at}: " + unknown_name_message("untestable key", str(key), UNTESTABLE_KEYS))
+        if not all(_is_number(item[k]) for k in ("mde", "paper_effect")) or not item["mde"] > 0:
+            raise ConfigError(f"{at}: 'mde' must be a number > 0 and 'paper_effect' a number, got "
+                              f"{item['mde']!r} and {item['paper_effect']!r}")
+        seeds = item["seeds_needed"]
+        if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 2:
+            raise ConfigError(f"{at}: 'seeds_needed' must be an integer >= 2, got {seeds!r}")
+        if any(c.text == item["text"] for c in claims):
+            raise ConfigError(f"{at}: '{item['text']}' is also a claim that runs; remove it from 'claims' or "
+                              "from 'untestable'")
+        out.append(Untestable(str(item["text"]), str(item["reason"]), float(item["mde"]),
+                              float(item["paper_effect"]), seeds))
+    return out
+
+
+def _read_alpha(data: dict[str, Any], where: str) -> float:
+    """The recipe's level α, 0 < α < ½ (default 0.05)."""
+    alpha = data.get("alpha", DEFAULT_ALPHA)
+    if not _is_number(alpha) or not 0.0 < alpha < 0.5:
+        raise ConfigError(f"{where}: 'alpha' must be a number in (0, 0.5), got {alpha!r}; e.g. alpha: 0.05")
+    return float(alpha)
 
 
 def _read_pretrain(data: dict[str, Any], kind: str, variants: dict[str, dict[str, Any]], where: str) -> dict[str, Any]:
@@ -332,8 +583,10 @@ def recipe_from_dict(data: dict[str, Any], where: str = "recipe") -> Recipe:
         raise ConfigError(f"{where}: " + unknown_name_message("recipe kind", kind, KINDS))
     variants, families = _read_variants(data, kind, where)
     metrics = _read_metrics(data, where)
-    claims = [_read_claim(raw, f"{where} claim {i + 1}", variants, families)
+    regime = _read_regime(data, where, variants, families)
+    claims = [_read_claim(raw, f"{where} claim {i + 1}", variants, families, regime)
               for i, raw in enumerate(data.get("claims") or [])]
+    untestable = _read_untestable(data, where, claims)
     pretrain = _read_pretrain(data, kind, variants, where)
     seeds = data.get("seeds", 3)
     if not isinstance(seeds, int) or seeds < 1:
@@ -356,6 +609,9 @@ def recipe_from_dict(data: dict[str, Any], where: str = "recipe") -> Recipe:
         figure=dict(data.get("figure") or {}),
         families=families,
         pretrain=dict(pretrain),
+        alpha=_read_alpha(data, where),
+        regime=regime,
+        untestable=untestable,
     )
 
 

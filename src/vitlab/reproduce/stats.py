@@ -23,8 +23,8 @@ The distributions come from :mod:`scipy.stats` (Student's t, the noncentral t); 
 * **Seeds needed** for an interval half-width ≤ h at spread σ: the smallest n ≥ 2 with
   t_{0.975, n−1} · σ/√n ≤ h.
 
-Verdicts on the 95% interval (what :mod:`vitlab.reproduce.report` writes for each claim today,
-:func:`direction_verdict` and :func:`equivalence_verdict`):
+Verdicts read off the 95% interval (:func:`direction_verdict` and :func:`equivalence_verdict`; the report used
+them before issue 29 and now uses :func:`test_claim` and :func:`apply_holm` below):
 
 * a direction claim ("B beats A", expected sign s = ±1 of the difference B − A): **held** when the
   difference's interval excludes 0 on the expected side, **reversed** when it excludes 0 on the other
@@ -55,6 +55,9 @@ the differences, the same test as ``scipy.stats.ttest_rel``):
   non-inferiority; |δ| = m with a spread large against m for equivalence) can err either way, up to α each.
 * **Exact interval for P(A > B)** (Clopper & Pearson 1934, Biometrika 26:404) over the paired seeds, where
   the bootstrap collapses to a point at small n (5 wins of 5: [0.478, 1] at 95%, not [1, 1]).
+* **Unpaired fallback** (``paired=False``, for arms that share fewer than two seeds because runs failed): the
+  same three tests with Welch's t-test of mean(a) − mean(b) in place of the paired one (``scipy.stats.ttest_ind``
+  with ``equal_var=False``, the null moved by shifting a), and Welch's interval.
 """
 
 from __future__ import annotations
@@ -335,24 +338,63 @@ def paired_t_pvalue(
     return float(sps.ttest_1samp(d, null, alternative=alternative).pvalue)
 
 
+def welch_t_pvalue(
+    a: Sequence[float], b: Sequence[float], null: float = 0.0, alternative: str = "two-sided"
+) -> float:
+    """p-value of Welch's t-test of δ = mean(a) − mean(b) against ``null``, for samples not paired by seed.
+
+    t = (ā − b̄ − null) / √(s_a²/n_a + s_b²/n_b) with Welch–Satterthwaite degrees of freedom: equal to
+    ``scipy.stats.ttest_ind(a − null, b, equal_var=False, alternative=alternative)``. Degenerate inputs as in
+    :func:`paired_t_pvalue`: fewer than two values on a side gives p = 1; both sides constant, p = 0 when
+    ā − b̄ lies strictly on the alternative's side of ``null``, else 1.
+
+    Args:
+        a, b: (n_a,) and (n_b,) finite values of the two variants, any lengths.
+    """
+    if alternative not in ALTERNATIVES:
+        raise ValueError(f"alternative must be one of {ALTERNATIVES}, got {alternative!r}")
+    x, y = np.asarray(a, dtype=np.float64) - null, np.asarray(b, dtype=np.float64)
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        raise ValueError("a Welch test needs finite values")
+    if x.size < 2 or y.size < 2:
+        return 1.0
+    if np.ptp(x) == 0.0 and np.ptp(y) == 0.0:
+        c = float(x[0] - y[0])
+        on_side = {"two-sided": c != 0.0, "greater": c > 0.0, "less": c < 0.0}[alternative]
+        return 0.0 if on_side else 1.0
+    return float(sps.ttest_ind(x, y, equal_var=False, alternative=alternative).pvalue)
+
+
+def _pvalue_fn(paired: bool):  # noqa: ANN202 - one of the two p-value functions above
+    return paired_t_pvalue if paired else welch_t_pvalue
+
+
+def _mean_difference(a: Sequence[float], b: Sequence[float], paired: bool) -> float:
+    """d̄ of the aligned pairs (``paired``), else mean(a) − mean(b)."""
+    if paired:
+        return float(np.mean(_differences(a, b)))
+    return float(np.mean(np.asarray(a, dtype=np.float64)) - np.mean(np.asarray(b, dtype=np.float64)))
+
+
 def direction_pvalues(
-    a: Sequence[float], b: Sequence[float], expected_sign: int, margin: float = 0.0
+    a: Sequence[float], b: Sequence[float], expected_sign: int, margin: float = 0.0, paired: bool = True
 ) -> tuple[float, float]:
     """(p_held, p_reversed) of a direction claim sign(δ − s·m) = s, δ = mean(a − b), s = ``expected_sign``.
 
     p = the two-sided paired t p-value of δ = s·m (m = ``margin`` ≥ 0, the least difference claimed; 0 for
     "B beats A"). It counts for the side of the observed sign of d̄ − s·m: p_held = p when that sign is s,
-    p_reversed = p when it is −s; the other is 1 (both 1 when d̄ = s·m exactly).
+    p_reversed = p when it is −s; the other is 1 (both 1 when d̄ = s·m exactly). ``paired=False``: Welch's
+    test (:func:`welch_t_pvalue`) and ā − b̄ instead.
     """
     _check_sign_margin(expected_sign, margin, positive=False)
     null = expected_sign * margin
-    p = paired_t_pvalue(a, b, null, "two-sided")
-    observed = np.sign(float(np.mean(_differences(a, b))) - null)
+    p = _pvalue_fn(paired)(a, b, null, "two-sided")
+    observed = np.sign(_mean_difference(a, b, paired) - null)
     return (p if observed == expected_sign else 1.0), (p if observed == -expected_sign else 1.0)
 
 
 def noninferiority_pvalues(
-    a: Sequence[float], b: Sequence[float], expected_sign: int, margin: float
+    a: Sequence[float], b: Sequence[float], expected_sign: int, margin: float, paired: bool = True
 ) -> tuple[float, float]:
     """(p_held, p_reversed) of the claim "a is not worse than b by ``margin`` or more" (s = ``expected_sign``).
 
@@ -362,23 +404,29 @@ def noninferiority_pvalues(
     * p_reversed ("inferior by more than the margin"): H0: s·δ ≥ −m against H1: s·δ < −m.
 
     p_held < α ⇔ the one-sided 1 − α bound (the near end of the two-sided 1 − 2α interval) clears −s·m.
+    ``paired=False``: Welch's test (:func:`welch_t_pvalue`).
     """
     _check_sign_margin(expected_sign, margin, positive=True)
     good, bad = ("greater", "less") if expected_sign > 0 else ("less", "greater")
     null = -expected_sign * margin
-    return paired_t_pvalue(a, b, null, good), paired_t_pvalue(a, b, null, bad)
+    pvalue = _pvalue_fn(paired)
+    return pvalue(a, b, null, good), pvalue(a, b, null, bad)
 
 
-def equivalence_pvalues(a: Sequence[float], b: Sequence[float], margin: float) -> tuple[float, float]:
+def equivalence_pvalues(
+    a: Sequence[float], b: Sequence[float], margin: float, paired: bool = True
+) -> tuple[float, float]:
     """(p_held, p_reversed) of the claim |δ| < m (δ = mean(a − b), m = ``margin`` > 0), by TOST.
 
     TOST (Schuirmann 1987): p_held = max(p(H1: δ > −m), p(H1: δ < m)), the two one-sided paired t-tests;
     p_held < α ⇔ the two-sided 1 − 2α interval lies inside (−m, m). p_reversed = min(p(H1: δ > m),
-    p(H1: δ < −m)): < α ⇔ the 1 − 2α interval lies entirely above m or entirely below −m.
+    p(H1: δ < −m)): < α ⇔ the 1 − 2α interval lies entirely above m or entirely below −m. ``paired=False``:
+    Welch's test (:func:`welch_t_pvalue`).
     """
     _check_sign_margin(1, margin, positive=True)
-    p_held = max(paired_t_pvalue(a, b, -margin, "greater"), paired_t_pvalue(a, b, margin, "less"))
-    p_reversed = min(paired_t_pvalue(a, b, margin, "greater"), paired_t_pvalue(a, b, -margin, "less"))
+    pvalue = _pvalue_fn(paired)
+    p_held = max(pvalue(a, b, -margin, "greater"), pvalue(a, b, margin, "less"))
+    p_reversed = min(pvalue(a, b, margin, "greater"), pvalue(a, b, -margin, "less"))
     return p_held, p_reversed
 
 
@@ -436,17 +484,20 @@ def test_claim(
     expected_sign: int = 1,
     margin: float = 0.0,
     alpha: float = 0.05,
+    paired: bool = True,
 ) -> ClaimTest:
     """Test one claim on paired per-seed values, d_i = a_i − b_i (see the module docstring for the rules).
 
     Args:
-        a, b: (n,) values of the two variants, ``a[i]`` and ``b[i]`` from the same seed; finite, n ≥ 1.
+        a, b: (n,) values of the two variants, ``a[i]`` and ``b[i]`` from the same seed; finite, n ≥ 1. With
+            ``paired=False`` (arms that share fewer than two seeds), any lengths: Welch's test and interval.
         kind: ``direction`` (:func:`direction_pvalues`; ``margin`` ≥ 0 is the least difference claimed),
             ``non-inferiority`` (:func:`noninferiority_pvalues`) or ``equivalence``
             (:func:`equivalence_pvalues`; ``expected_sign`` is checked but does not enter).
         expected_sign: s = ±1, the expected (direction) or the good (non-inferiority) sign of a − b.
         margin: m, in the metric's unit; > 0 for non-inferiority and equivalence.
         alpha: the level of each test, 0 < α < ½.
+        paired: the paired t-test (default) or, ``False``, Welch's (:func:`welch_t_pvalue`, :func:`welch_interval`).
 
     n = 1 gives p = 1, NaN interval ends and "not resolved"; zero spread is defined in :func:`paired_t_pvalue`.
     """
@@ -455,16 +506,16 @@ def test_claim(
     if not 0.0 < alpha < 0.5:
         raise ValueError(f"alpha must be in (0, 0.5), got {alpha}")
     if kind == DIRECTION:
-        p_held, p_reversed = direction_pvalues(a, b, expected_sign, margin)
+        p_held, p_reversed = direction_pvalues(a, b, expected_sign, margin, paired)
         level = 1.0 - alpha
     elif kind == NONINFERIORITY:
-        p_held, p_reversed = noninferiority_pvalues(a, b, expected_sign, margin)
+        p_held, p_reversed = noninferiority_pvalues(a, b, expected_sign, margin, paired)
         level = 1.0 - 2.0 * alpha
     else:
         _check_sign_margin(expected_sign, margin, positive=True)
-        p_held, p_reversed = equivalence_pvalues(a, b, margin)
+        p_held, p_reversed = equivalence_pvalues(a, b, margin, paired)
         level = 1.0 - 2.0 * alpha
-    interval = paired_interval(a, b, level)
+    interval = paired_interval(a, b, level) if paired else welch_interval(a, b, level)
     verdict = _verdict(min(p_held, p_reversed), p_held, p_reversed, alpha)
     return ClaimTest(kind, expected_sign, float(margin), alpha, interval.mean, interval, level, p_held, p_reversed,
                      verdict, verdict)
