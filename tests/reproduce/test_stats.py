@@ -1,18 +1,17 @@
-"""vitlab.reproduce.stats: t quantiles, intervals (mean, paired, Welch), P(A > B), power, seeds, verdict rules.
+"""vitlab.reproduce.stats: t quantiles, intervals (mean, paired, Welch), power, seeds, claim tests, Holm, P(A > B).
 
 References: published two-sided 95% t table values (e.g. Abramowitz & Stegun Table 26.10), the closed forms of
 the t distribution for 1 and 2 degrees of freedom, hand-computed intervals, ``scipy.stats.ttest_rel`` (its own
-confidence interval) for the paired interval, a plain Python bootstrap loop and the bootstrap's closed-form
-moments for P(A > B), a Monte-Carlo simulation of paired t-tests and the large-n normal formula for the minimum
-detectable effect, and a direct search for the seeds needed.
+confidence interval) for the paired interval, a Monte-Carlo simulation of paired t-tests and the large-n normal
+formula for the minimum detectable effect, and a direct search for the seeds needed.
 
 The claim tests (paired t p-values, TOST, non-inferiority, Holm, the exact P(A > B) interval) are checked against
 ``scipy.stats.ttest_rel`` (two-sided and ``alternative=``) and ``scipy.stats.ttest_1samp`` on shifted differences,
 p-values computed by hand from the closed form of the t distribution with 2 degrees of freedom, the interval rules
-(the 1 − α or 1 − 2α interval against the margin), hand-computed Holm adjustments, Holm's sequential rule written as
-a loop, ``statsmodels``' Holm where it is installed, the beta-quantile formula of Clopper & Pearson (1934) and an
-enumeration of the binomial distribution for the interval's coverage. The unpaired fallback is checked against
-``scipy.stats.ttest_ind(equal_var=False)`` and Welch's interval.
+(the 1 − α or 1 − 2α interval against the margin, by hand and as a property), hand-computed Holm adjustments,
+Holm's sequential rule written as a loop, ``statsmodels``' Holm where it is installed, the beta-quantile formula of
+Clopper & Pearson (1934) and an enumeration of the binomial distribution for the interval's coverage. The unpaired
+fallback is checked against ``scipy.stats.ttest_ind(equal_var=False)`` and Welch's interval.
 """
 
 from __future__ import annotations
@@ -33,13 +32,10 @@ from vitlab.reproduce.stats import (
     NOT_RESOLVED,
     REVERSED,
     ClaimTest,
-    Interval,
     apply_holm,
     clopper_pearson,
     direction_pvalues,
-    direction_verdict,
     equivalence_pvalues,
-    equivalence_verdict,
     holm,
     mean_interval,
     minimum_detectable_effect,
@@ -47,7 +43,6 @@ from vitlab.reproduce.stats import (
     paired_interval,
     paired_t_power,
     paired_t_pvalue,
-    prob_greater,
     prob_greater_exact,
     seeds_for_half_width,
     t_cdf,
@@ -105,7 +100,8 @@ def test_mean_interval_by_hand() -> None:
 def test_one_seed_has_no_interval_and_is_not_resolved() -> None:
     got = mean_interval([0.5])
     assert got.mean == 0.5 and math.isnan(got.low) and math.isnan(got.high)
-    assert direction_verdict(welch_interval([1.0], [0.0]), +1) == NOT_RESOLVED
+    assert math.isnan(welch_interval([1.0], [0.0]).low)
+    assert claim_test([1.0], [0.0], DIRECTION, +1, paired=False).verdict == NOT_RESOLVED
 
 
 def test_welch_interval_by_hand() -> None:
@@ -128,50 +124,59 @@ def test_welch_with_equal_variances_and_sizes_has_pooled_df() -> None:
 def test_welch_with_constant_samples_is_a_point() -> None:
     got = welch_interval([1.0, 1.0, 1.0], [0.5, 0.5])
     assert got.low == got.high == pytest.approx(0.5)
-    assert direction_verdict(got, +1) == HELD
-    assert direction_verdict(got, -1) == REVERSED
+    assert claim_test([1.0, 1.0, 1.0], [0.5, 0.5], DIRECTION, +1, paired=False).verdict == HELD
+    assert claim_test([1.0, 1.0, 1.0], [0.5, 0.5], DIRECTION, -1, paired=False).verdict == REVERSED
 
 
-def _iv(low: float, high: float) -> Interval:
-    return Interval(0.5 * (low + high), low, high, 3, 2.0)
-
-
-@pytest.mark.parametrize(
-    "low,high,sign,expected",
-    [
-        (0.5, 2.0, +1, HELD),
-        (0.5, 2.0, -1, REVERSED),
-        (-2.0, -0.5, -1, HELD),
-        (-2.0, -0.5, +1, REVERSED),
-        (-0.5, 2.0, +1, NOT_RESOLVED),
-        (-0.5, 2.0, -1, NOT_RESOLVED),
-        (0.0, 2.0, +1, NOT_RESOLVED),  # touching 0 is not excluding it
-    ],
-)
-def test_direction_verdicts(low: float, high: float, sign: int, expected: str) -> None:
-    assert direction_verdict(_iv(low, high), sign) == expected
+def _with_interval(low: float, high: float, level: float) -> tuple[list[float], list[float]]:
+    """Three seeds whose paired two-sided ``level`` interval is [low, high]: d = c − k, c, c + k (s_d = k), with
+    c the midpoint and k = half-width · √3 / t_{(1+level)/2, 2}; b = 0."""
+    c, k = 0.5 * (low + high), 0.5 * (high - low) * math.sqrt(3.0) / t_quantile(0.5 + level / 2.0, 2)
+    return [c - k, c, c + k], [0.0, 0.0, 0.0]
 
 
 @pytest.mark.parametrize(
-    "low,high,expected",
+    "kind,sign,margin,low,high,expected",
     [
-        (-0.4, 0.7, HELD),
-        (-1.0, 1.0, HELD),  # the margin's ends are inside
-        (-0.4, 1.3, NOT_RESOLVED),
-        (-3.0, 3.0, NOT_RESOLVED),
-        (1.2, 2.0, REVERSED),
-        (-5.0, -1.01, REVERSED),
+        (DIRECTION, +1, 0.0, 0.5, 2.0, HELD),
+        (DIRECTION, -1, 0.0, 0.5, 2.0, REVERSED),
+        (DIRECTION, -1, 0.0, -2.0, -0.5, HELD),
+        (DIRECTION, +1, 0.0, -2.0, -0.5, REVERSED),
+        (DIRECTION, +1, 0.0, -0.5, 2.0, NOT_RESOLVED),
+        (DIRECTION, -1, 0.0, -0.5, 2.0, NOT_RESOLVED),
+        (DIRECTION, +1, 1.0, 1.2, 3.0, HELD),  # "higher by at least 1": the interval clears 1
+        (DIRECTION, +1, 1.0, 0.5, 2.0, NOT_RESOLVED),
+        (DIRECTION, +1, 1.0, -1.0, 0.8, REVERSED),
+        (NONINFERIORITY, +1, 1.0, -0.5, 2.0, HELD),  # the near end clears −m
+        (NONINFERIORITY, +1, 1.0, -1.5, 2.0, NOT_RESOLVED),
+        (NONINFERIORITY, +1, 1.0, -3.0, -1.2, REVERSED),
+        (NONINFERIORITY, -1, 1.0, -2.0, 0.5, HELD),  # lower is better: the near end is the upper one
+        (NONINFERIORITY, -1, 1.0, 1.2, 3.0, REVERSED),
+        (EQUIVALENCE, +1, 1.0, -0.4, 0.7, HELD),
+        (EQUIVALENCE, +1, 1.0, -0.4, 1.3, NOT_RESOLVED),
+        (EQUIVALENCE, +1, 1.0, -3.0, 3.0, NOT_RESOLVED),
+        (EQUIVALENCE, +1, 1.0, 1.2, 2.0, REVERSED),
+        (EQUIVALENCE, +1, 1.0, -5.0, -1.01, REVERSED),
     ],
 )
-def test_equivalence_verdicts_with_a_margin_of_one(low: float, high: float, expected: str) -> None:
-    assert equivalence_verdict(_iv(low, high), 1.0) == expected
+def test_claim_verdicts_read_off_the_interval(kind: str, sign: int, margin: float, low: float, high: float,
+                                               expected: str) -> None:
+    # reference: the interval rules of the module docstring, on data built to have the given interval (95 % for
+    # a direction claim, 90 % for non-inferiority and equivalence at α = 0.05)
+    level = 0.95 if kind == DIRECTION else 0.90
+    a, b = _with_interval(low, high, level)
+    got = claim_test(a, b, kind, sign, margin, alpha=0.05)
+    assert (got.interval.low, got.interval.high) == (pytest.approx(low, abs=1e-9), pytest.approx(high, abs=1e-9))
+    assert got.level == pytest.approx(level) and got.verdict == expected
 
 
-def test_bad_verdict_arguments_raise_config_errors() -> None:
-    with pytest.raises(ConfigError, match="expected_sign"):
-        direction_verdict(_iv(0.0, 1.0), 0)
-    with pytest.raises(ConfigError, match="margin"):
-        equivalence_verdict(_iv(0.0, 1.0), 0.0)
+def test_an_interval_end_touching_the_null_is_not_resolved() -> None:
+    # p = α exactly puts the 1 − α interval's end on 0: touching 0 is not excluding it (p < α is needed)
+    a, b = [1.0, 2.0, 3.0], [0.0, 0.0, 0.0]
+    p = claim_test(a, b, DIRECTION).p
+    on_edge = claim_test(a, b, DIRECTION, alpha=p)
+    assert on_edge.interval.low == pytest.approx(0.0, abs=1e-9) and on_edge.verdict == NOT_RESOLVED
+    assert claim_test(a, b, DIRECTION, alpha=p * (1 + 1e-9)).verdict == HELD
 
 
 # ------------------------------------------------------------------------------------------ paired interval
@@ -191,61 +196,21 @@ def test_paired_interval_matches_scipy_ttest_rel() -> None:
 
 def test_pairing_removes_the_shared_seed_effect_that_welch_keeps() -> None:
     # a seed effect shared by both variants (+-2) with a constant +0.5 difference: the paired interval is a
-    # point at 0.5, Welch's is wide and contains 0
+    # point at 0.5, Welch's is wide and contains 0; the claim "a is higher" holds paired, not unpaired
     seed_effect = [-2.0, 0.0, 2.0, 1.0]
     a = [95.5 + s for s in seed_effect]
     b = [95.0 + s for s in seed_effect]
     paired = paired_interval(a, b)
     assert paired.low == pytest.approx(0.5) and paired.high == pytest.approx(0.5)
-    assert direction_verdict(paired, +1) == HELD
-    assert direction_verdict(welch_interval(a, b), +1) == NOT_RESOLVED
+    welch = welch_interval(a, b)
+    assert welch.low < 0.0 < welch.high
+    assert claim_test(a, b, DIRECTION, +1).verdict == HELD
+    assert claim_test(a, b, DIRECTION, +1, paired=False).verdict == NOT_RESOLVED
 
 
 def test_paired_interval_needs_aligned_samples() -> None:
     with pytest.raises(ValueError, match="per seed"):
         paired_interval([1.0, 2.0], [1.0])
-
-
-# ------------------------------------------------------------------------------------------ P(A > B)
-def _bootstrap_loop(a: list[float], b: list[float], resamples: int, seed: int) -> list[float]:
-    """The bootstrap written out: for each resample draw n pair indices, count wins (ties ½) in plain Python."""
-    rng = np.random.default_rng(seed)
-    n = len(a)
-    out = []
-    for _ in range(resamples):
-        idx = rng.integers(0, n, size=n)
-        out.append(sum(1.0 if a[i] > b[i] else 0.5 if a[i] == b[i] else 0.0 for i in idx) / n)
-    return out
-
-
-def test_prob_greater_matches_a_plain_bootstrap_loop() -> None:
-    a = [97.1, 96.8, 97.5, 96.9, 97.0]
-    b = [96.9, 96.9, 97.0, 96.5, 97.0]  # wins: 1, 0, 1, 1, tie -> 3.5 / 5
-    got = prob_greater(a, b, resamples=2000, seed=7)
-    boot = _bootstrap_loop(a, b, 2000, 7)
-    assert got.p == pytest.approx(0.7)
-    assert got.low == pytest.approx(float(np.quantile(boot, 0.025)))
-    assert got.high == pytest.approx(float(np.quantile(boot, 0.975)))
-    assert got.n == 5 and got.resamples == 2000
-    assert prob_greater(a, b, resamples=2000, seed=7) == got  # seeded: the same numbers again
-
-
-def test_prob_greater_bootstrap_has_the_closed_form_moments() -> None:
-    # the resampled share is the mean of n draws from the empirical win distribution: its mean is p̂ and its
-    # variance σ̂²/n with σ̂² the (1/n) variance of the wins
-    rng = np.random.default_rng(1)
-    a, b = list(rng.normal(0, 1, 8)), list(rng.normal(0.3, 1, 8))
-    w = np.array([1.0 if x > y else 0.0 for x, y in zip(a, b)])
-    boot = np.array(_bootstrap_loop(a, b, 20000, 3))
-    assert prob_greater(a, b).p == pytest.approx(w.mean())
-    assert boot.mean() == pytest.approx(w.mean(), abs=0.01)
-    assert boot.var() == pytest.approx(w.var() / 8, rel=0.05)
-
-
-def test_prob_greater_all_wins_is_one_with_a_point_interval() -> None:
-    got = prob_greater([2.0, 3.0, 4.0], [1.0, 1.0, 1.0])
-    assert (got.p, got.low, got.high) == (1.0, 1.0, 1.0)
-    assert prob_greater([1.0, 1.0], [1.0, 1.0]).p == 0.5  # all ties
 
 
 # ------------------------------------------------------------------------------------------ power, seeds
@@ -421,12 +386,15 @@ def test_tost_pvalue_is_the_larger_one_sided_test_and_reads_the_90_percent_inter
 
 
 def test_equivalence_verdicts_by_hand_and_the_audit_case() -> None:
-    # d = [−1, 0, 1], m = 2: each one-sided t = 2√3, TOST p = 0.03709 (t(2) closed form): held; the old rule on
-    # the 95 % interval (half-width 4.3027/√3 = 2.48 > 2) calls it not resolved
+    # d = [−1, 0, 1], m = 2: each one-sided t = 2√3, TOST p = 0.03709 (t(2) closed form): held. TOST reads the
+    # 90 % interval (half-width 2.9200/√3 = 1.69, inside ±2); the 95 % one (4.3027/√3 = 2.48), which the audit's
+    # old rule read, is not inside ±2
     a, b = [-1.0, 0.0, 1.0], [0.0, 0.0, 0.0]
     got = claim_test(a, b, EQUIVALENCE, margin=2.0)
     assert got.p_held == pytest.approx(_t2_sf(2.0 * math.sqrt(3.0))) and got.verdict == HELD
-    assert equivalence_verdict(paired_interval(a, b), 2.0) == NOT_RESOLVED
+    assert got.interval.high == pytest.approx(2.9200 / math.sqrt(3.0), abs=1e-4)
+    wide = paired_interval(a, b).high
+    assert wide == pytest.approx(T_TABLE[2] / math.sqrt(3.0), abs=1e-4) and wide > 2.0
     # m = 1: TOST p = P(T > √3) = 0.113: not resolved
     assert claim_test(a, b, EQUIVALENCE, margin=1.0).p_held == pytest.approx(_t2_sf(math.sqrt(3.0)))
     # d = [4, 5, 6], m = 1: the test of δ > 1 has t = 4√3, p = 0.0101: reversed
@@ -612,14 +580,12 @@ def test_clopper_pearson_covers_at_least_the_level() -> None:
 
 
 def test_prob_greater_exact_five_of_five_is_the_audit_example() -> None:
-    # the audit: 5 wins of 5 -> [0.478, 1] exactly, where the bootstrap prints [1, 1]
+    # the audit: 5 wins of 5 -> [0.478, 1] exactly, where the bootstrap the report used before printed [1, 1]
     a, b = [2.0, 3.0, 4.0, 5.0, 6.0], [1.0, 1.0, 1.0, 1.0, 1.0]
     got = prob_greater_exact(a, b)
     assert (got.p, got.n, got.wins, got.ties) == (1.0, 5, 5, 0)
     assert got.low == pytest.approx(0.025 ** (1 / 5), abs=1e-12)  # k = n: the lower bound is (α/2)^(1/n)
     assert got.low == pytest.approx(0.478, abs=5e-4) and got.high == 1.0
-    boot = prob_greater(a, b)
-    assert (boot.low, boot.high) == (1.0, 1.0)
 
 
 def test_prob_greater_exact_counts_ties_half_with_the_wider_integer_bounds() -> None:

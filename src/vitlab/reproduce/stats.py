@@ -1,6 +1,7 @@
-"""Small-sample statistics for the reproduction report: t intervals (paired and Welch), P(A > B), power, verdicts.
+"""Small-sample statistics for the reproduction report: t intervals, claim tests, Holm, exact P(A > B), power.
 
-The distributions come from :mod:`scipy.stats` (Student's t, the noncentral t); nothing is hand-rolled.
+The distributions come from :mod:`scipy.stats` (Student's t, the noncentral t, the binomial); nothing is
+hand-rolled.
 
 * Mean and 95% interval over n seeds (Student 1908): x̄ ± t_{0.975, n−1} · s / √n, with the unbiased
   sample standard deviation s.
@@ -12,10 +13,6 @@ The distributions come from :mod:`scipy.stats` (Student's t, the noncentral t); 
 * Difference of two means with unequal variances, for samples that are not paired (Welch 1947): se =
   √(s_a²/n_a + s_b²/n_b), Welch–Satterthwaite degrees of freedom
   ν = se⁴ / ((s_a²/n_a)²/(n_a−1) + (s_b²/n_b)²/(n_b−1)), interval d ± t_{0.975, ν} · se.
-* **P(A > B)** (Bouthillier et al. 2021, Sec. 4): the share of paired seeds on which A beats B,
-  p̂ = (1/n) Σ [a_i > b_i] (a tie counts ½), with a percentile-bootstrap interval over resampled pairs
-  (seeded, so the report is reproducible). Their rule: A is significantly better when the interval's lower
-  bound exceeds 0.5, and meaningfully better when its upper bound exceeds γ = 0.75.
 * **Minimum detectable effect** of a paired t-test with n seeds and per-seed difference spread σ: the
   smallest true mean difference δ that a two-sided level-α test detects with the given power, solved exactly
   from the noncentral t distribution, power(δ) = P(|T'| > t_{1−α/2, n−1}), T' ~ t'(n−1, δ√n/σ).
@@ -23,19 +20,9 @@ The distributions come from :mod:`scipy.stats` (Student's t, the noncentral t); 
 * **Seeds needed** for an interval half-width ≤ h at spread σ: the smallest n ≥ 2 with
   t_{0.975, n−1} · σ/√n ≤ h.
 
-Verdicts read off the 95% interval (:func:`direction_verdict` and :func:`equivalence_verdict`; the report used
-them before issue 29 and now uses :func:`test_claim` and :func:`apply_holm` below):
-
-* a direction claim ("B beats A", expected sign s = ±1 of the difference B − A): **held** when the
-  difference's interval excludes 0 on the expected side, **reversed** when it excludes 0 on the other
-  side, **not resolved** when it contains 0.
-* an equivalence claim ("about equal", within a stated margin m): **held** when the whole interval lies
-  in [−m, m]; **reversed** (the two differ by more than the margin) when the whole interval lies
-  outside it; **not resolved** otherwise.
-
-Claim tests with p-values and multiplicity control (:func:`test_claim`, :func:`apply_holm`), on the paired
-differences d_i = a_i − b_i with mean δ, each side a paired t-test at level α (``scipy.stats.ttest_1samp`` on
-the differences, the same test as ``scipy.stats.ttest_rel``):
+Claim tests (:func:`test_claim`), on the paired differences d_i = a_i − b_i with mean δ, each side a paired
+t-test at level α (``scipy.stats.ttest_1samp`` on the differences, the same test as ``scipy.stats.ttest_rel``);
+each verdict is **held**, **reversed** or **not resolved**:
 
 * **direction** (expected sign s, optional least difference m ≥ 0): the two-sided test of δ = s·m; held
   when p < α and sign(d̄ − s·m) = s, reversed when p < α with the other sign. Its interval: the two-sided
@@ -48,16 +35,21 @@ the differences, the same test as ``scipy.stats.ttest_rel``):
   p-value is the larger of the one-sided p-values of δ > −m and δ < m; held ⇔ the 1 − 2α (90%) interval lies
   inside (−m, m); reversed when the 1 − 2α interval lies entirely outside [−m, m] (a one-sided test of
   δ > m, or of δ < −m, significant at α).
-* **Holm's step-down adjustment** (Holm 1979, Scand. J. Statist. 6:65) over a family of k claims, one
-  p-value per claim, its decision p-value p = min(p_held, p_reversed) (at most one side is below ½): with
-  p_(1) ≤ … ≤ p_(k), p̃_(i) = max_{j ≤ i} min(1, (k − j + 1) p_(j)); a claim keeps its verdict when p̃ < α.
-  Each side of a claim is a level-α test, so a claim whose truth sits exactly on its boundary (s·δ = −m for
-  non-inferiority; |δ| = m with a spread large against m for equivalence) can err either way, up to α each.
-* **Exact interval for P(A > B)** (Clopper & Pearson 1934, Biometrika 26:404) over the paired seeds, where
-  the bootstrap collapses to a point at small n (5 wins of 5: [0.478, 1] at 95%, not [1, 1]).
 * **Unpaired fallback** (``paired=False``, for arms that share fewer than two seeds because runs failed): the
   same three tests with Welch's t-test of mean(a) − mean(b) in place of the paired one (``scipy.stats.ttest_ind``
   with ``equal_var=False``, the null moved by shifting a), and Welch's interval.
+
+**Holm's step-down adjustment** (:func:`apply_holm`; Holm 1979, Scand. J. Statist. 6:65) over a family of k
+claims, one p-value per claim, its decision p-value p = min(p_held, p_reversed) (at most one side is below ½):
+with p_(1) ≤ … ≤ p_(k), p̃_(i) = max_{j ≤ i} min(1, (k − j + 1) p_(j)); a claim keeps its verdict when
+p̃ < α, else it is not resolved. Each side of a claim is a level-α test, so a claim whose truth sits exactly
+on its boundary (s·δ = −m for non-inferiority; |δ| = m with a spread large against m for equivalence) can err
+either way, up to α each.
+
+**P(A > B)** (Bouthillier et al. 2021, Sec. 4; :func:`prob_greater_exact`): the share of paired seeds on which A
+beats B, p̂ = (1/n) Σ [a_i > b_i] (a tie counts ½), with the exact interval of Clopper & Pearson (1934,
+Biometrika 26:404): 5 wins of 5 gives [0.478, 1] at 95%, where a bootstrap over the pairs would collapse to the
+point [1, 1]. Their reading: A is significantly better when the lower bound exceeds 0.5.
 """
 
 from __future__ import annotations
@@ -168,50 +160,6 @@ def welch_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95) 
     return Interval(diff, diff - half, diff + half, min(n_a, n_b), df, method="welch")
 
 
-@dataclass(frozen=True)
-class ProbGreater:
-    """P(A > B) over paired seeds with its percentile-bootstrap interval (Bouthillier et al. 2021)."""
-
-    p: float
-    low: float
-    high: float
-    n: int
-    resamples: int
-
-
-def wins(a: Sequence[float], b: Sequence[float]) -> np.ndarray:
-    """Per pair: 1 where a_i > b_i, ½ on a tie, 0 otherwise. a, b: (n,) aligned by seed -> (n,) float64."""
-    if len(a) != len(b):
-        raise ValueError(f"P(A > B) needs one value of each variant per seed, got {len(a)} and {len(b)}")
-    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    return (x > y) + 0.5 * (x == y)
-
-
-def prob_greater(
-    a: Sequence[float], b: Sequence[float], resamples: int = 10_000, level: float = 0.95, seed: int = 0
-) -> ProbGreater:
-    """p̂ = (1/n) Σ [a_i > b_i] (ties ½) and its percentile-bootstrap interval over resampled seed pairs.
-
-    Each of ``resamples`` bootstrap samples draws n pair indices with replacement from a
-    ``numpy.random.default_rng(seed)`` generator (one (resamples, n) draw); the interval is the
-    (1 ± level)/2 percentiles of the resampled p̂.
-
-    Args:
-        a, b: (n,) values of the two variants, aligned by seed; n ≥ 1.
-    """
-    w = wins(a, b)
-    n = w.size
-    if n == 0:
-        raise ValueError("no pairs: at least one seed is needed")
-    if resamples < 1:
-        raise ValueError(f"resamples must be >= 1, got {resamples}")
-    rng = np.random.default_rng(seed)
-    boot = w[rng.integers(0, n, size=(resamples, n))].mean(axis=1)
-    tail = (1.0 - level) / 2.0
-    low, high = np.quantile(boot, [tail, 1.0 - tail])
-    return ProbGreater(float(w.mean()), float(low), float(high), n, resamples)
-
-
 def paired_t_power(effect: float, sd: float, n: int, level: float = 0.95) -> float:
     """Power of the two-sided paired t-test (n pairs, difference spread ``sd``) at true mean difference ``effect``.
 
@@ -262,32 +210,6 @@ def seeds_for_half_width(sd: float, half_width: float = 0.5, level: float = 0.95
         if t_quantile(0.5 + level / 2.0, n - 1) * sd / math.sqrt(n) <= half_width:
             return n
     return max_seeds
-
-
-def direction_verdict(diff: Interval, expected_sign: int) -> str:
-    """held / reversed / not resolved for the claim sign(diff) == ``expected_sign`` (+1 or −1)."""
-    if expected_sign not in (1, -1):
-        raise ConfigError(f"expected_sign must be +1 or -1, got {expected_sign}")
-    if math.isnan(diff.low):
-        return NOT_RESOLVED
-    if diff.low > 0:
-        return HELD if expected_sign > 0 else REVERSED
-    if diff.high < 0:
-        return HELD if expected_sign < 0 else REVERSED
-    return NOT_RESOLVED
-
-
-def equivalence_verdict(diff: Interval, margin: float) -> str:
-    """held when the interval lies within [−margin, margin], reversed when entirely outside it."""
-    if not margin > 0:
-        raise ConfigError(f"an equivalence margin must be > 0, got {margin}")
-    if math.isnan(diff.low):
-        return NOT_RESOLVED
-    if -margin <= diff.low and diff.high <= margin:
-        return HELD
-    if diff.low > margin or diff.high < -margin:
-        return REVERSED
-    return NOT_RESOLVED
 
 
 # ------------------------------------------------------------------------------------------ claim tests
@@ -589,14 +511,21 @@ class ExactProbGreater:
     level: float
 
 
+def wins(a: Sequence[float], b: Sequence[float]) -> np.ndarray:
+    """Per pair: 1 where a_i > b_i, ½ on a tie, 0 otherwise. a, b: (n,) aligned by seed -> (n,) float64."""
+    if len(a) != len(b):
+        raise ValueError(f"P(A > B) needs one value of each variant per seed, got {len(a)} and {len(b)}")
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return (x > y) + 0.5 * (x == y)
+
+
 def prob_greater_exact(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> ExactProbGreater:
     """p̂ = (w + t/2)/n with w wins (a_i > b_i) and t ties of n pairs, and a conservative exact interval.
 
-    Ties: the estimate counts each ½ (as :func:`prob_greater`); the interval spans both ways of resolving
-    them, low = the Clopper–Pearson lower bound of w of n (ties as losses), high = the upper bound of w + t
-    of n (ties as wins). Without ties it is the Clopper–Pearson interval of w of n; 5 wins of 5 at 95% gives
-    [0.478, 1]. Bouthillier et al.'s rule reads it as for the bootstrap: A significantly better when
-    ``low`` > 0.5.
+    Ties: the estimate counts each ½ (:func:`wins`); the interval spans both ways of resolving them, low = the
+    Clopper–Pearson lower bound of w of n (ties as losses), high = the upper bound of w + t of n (ties as
+    wins). Without ties it is the Clopper–Pearson interval of w of n; 5 wins of 5 at 95% gives [0.478, 1].
+    Bouthillier et al.'s rule: A significantly better when ``low`` > 0.5.
 
     Args:
         a, b: (n,) values of the two variants, aligned by seed; n ≥ 1.
