@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
@@ -217,7 +216,7 @@ class Engine:
                 inputs, targets = batch
 
                 def loss_of(model: nn.Module) -> Tensor:
-                    return F.cross_entropy(model(*inputs).float().flatten(0, -2), targets.flatten())
+                    return self.task.probe_loss(model, inputs, targets)
 
                 def time_steps(modes: Sequence[str]) -> dict[str, float]:
                     return precision.time_training_steps(self.model, self.optimizer, loss_of, self.device, modes)

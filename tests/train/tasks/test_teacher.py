@@ -82,6 +82,23 @@ def test_the_task_loss_is_deits_on_both_heads_with_the_teacher_on_the_same_batch
     assert all(not p.requires_grad for p in task.teacher.parameters())
 
 
+def test_the_precision_probe_times_the_teachers_forward_too(teacher_run) -> None:
+    # Reference: the default probe loss (cross-entropy of the model's output); the teacher is called on the batch.
+    task = ImageTask(_student(teacher_run))
+    task.load_data(None)
+    model = task.build_model()
+    task.setup_training(DistContext(), torch.Generator().manual_seed(0))
+    inputs, targets = task.synthetic_batch(8, torch.device("cpu"))
+    seen: list[torch.Tensor] = []
+    real_forward = task.teacher.model.forward
+    task.teacher.model.forward = lambda x: (seen.append(x), real_forward(x))[1]
+    loss = task.probe_loss(model, inputs, targets)
+    assert len(seen) == 1 and seen[0].shape == inputs[0].shape
+    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(model(*inputs).float(), targets))
+    loss.backward()  # the teacher adds no gradient path and no parameter gradient
+    assert all(p.grad is None for p in task.teacher.parameters())
+
+
 def test_the_teacher_gets_its_own_input_space() -> None:
     inner = torch.nn.Identity()
     student = {"image_shape": [1, 8, 8], "mean": [0.3], "std": [0.2]}

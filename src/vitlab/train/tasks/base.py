@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vitlab.train.config import EngineConfig
@@ -74,11 +75,16 @@ class Task(ABC):
     def synthetic_batch(self, batch_size: int, device: torch.device) -> tuple[tuple[Tensor, ...], Tensor] | None:
         """``(inputs, targets)`` shaped like a training micro-batch of ``batch_size``, for the precision probe.
 
-        The engine times ``cross_entropy(model(*inputs).flatten(0, -2), targets.flatten())`` steps with them
-        (:mod:`vitlab.train.precision`). They are drawn from a private generator, never the run's. ``None``
-        (the default): no probe, so ``amp: auto`` means float32 for this task.
+        The engine times steps of :meth:`probe_loss` on them (:mod:`vitlab.train.precision`). They are drawn from a
+        private generator, never the run's. ``None`` (the default): no probe, so ``amp: auto`` means float32 for
+        this task.
         """
         return None
+
+    def probe_loss(self, model: nn.Module, inputs: tuple[Tensor, ...], targets: Tensor) -> Tensor:
+        """The loss of one probe step on a :meth:`synthetic_batch`: the work of a training step, without touching
+        the run's random streams. Default: ``cross_entropy(model(*inputs).flatten(0, -2), targets.flatten())``."""
+        return F.cross_entropy(model(*inputs).float().flatten(0, -2), targets.flatten())
 
     # ---------------------------------------------------------------------------------- training
     @abstractmethod
