@@ -9,7 +9,7 @@ from vitlab.reproduce.recipes import load_recipes, recipe_from_dict
 from vitlab.reproduce.stats import DIRECTION, EQUIVALENCE, NONINFERIORITY
 
 SHIPPED = {"cutmix", "label_smoothing", "mish", "data_size", "posenc", "transformer_label_smoothing", "legendre",
-           "vit_transfer"}
+           "vit_transfer", "deit"}
 
 
 def test_shipped_recipes_load_and_every_variant_config_is_valid() -> None:
@@ -255,3 +255,73 @@ def test_every_image_arm_builds_its_model_and_gives_logits_for_its_data() -> Non
                 model = build_model(cfg, shapes[cfg.dataset], 10).eval()
                 with torch.no_grad():
                     assert model(torch.zeros(2, *shapes[cfg.dataset])).shape == (2, 10), (recipe.name, family, variant)
+
+
+# ------------------------------------------------------------------------------------------ teacher arms (DeiT)
+def _taught(student: dict, **extra) -> dict:
+    """A recipe of a teacher arm, a plain arm and ``student`` (its overrides)."""
+    return {"name": "x", "kind": "image", "metrics": ["test_acc1"],
+            "variants": {"teacher": {"model": "resnet8"}, "plain": {}, "student": student}, **extra}
+
+
+def test_a_teacher_arm_is_read_within_the_students_family() -> None:
+    recipe = recipe_from_dict(_taught({"distill": {"teacher": "teacher", "kind": "hard"}}))
+    assert [recipe.teacher_of(v) for v in ("teacher", "plain", "student")] == [None, None, "teacher"]
+    families = recipe_from_dict({"name": "f", "kind": "image", "metrics": ["test_acc1"],
+                                 "families": {"vit": {"model": "v"}, "cnn": {"model": "c"}},
+                                 "variants": {"t": {}, "s": {"distill": {"teacher": "t"}},
+                                              "x": {"distill": {"teacher": "cnn/t"}}}})
+    assert families.teacher_of("s", family="vit") == "vit/t" and families.teacher_of("x", family="vit") == "cnn/t"
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"variants": {"teacher": {}, "student": {"distill": {"teacher": "teachr"}}}},
+         "arm 'student': unknown teacher arm 'teachr'; did you mean 'teacher'"),
+        ({"variants": {"teacher": {}, "student": {"distill": {"teacher": "runs/mnist5k_resnet"}}}},
+         "unknown teacher arm 'runs/mnist5k_resnet'"),  # a folder: in a recipe, the teacher is one of its arms
+        ({"variants": {"teacher": {}, "student": {"distill": {"teacher": "student"}}}}, "is its own teacher"),
+        ({"variants": {"teacher": {}, "mid": {"distill": {"teacher": "teacher"}},
+                       "student": {"distill": {"teacher": "mid"}}}},
+         "arm 'student': its teacher arm 'mid' is itself distilled"),
+        ({"base": {"distill": {"teacher": "teacher"}}, "variants": {"teacher": {}, "student": {}}},
+         "arm 'teacher' is its own teacher"),
+        ({"variants": {"teacher": {}, "student": {"distill": "teacher"}}}, "'distill' must be a mapping"),
+        ({"variants": {"teacher": {}, "student": {"distill": {"kind": "hard"}}}}, "'distill' must be a mapping"),
+        ({"variants": {"teacher": {}, "student": {}}, "quick": {"distill": {"teacher": "nobody"}}},
+         "arm 'teacher' with --quick: unknown teacher arm 'nobody'"),
+        ({"kind": "seq2seq", "variants": {"teacher": {}, "student": {"distill": {"teacher": "teacher"}}}},
+         "in an image recipe"),
+        ({"pretrain": {"config": {"distill": {"teacher": "teacher"}}}, "variants": {"teacher": {}, "student": {}}},
+         "the shared pre-training cannot be distilled"),
+        ({"families": {"vit": {}, "cnn": {}}, "variants": {"t": {}, "s": {"distill": {"teacher": "gpu/t"}}}},
+         "arm 'vit/s': unknown teacher arm 'gpu/t'"),
+    ],
+)
+def test_bad_teacher_arms_are_refused_in_one_line(change: dict, message: str) -> None:
+    data = {"name": "x", "kind": "image", "metrics": ["test_acc1"], **change}
+    with pytest.raises(ConfigError, match=message) as caught:
+        recipe_from_dict(data)
+    assert "\n" not in str(caught.value)
+
+
+def test_the_shipped_deit_recipe() -> None:
+    """Issue 29's DeiT claim: the student against the plain ViT and against its teacher, paired by seed."""
+    (deit,) = load_recipes(["deit"])
+    assert deit.arm_names() == ["teacher", "vit", "deit"] and deit.seeds == 5 and deit.base["amp"] == "off"
+    assert deit.teacher_of("deit") == "teacher" and deit.teacher_of("deit", quick=True) == "teacher"
+    assert [(c.variant, c.against, c.metric, c.expect, c.test) for c in deit.claims] == [
+        ("deit", "vit", "test_acc1", "higher", DIRECTION), ("deit", "teacher", "test_acc1", "higher", DIRECTION)]
+    assert all(c.regime == ("fits",) for c in deit.claims) and deit.regime["fits"].arms is None  # the arms compared
+    assert (deit.regime["fits"].metric, deit.regime["fits"].threshold) == ("train_acc1", 95.0)
+    student, plain, teacher = (deit.config(v, seed=0, quick=False) for v in ("deit", "vit", "teacher"))
+    assert student["distill"] == {"teacher": "teacher", "kind": "hard", "alpha": 0.5, "tau": 1.0}
+    assert (student["model"], plain["model"], teacher["model"]) == ("deit_mnist_conv4_28", "vit_mnist_conv4_28",
+                                                                    "resnet8")
+    # the student is the plain ViT's recipe plus the distillation (mnist5k_deit.yaml vs mnist5k_vit.yaml)
+    assert {k: v for k, v in student.items() if k not in ("model", "distill")} == {
+        k: v for k, v in plain.items() if k != "model"}
+    assert all(c["train_per_class"] == 105 for c in (student, plain, teacher))
+    quick = deit.config("deit", seed=0, quick=True)
+    assert (quick["dataset"], quick["epochs"]) == ("digits", 2)

@@ -161,3 +161,26 @@ def test_a_killed_sequence_run_continues_from_its_checkpoint_and_matches_a_strai
     for name in ("seq_accuracy", "perplexity", "token_accuracy"):
         assert resumed["metrics"][name] == pytest.approx(straight["metrics"][name], rel=1e-6), name
     assert not list((tmp_path / "killed").glob("*.png"))  # no plots in a reproduce run
+
+
+def test_quick_deit_recipe_distils_each_seed_from_the_teacher_of_that_seed(tmp_path: Path) -> None:
+    """Real runs, two at a time: `--quick deit` (2 seeds of 2 epochs on the 8×8 digits). Reference: each student's
+    run.json records its teacher (vitlab.train.tasks.teacher): the teacher arm's run of the same seed, with the
+    SHA-256 of that run's weights; the report tests both claims."""
+    from vitlab.io import sha256_file
+    from vitlab.reproduce.recipes import load_recipes
+    from vitlab.train.runs import WEIGHTS_FILE
+
+    out = tmp_path / "deit"
+    assert main(["reproduce", "deit", "--quick", "--out", str(out), "--no-progress", "--jobs", "2"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert sorted((r["variant"], r["seed"]) for r in results) == [(v, k) for v in ("deit", "teacher", "vit") for k in (0, 1)]
+    assert all(r["error"] is None for r in results)
+    for seed in (0, 1):
+        teacher = out / "runs" / "deit" / "teacher" / f"seed{seed}"
+        record = json.loads((out / "runs" / "deit" / "deit" / f"seed{seed}" / "run.json").read_text())["teacher"]
+        assert record["path"] == str(teacher) and record["sha256"] == sha256_file(teacher / WEIGHTS_FILE)
+        assert record["distill"] == {"teacher": str(teacher), "kind": "hard", "alpha": 0.5, "tau": 1.0}
+    md = (out / "report.md").read_text()
+    (deit,) = load_recipes(["deit"])
+    assert all(f"| {claim.text} |" in md for claim in deit.claims)

@@ -84,3 +84,20 @@ def test_a_config_its_class_refuses_is_keyed_as_written() -> None:
     assert normalised_config("image", {"epochs": 0, "lr": 0.01}) == {"epochs": 0, "lr": 0.01}
     assert run_key("image", 0, {"epochs": 0}) != run_key("image", 0, {"epochs": 1})
     assert normalised_config("seq2seq", {"dataset": "nope", "log_every": 3}) == {"dataset": "nope"}
+
+
+def test_a_student_is_keyed_by_its_teachers_key_not_its_path() -> None:
+    """Reference: the rule for ``init`` above, applied to ``distill.teacher``; DistillSettings' defaults (hard, λ = 0.5,
+    τ = 1) filled in like any other default."""
+    student = {**BASE, "distill": {"teacher": "/out/runs/deit/teacher/seed0"}}
+    moved = {**BASE, "distill": {"teacher": "/out/runs/label_smoothing/cnn/smoothing/seed0"}}
+    keys = {student["distill"]["teacher"]: "K1", moved["distill"]["teacher"]: "K1"}
+    assert run_key("image", 0, student, keys) == run_key("image", 0, moved, keys)
+    assert run_key("image", 0, student, keys) != run_key("image", 0, student, {student["distill"]["teacher"]: "K2"})
+    spelled = {**BASE, "distill": {"teacher": student["distill"]["teacher"], "kind": "hard", "alpha": 1 / 2, "tau": 1}}
+    assert run_key("image", 0, spelled, keys) == run_key("image", 0, student, keys)
+    soft = {**BASE, "distill": {**spelled["distill"], "kind": "soft"}}
+    assert run_key("image", 0, soft, keys) != run_key("image", 0, student, keys)
+    assert normalised_config("image", student, keys)["distill"] == {"teacher": {"run": "K1"}, "kind": "hard",
+                                                                     "alpha": 0.5, "tau": 1.0}
+    assert normalised_config("image", student)["distill"]["teacher"] == student["distill"]["teacher"]  # not of the plan

@@ -7,6 +7,8 @@ take milliseconds; the real executors run in test_reproduce_end_to_end.py.
 from __future__ import annotations
 
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -314,3 +316,162 @@ def test_a_finished_run_in_a_place_that_now_asks_for_another_run_is_not_shared_f
     results = run_all(specs, progress=False)
     assert fake.calls[2:] == [("a", 0), ("same", 0)]
     assert [r["metrics"]["test_acc1"] for r in results] == [5.0, 2.0, 1.0]
+
+
+# ------------------------------------------------------------------------------------------ teacher arms (DeiT, issue 29)
+_DEIT = {
+    "name": "deit", "kind": "image", "base": {"epochs": 5, "lr": 0.01},
+    # the student is listed before its teacher: the order of the YAML must not matter
+    "variants": {"student": {"lr": 0.03, "distill": {"teacher": "teacher", "kind": "hard"}}, "teacher": {"lr": 0.02},
+                 "plain": {}},
+    "metrics": ["test_acc1"],
+}
+
+
+class ThreadPool(ThreadPoolExecutor):
+    """ProcessPoolExecutor's signature on threads: the parallel path of run_all, with the fake training patched in."""
+
+    def __init__(self, max_workers: int, mp_context: object = None) -> None:
+        super().__init__(max_workers)
+
+
+class TeacherWatch(FakeTraining):
+    """FakeTraining that records, when a student starts, whether its teacher's result file exists; a teacher is
+    slow (so that a student started early would be seen) and fails on the seeds of ``failing``."""
+
+    def __init__(self, failing: tuple[int, ...] = ()) -> None:
+        super().__init__()
+        self.failing = failing
+        self.teacher_ready: dict[int, bool] = {}
+
+    def __call__(self, spec: runner.RunSpec) -> dict[str, float]:
+        if "distill" in spec.config:
+            self.teacher_ready[spec.seed] = Path(spec.config["distill"]["teacher"] + ".json").is_file()
+        if spec.variant == "teacher":
+            time.sleep(0.05)
+            if spec.seed in self.failing:
+                from vitlab.train.engine import NonFiniteLossError
+
+                self.calls.append((spec.variant, spec.seed))
+                raise NonFiniteLossError("loss became nan at step 3")
+        return super().__call__(spec)
+
+
+def test_each_seeds_student_is_planned_with_the_teacher_of_its_own_seed(tmp_path: Path) -> None:
+    """Reference: the issue's pairing (seed s distils from the teacher trained with seed s); two seeds, two teachers."""
+    specs = plan([recipe_from_dict(_DEIT)], tmp_path, seeds=2)
+    assert [(s.variant, s.seed) for s in specs] == [(v, k) for k in (0, 1) for v in ("student", "teacher", "plain")]
+    by = {(s.variant, s.seed): s for s in specs}
+    for seed in (0, 1):
+        student, teacher = by["student", seed], by["teacher", seed]
+        assert teacher.run_dir == str(tmp_path / "runs" / "deit" / "teacher" / f"seed{seed}")
+        assert student.config["distill"] == {"teacher": teacher.run_dir, "kind": "hard"}
+        assert student.needs == (teacher.result_path,) and teacher.needs == () == by["plain", seed].needs
+        assert teacher.config == {"amp": "off", "epochs": 5, "lr": 0.02, "seed": seed}  # an ordinary arm
+    assert by["teacher", 0].run_dir != by["teacher", 1].run_dir
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_student_starts_only_after_the_teacher_of_its_seed_has_a_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, jobs: int
+) -> None:
+    """Reference: the teacher's result file, looked for when each student starts (jobs=2: the parallel scheduler,
+    on threads, with every teacher slower than the plain arms)."""
+    fake = TeacherWatch()
+    monkeypatch.setitem(runner.EXECUTORS, "image", fake)
+    monkeypatch.setattr(runner, "ProcessPoolExecutor", ThreadPool)
+    specs = plan([recipe_from_dict(_DEIT)], tmp_path, seeds=2)
+    results = run_all(specs, jobs=jobs, progress=False)
+    assert sorted(fake.calls) == sorted((s.variant, s.seed) for s in specs) and fake.teacher_ready == {0: True, 1: True}
+    for seed in (0, 1):
+        assert fake.calls.index(("teacher", seed)) < fake.calls.index(("student", seed))
+    if jobs == 1:  # in plan order otherwise: the student waits for the teacher listed after it, no longer
+        assert fake.calls[:3] == [("teacher", 0), ("student", 0), ("plain", 0)]
+    assert [r["metrics"]["test_acc1"] for r in results if r["variant"] == "teacher"] == [2.0, 3.0]  # reported
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_failed_teacher_fails_its_student_in_one_line_naming_the_teacher(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, jobs: int
+) -> None:
+    """Reference: the issue's rule. Seed 1's teacher diverges: its student is not trained and fails in one line; seed 0
+    is untouched. The student's failure is not written, so once the teacher's run is redone the student trains."""
+    fake = TeacherWatch(failing=(1,))
+    monkeypatch.setitem(runner.EXECUTORS, "image", fake)
+    monkeypatch.setattr(runner, "ProcessPoolExecutor", ThreadPool)
+    specs = plan([recipe_from_dict(_DEIT)], tmp_path, seeds=2)
+    results = {(r["variant"], r["seed"]): r for r in run_all(specs, jobs=jobs, progress=False)}
+    error = results["student", 1]["error"]
+    assert error == ("teacher deit/teacher/seed1 failed (NonFiniteLossError: loss became nan at step 3), so this run "
+                     "was not trained")
+    assert results["student", 1]["metrics"] == {} and ("student", 1) not in fake.calls
+    assert results["student", 0]["error"] is None and results["plain", 1]["error"] is None
+    student1 = next(s for s in specs if (s.variant, s.seed) == ("student", 1))
+    assert not Path(student1.result_path).exists()
+    Path(student1.needs[0]).unlink()  # the teacher's failed result removed: both are redone
+    again = TeacherWatch()
+    monkeypatch.setitem(runner.EXECUTORS, "image", again)
+    results = {(r["variant"], r["seed"]): r for r in run_all(specs, jobs=jobs, progress=False)}
+    assert again.calls == [("teacher", 1), ("student", 1)] and results["student", 1]["error"] is None
+
+
+def test_a_student_whose_teacher_is_not_in_the_call_fails_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reference: specs filtered by hand (the student without its teacher): nothing could ever give it a result."""
+    fake = FakeTraining()
+    monkeypatch.setitem(runner.EXECUTORS, "image", fake)
+    student = plan([recipe_from_dict(_DEIT)], tmp_path, seeds=1)[0]
+    (result,) = run_all([student], progress=False)
+    assert fake.calls == [] and result["error"] == (
+        "teacher " + student.needs[0] + " is not among the runs of this call, so this run was not trained")
+
+
+def test_a_students_key_follows_its_teachers_config_not_its_folder(tmp_path: Path) -> None:
+    """Reference: the issue's rule for ``init``, applied to ``distill.teacher``."""
+    def keys(recipe: dict, out: Path) -> dict[str, str]:
+        return {s.variant: s.key for s in plan([recipe_from_dict(recipe)], out, seeds=1)}
+
+    first = keys(_DEIT, tmp_path / "a")
+    assert keys(_DEIT, tmp_path / "b") == first  # another folder, the same runs
+    longer = keys({**_DEIT, "variants": {**_DEIT["variants"], "teacher": {"lr": 0.02, "epochs": 6}}}, tmp_path / "a")
+    assert longer["student"] != first["student"] and longer["teacher"] != first["teacher"]
+    assert longer["plain"] == first["plain"]
+
+
+def test_a_teacher_shared_with_another_recipe_teaches_from_the_shared_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reference: the shipped recipes. deit's teacher arm is label_smoothing's cnn/smoothing run (the same normalised
+    config): it is trained once, and the student is pointed at, and waits for, that run's folder and result."""
+    from vitlab.reproduce.recipes import load_recipes
+
+    specs = plan(load_recipes(["label_smoothing", "deit"]), tmp_path, seeds=1)
+    by = {(s.recipe, s.arm): s for s in specs}
+    teacher, smoothing, student = by["deit", "teacher"], by["label_smoothing", "cnn/smoothing"], by["deit", "deit"]
+    assert teacher.key == smoothing.key and teacher.run_dir == smoothing.run_dir
+    assert teacher.run_dir == str(tmp_path / "runs" / "label_smoothing" / "cnn" / "smoothing" / "seed0")
+    assert student.config["distill"]["teacher"] == teacher.run_dir and student.needs == (smoothing.result_path,)
+    fake = TeacherWatch()
+    monkeypatch.setitem(runner.EXECUTORS, "image", fake)
+    run_all(specs, progress=False)
+    assert len(fake.calls) == 6 and ("teacher", 0) not in fake.calls and fake.teacher_ready == {0: True}
+
+
+def test_a_killed_student_whose_teacher_changed_starts_over(tmp_path: Path) -> None:
+    """Reference: the teacher's weights' SHA-256 recorded in the student's run.json (vitlab.train.tasks.teacher)."""
+    from vitlab.io import sha256_file
+    from vitlab.train.runs import RUN_INFO_FILE, WEIGHTS_FILE
+    from vitlab.train.tasks.image_config import config_from_dict
+
+    teacher, student = tmp_path / "teacher", tmp_path / "student"
+    teacher.mkdir()
+    student.mkdir()
+    (teacher / WEIGHTS_FILE).write_bytes(b"weights")
+    (student / RUN_INFO_FILE).write_text(json.dumps({"teacher": {"sha256": sha256_file(teacher / WEIGHTS_FILE)}}))
+    cfg = config_from_dict({"distill": {"teacher": str(teacher)}})
+    assert runner._same_teacher(cfg, student) and runner._same_teacher(config_from_dict({}), student)
+    (teacher / WEIGHTS_FILE).write_bytes(b"retrained")
+    assert not runner._same_teacher(cfg, student)
+    (student / RUN_INFO_FILE).write_text("{}")
+    assert not runner._same_teacher(cfg, student)

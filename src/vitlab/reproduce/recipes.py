@@ -31,6 +31,19 @@ A recipe with ``pretrain`` runs that ImageConfig once (seed 0, before every vari
 ``OUT/runs/<recipe>/pretrain/seed0``); a variant whose config says ``init: pretrain`` starts from it (the
 runner puts the run folder's path there).
 
+**Teacher arms** (DeiT, Touvron et al. 2021). An image arm whose config says ``distill: {teacher: ARM, kind,
+alpha, tau}`` is distilled from another arm of the same recipe, *of the same seed*: the runner
+(:func:`vitlab.reproduce.runner.plan`) puts the folder of that arm's run with the student's seed in
+``distill.teacher``, trains it first, keys the student by the teacher's run key (not its folder) and fails the
+student, in one line naming the teacher, when the teacher's run failed. ``ARM`` is a variant name (within the
+student's own family, in a recipe with families) or an arm name ``family/variant``. The teacher is an ordinary arm:
+its metrics are reported and claims may compare it. A teacher must itself train without a teacher, and an arm is
+not its own teacher (:meth:`Recipe.teacher_of`)::
+
+    variants:
+      teacher: {model: resnet8, model_args: {}}
+      deit: {model: deit_mnist_conv4_28, distill: {teacher: teacher, kind: hard, alpha: 0.5, tau: 1.0}}
+
 ``expect`` is ``higher`` or ``lower`` (the claimed, or for non-inferiority the good, sign of variant −
 against), ``equal`` or, for the deterministic ``legendre`` recipe, ``match`` (relative tolerance ``margin``
 against ``paper_values``; no test, reported apart from the statistical claims). ``test`` says how a claim is
@@ -91,6 +104,7 @@ from vitlab.reproduce.stats import DIRECTION, EQUIVALENCE, NONINFERIORITY
 
 KINDS = ("image", "seq2seq", "legendre")
 PRETRAIN = "pretrain"  # the variant name of the shared pre-training run, and the init value that refers to it
+DISTILL = "distill"  # an image config's key whose `teacher` names, in a recipe, the arm that teaches this one
 EXPECTS = ("higher", "lower", "equal", "match")
 MATCH = "match"  # the deterministic check's test: a relative tolerance, no statistics
 TESTS = {"direction": DIRECTION, "noninferiority": NONINFERIORITY, "non-inferiority": NONINFERIORITY,
@@ -302,6 +316,19 @@ class Recipe:
         if self.kind != "legendre":
             merged["seed"] = seed
         return merged
+
+    def teacher_of(self, variant: str, quick: bool = False, family: str = "") -> str | None:
+        """The arm (``family/variant``, or the variant) whose run of the same seed teaches this arm, or None.
+
+        Read from the arm's merged config (``quick`` included: the quick overrides may change it):
+        ``distill.teacher`` names a variant, read within ``family``, or an arm ``family/variant``. The recipe
+        was checked when loaded (:func:`recipe_from_dict`): the name is an arm of this recipe that has no teacher.
+        """
+        distill = self.config(variant, 0, quick, family).get(DISTILL)
+        if not isinstance(distill, dict) or not isinstance(distill.get("teacher"), str):
+            return None
+        teacher = distill["teacher"]
+        return teacher if "/" in teacher or not family else arm_name(family, teacher)
 
     def seeds_for(self, requested: int) -> list[int]:
         """The seeds to run: 0..requested−1 (a deterministic recipe runs once)."""
@@ -568,10 +595,45 @@ def _read_pretrain(data: dict[str, Any], kind: str, variants: dict[str, dict[str
                 raise ConfigError(f"{where}: " + unknown_name_message("pretrain key", str(key), ("config", "quick")))
         if PRETRAIN in variants:
             raise ConfigError(f"{where}: a variant may not be named '{PRETRAIN}' (the pre-training run's name)")
+        if DISTILL in pretrain["config"] or DISTILL in (pretrain.get("quick") or {}):
+            raise ConfigError(f"{where}: the shared pre-training cannot be distilled; remove 'distill' from 'pretrain'")
     for variant, overrides in variants.items():
         if overrides.get("init") == PRETRAIN and not pretrain:
             raise ConfigError(f"{where}: variant '{variant}' says init: {PRETRAIN} but the recipe has no 'pretrain'")
     return pretrain
+
+
+def _split_arm(arm: str) -> tuple[str, str]:
+    """``family/variant`` -> (family, variant); a plain variant -> ("", variant)."""
+    family, _, variant = arm.rpartition("/")
+    return family, variant
+
+
+def _check_teachers(recipe: Recipe, where: str) -> None:
+    """Refuse, in one line, a ``distill`` whose teacher is not an arm of the recipe that trains without a teacher.
+
+    Every arm is checked with and without the quick overrides (either may set or change ``distill``).
+    """
+    names = recipe.arm_names()
+    for quick in (False, True):
+        for family, variant in recipe.arms():
+            distill = recipe.config(variant, 0, quick, family).get(DISTILL)
+            if distill is None:
+                continue
+            arm = arm_name(family, variant)
+            at = f"{where}: arm '{arm}'" + (" with --quick" if quick else "")
+            if recipe.kind != "image" or not isinstance(distill, dict) or not isinstance(distill.get("teacher"), str):
+                raise ConfigError(f"{at}: 'distill' must be a mapping {{teacher: <an arm of this recipe>, kind, alpha, "
+                                  f"tau}} in an image recipe, got {distill!r}")
+            teacher = recipe.teacher_of(variant, quick, family)
+            if teacher not in names:
+                raise ConfigError(f"{at}: " + unknown_name_message("teacher arm", distill["teacher"], names)
+                                  + "; distill.teacher names an arm of this recipe, whose run of the same seed teaches")
+            if teacher == arm:
+                raise ConfigError(f"{at} is its own teacher; name another arm in distill.teacher")
+            if recipe.teacher_of(_split_arm(teacher)[1], quick, _split_arm(teacher)[0]) is not None:
+                raise ConfigError(f"{at}: its teacher arm '{teacher}' is itself distilled; a teacher arm trains "
+                                  "without a teacher (remove its 'distill')")
 
 
 def recipe_from_dict(data: dict[str, Any], where: str = "recipe") -> Recipe:
@@ -591,7 +653,7 @@ def recipe_from_dict(data: dict[str, Any], where: str = "recipe") -> Recipe:
     seeds = data.get("seeds", 3)
     if not isinstance(seeds, int) or seeds < 1:
         raise ConfigError(f"{where}: seeds must be a positive integer, got {seeds!r}")
-    return Recipe(
+    recipe = Recipe(
         name=name,
         title=str(data.get("title", name)),
         paper=str(data.get("paper", "")),
@@ -613,6 +675,8 @@ def recipe_from_dict(data: dict[str, Any], where: str = "recipe") -> Recipe:
         regime=regime,
         untestable=untestable,
     )
+    _check_teachers(recipe, where)
+    return recipe
 
 
 def load_recipe(path: str | Path) -> Recipe:

@@ -16,7 +16,9 @@ The normalised config (:func:`normalised_config`):
    recorded as failed);
 2. minus the keys that cannot change a result (:data:`DROPPED_KEYS`);
 3. ``init`` naming a run of the same plan (a recipe's shared pre-training) is replaced by that run's key, so a
-   fine-tuning run is keyed by *what* it starts from, not by the folder the pre-training happens to live in.
+   fine-tuning run is keyed by *what* it starts from, not by the folder the pre-training happens to live in; so is
+   ``distill.teacher`` naming a run of the plan (a teacher arm's run of the same seed), after ``distill`` is filled
+   in with :class:`~vitlab.train.tasks.teacher.DistillSettings`' defaults: a student is keyed by its teacher's key.
 
 The key is the SHA-256 of the canonical JSON (sorted keys, floats as Python's ``repr``) of
 ``{"kind", "seed", "config"}``.
@@ -35,6 +37,7 @@ import functools
 import inspect
 import json
 from collections.abc import Mapping
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -45,6 +48,7 @@ from vitlab.io import sha256_bytes
 from vitlab.models import create_model  # the package: every model family registered
 from vitlab.train.tasks.image_config import config_from_dict
 from vitlab.train.tasks.seq2seq import Seq2SeqConfig
+from vitlab.train.tasks.teacher import DistillSettings
 
 __all__ = ["DATA_MODEL_ARGS", "DROPPED_KEYS", "canonical_json", "normalised_config", "run_key"]
 
@@ -83,13 +87,11 @@ def normalised_config(
     Args:
         kind: the recipe kind (``image``, ``seq2seq`` or ``legendre``).
         config: the run's config as the recipe merges it.
-        run_keys: run folder -> key of the runs of the same plan that another run may start from (``init``).
+        run_keys: run folder -> key of the runs of the same plan that another run may name (``init``,
+            ``distill.teacher``).
     """
     if kind == "image":
-        data = _image_config(config)
-        init = data.get("init")
-        if isinstance(init, str) and run_keys and init in run_keys:
-            data["init"] = {"run": run_keys[init]}
+        data = _by_key(_image_config(config), run_keys or {})
     elif kind == "seq2seq":
         try:
             data = Seq2SeqConfig.from_dict(dict(config)).to_dict()
@@ -108,6 +110,17 @@ def run_key(kind: str, seed: int, config: Mapping[str, Any], run_keys: Mapping[s
     return sha256_bytes(canonical_json(payload).encode("utf-8"))
 
 
+def _by_key(data: dict[str, Any], run_keys: Mapping[str, str]) -> dict[str, Any]:
+    """An image config whose ``init`` or ``distill.teacher`` names a run of the plan (a folder of ``run_keys``): that
+    run's key in its place, ``{"run": KEY}`` (modified in place and returned)."""
+    init, distill = data.get("init"), data.get("distill")
+    if isinstance(init, str) and init in run_keys:
+        data["init"] = {"run": run_keys[init]}
+    if isinstance(distill, dict) and isinstance(distill.get("teacher"), str) and distill["teacher"] in run_keys:
+        data["distill"] = {**distill, "teacher": {"run": run_keys[distill["teacher"]]}}
+    return data
+
+
 def _image_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """An image run's config with every ImageConfig key, and (without ``init``) every model argument."""
     try:
@@ -115,6 +128,8 @@ def _image_config(config: Mapping[str, Any]) -> dict[str, Any]:
     except VitlabError:  # refused: kept as written
         return copy.deepcopy(dict(config))
     data = cfg.to_dict()
+    if cfg.distill is not None:  # kind, alpha, tau filled in (and numbers as floats) as the task reads them
+        data["distill"] = asdict(DistillSettings.from_dict(dict(cfg.distill)))
     if cfg.init is None:  # with init the checkpoint decides the architecture; model_args are kept as given
         data["model_args"] = {**_model_arguments(cfg.model, canonical_json(cfg.model_args)), **data["model_args"]}
     return data

@@ -12,6 +12,14 @@ result written before runs had keys: the same config), so a killed ``vitlab repr
 stopped, and a changed recipe or ``--quick`` redoes the runs it changes. An image or sequence run killed in the
 middle continues from its last checkpoint (``train(resume=True)``); the Legendre fit restarts.
 
+**Teacher arms** (DeiT). An arm distilled from another arm of its recipe (``distill: {teacher: ARM}``,
+:meth:`vitlab.reproduce.recipes.Recipe.teacher_of`) is planned, per seed, with the folder of that arm's run *of
+the same seed* in ``distill.teacher``, the teacher's result path in :attr:`RunSpec.needs`, and a key that hashes
+the teacher's key instead of its folder (:func:`vitlab.reproduce.runkey.run_key`). :func:`run_all` starts a run
+only once every run it needs has a result, in one process or in several; when a needed run failed, the student is
+not trained and its result (kept in memory, not written, so that a rerun after the teacher is fixed trains it) is
+an error of one line naming the teacher.
+
 **Shared runs** (issue 29). Runs whose keys are equal (the same normalised config and seed: e.g. the cutmix
 recipe's baseline and the label-smoothing recipe's ``no_smoothing`` arm) are trained once. They share one run
 folder and one result file: where a finished result of that key already lies (a member's own place first, then
@@ -33,7 +41,7 @@ import platform
 import shutil
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -45,13 +53,14 @@ from tqdm.auto import tqdm
 from vitlab.autograd import fit_legendre_p3
 from vitlab.data.sequence import Vocab, iterate_batches, make_task
 from vitlab.errors import CheckpointError, ConfigError, VitlabError
-from vitlab.io import atomic_write_text
-from vitlab.reproduce.recipes import PRETRAIN, Recipe, arm_name
+from vitlab.io import atomic_write_text, sha256_file
+from vitlab.reproduce.recipes import DISTILL, PRETRAIN, Recipe, arm_name
 from vitlab.reproduce.runkey import run_key
 from vitlab.train import engine  # engine.train looked up per run: tests wrap it to watch resumes
 from vitlab.train.checkpoint import latest_checkpoint
 from vitlab.train.config import EngineConfig
 from vitlab.train.distributed import DistContext
+from vitlab.train.runs import RUN_INFO_FILE, WEIGHTS_FILE
 from vitlab.train.tasks import config_of_run
 from vitlab.train.tasks.image import evaluate, load_image_data, load_run, run_amp, run_transform
 from vitlab.train.tasks.image_config import config_from_dict
@@ -75,6 +84,7 @@ class RunSpec:
     stage: int = 0  # runs of stage 0 (a shared pre-training) finish before those of stage 1 start
     key: str = ""  # run_key of the normalised config: specs with equal keys share one run ("" : not keyed)
     shared_by: tuple[tuple[str, str], ...] = ()  # (recipe, arm) of every spec sharing this run, when several
+    needs: tuple[str, ...] = ()  # result paths of the runs that must finish first (a distilled arm's teacher)
 
     @property
     def arm(self) -> str:
@@ -100,9 +110,10 @@ def plan(recipes: list[Recipe], out_dir: str | Path, seeds: int | None = None, q
 
 
 def _recipe_specs(recipe: Recipe, out: Path, seeds: int | None, quick: bool) -> list[RunSpec]:
-    """The runs of one recipe, each in its own folder: the shared pre-training (if any), then every arm per seed."""
+    """The runs of one recipe, each in its own folder: the shared pre-training (if any), then every arm per seed
+    (listed in the recipe's arm order; each seed's teachers are keyed first, as their students' keys hash theirs)."""
     specs = []
-    pretrain_dir, run_keys = None, {}
+    pretrain_dir, run_keys = None, {}  # run_keys: run folder -> key, for the runs another run may name
     if recipe.pretrain:  # run once, before the variants that start from it
         base = out / "runs" / recipe.name / PRETRAIN
         pretrain_dir = str(base / "seed0")
@@ -112,27 +123,34 @@ def _recipe_specs(recipe: Recipe, out: Path, seeds: int | None, quick: bool) -> 
                              run_dir=pretrain_dir, result_path=str(base / "seed0.json"), quick=quick, stage=0, key=key))
     count = seeds if seeds is not None else (min(recipe.seeds, QUICK_SEEDS) if quick else recipe.seeds)
     for seed in recipe.seeds_for(count):
-        for family, variant in recipe.arms():
-            base = out / "runs" / recipe.name / arm_name(family, variant)
-            config = recipe.config(variant, seed, quick, family)
-            if config.get("init") == PRETRAIN and pretrain_dir is not None:
-                config["init"] = pretrain_dir
-            specs.append(
-                RunSpec(
-                    recipe=recipe.name,
-                    variant=variant,
-                    seed=seed,
-                    kind=recipe.kind,
-                    config=config,
-                    run_dir=str(base / f"seed{seed}"),
-                    result_path=str(base / f"seed{seed}.json"),
-                    quick=quick,
-                    family=family,
-                    stage=1 if recipe.pretrain else 0,
-                    key=run_key(recipe.kind, seed, config, run_keys),  # init: the pre-training's key, not its path
-                )
-            )
+        teachers = {arm_name(f, v): recipe.teacher_of(v, quick, f) for f, v in recipe.arms()}
+        made: dict[str, RunSpec] = {}
+        for family, variant in sorted(recipe.arms(), key=lambda arm: teachers[arm_name(*arm)] is not None):
+            teacher = teachers[arm_name(family, variant)]
+            made[arm_name(family, variant)] = _arm_spec(recipe, family, variant, seed, quick, out, pretrain_dir,
+                                                        run_keys, made[teacher] if teacher else None)
+        specs += [made[name] for name in recipe.arm_names()]
     return specs
+
+
+def _arm_spec(
+    recipe: Recipe, family: str, variant: str, seed: int, quick: bool, out: Path, pretrain_dir: str | None,
+    run_keys: dict[str, str], teacher: RunSpec | None,
+) -> RunSpec:
+    """One arm's run of ``seed``: ``init: pretrain`` and the teacher arm resolved to those runs' folders, keyed with
+    ``run_keys`` (where its own key is then recorded, for its students)."""
+    base = out / "runs" / recipe.name / arm_name(family, variant)
+    config = recipe.config(variant, seed, quick, family)
+    if config.get("init") == PRETRAIN and pretrain_dir is not None:
+        config["init"] = pretrain_dir
+    if teacher is not None:  # the teacher arm's run of this seed
+        config[DISTILL] = {**config[DISTILL], "teacher": teacher.run_dir}
+    run_dir = str(base / f"seed{seed}")
+    run_keys[run_dir] = key = run_key(recipe.kind, seed, config, run_keys)  # init, teacher: their keys, not paths
+    return RunSpec(recipe=recipe.name, variant=variant, seed=seed, kind=recipe.kind, config=config, run_dir=run_dir,
+                   result_path=str(base / f"seed{seed}.json"), quick=quick, family=family,
+                   stage=1 if recipe.pretrain else 0, key=key,
+                   needs=(teacher.result_path,) if teacher is not None else ())
 
 
 def share_runs(specs: list[RunSpec], finished: dict[str, dict[str, Any]] | None = None) -> list[RunSpec]:
@@ -149,19 +167,29 @@ def share_runs(specs: list[RunSpec], finished: dict[str, dict[str, Any]] | None 
     own = {spec.result_path for spec in specs}  # a spec's own place is never another run's home
     others = {path: result for path, result in (finished or {}).items() if path not in own}
     home = {group: _home(members, finished or {}, others) for group, members in groups.items()}
-    run_dirs = {spec.run_dir: str(Path(home[spec.key or spec.result_path]).with_suffix("")) for spec in specs}
+    moved = {spec.result_path: home[spec.key or spec.result_path] for spec in specs}
+    run_dirs = {spec.run_dir: str(Path(moved[spec.result_path]).with_suffix("")) for spec in specs}
     shared = []
     for spec in specs:
         members = groups[spec.key or spec.result_path]
-        config = spec.config
-        if isinstance(config.get("init"), str) and config["init"] in run_dirs:  # the pre-training's new place
-            config = {**config, "init": run_dirs[config["init"]]}
-        result_path = home[spec.key or spec.result_path]
+        result_path = moved[spec.result_path]
         shared.append(replace(
-            spec, config=config, result_path=result_path, run_dir=str(Path(result_path).with_suffix("")),
+            spec, config=_moved_config(spec.config, run_dirs), result_path=result_path,
+            run_dir=str(Path(result_path).with_suffix("")), needs=tuple(moved.get(p, p) for p in spec.needs),
             shared_by=tuple((m.recipe, m.arm) for m in members) if len(members) > 1 else (),
         ))
     return shared
+
+
+def _moved_config(config: dict[str, Any], run_dirs: dict[str, str]) -> dict[str, Any]:
+    """``config`` with ``init`` (a pre-training) and ``distill.teacher`` (a teacher arm's run) pointing at the run
+    folders those runs now share (``run_dirs``: a spec's own folder -> the shared one)."""
+    init, distill = config.get("init"), config.get(DISTILL)
+    if isinstance(init, str) and init in run_dirs:
+        config = {**config, "init": run_dirs[init]}
+    if isinstance(distill, dict) and isinstance(distill.get("teacher"), str) and distill["teacher"] in run_dirs:
+        config = {**config, DISTILL: {**distill, "teacher": run_dirs[distill["teacher"]]}}
+    return config
 
 
 def _home(members: list[RunSpec], finished: dict[str, dict[str, Any]], others: dict[str, dict[str, Any]]) -> str:
@@ -226,10 +254,26 @@ def _train_or_resume(cfg: EngineConfig, run_dir: Path) -> dict[str, Any]:
             same = config_of_run(run_dir).to_dict() == cfg.to_dict()
         except (CheckpointError, ConfigError):
             same = False
-        resume = same and latest_checkpoint(run_dir) is not None
+        resume = same and _same_teacher(cfg, run_dir) and latest_checkpoint(run_dir) is not None
         if not resume:
             shutil.rmtree(run_dir)
     return engine.train(None if resume else cfg, run_dir, resume=resume, quiet=True, plots=False)
+
+
+def _same_teacher(cfg: EngineConfig, run_dir: Path) -> bool:
+    """Whether a killed distilled run's teacher still has the weights it started with (True without a teacher).
+
+    A teacher arm retrained under a changed recipe lies in the same folder, so the student's config is unchanged;
+    its run starts over rather than fail on resume (the engine refuses a changed teacher).
+    """
+    distill = getattr(cfg, DISTILL, None)
+    if not isinstance(distill, dict):
+        return True
+    try:
+        recorded = json.loads((run_dir / RUN_INFO_FILE).read_text(encoding="utf-8"))["teacher"]["sha256"]
+        return bool(recorded == sha256_file(Path(distill["teacher"]) / WEIGHTS_FILE))
+    except (OSError, ValueError, KeyError, TypeError):  # no record, or no such teacher: start over
+        return False
 
 
 def _run_image(spec: RunSpec) -> dict[str, float]:
@@ -323,7 +367,14 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     except VitlabError as exc:  # e.g. a non-finite loss: record it, the report names it
         metrics, error = {}, f"{type(exc).__name__}: {exc}"
     device = metrics.pop("device", "cpu") if metrics else "cpu"
-    result = {
+    result = _result(spec, metrics, error, time.perf_counter() - start, device)
+    atomic_write_text(Path(spec.result_path), json.dumps(result, indent=1))
+    return result
+
+
+def _result(spec: RunSpec, metrics: dict[str, Any], error: str | None, seconds: float, device: str) -> dict[str, Any]:
+    """The result record of a run of ``spec``: what :func:`run_one` writes."""
+    return {
         "recipe": spec.recipe,
         "family": spec.family,
         "variant": spec.variant,
@@ -332,14 +383,12 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
         "config": _jsonable(spec.config),
         "metrics": metrics,
         "error": error,
-        "seconds": time.perf_counter() - start,
+        "seconds": seconds,
         "device": device,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **({"key": spec.key} if spec.key else {}),
         **({"shared_by": [{"recipe": r, "arm": a} for r, a in spec.shared_by]} if spec.shared_by else {}),
     }
-    atomic_write_text(Path(spec.result_path), json.dumps(result, indent=1))
-    return result
 
 
 def _run_one_in_worker(spec_dict: dict[str, Any]) -> dict[str, Any]:  # pragma: no cover - runs in a subprocess
@@ -425,18 +474,63 @@ def run_all(
     try:
         for stage in sorted({specs[i].stage for i in todo}):  # a shared pre-training first, then its users
             stage_todo = [i for i in todo if specs[i].stage == stage]
-            if jobs <= 1 or len(stage_todo) <= 1:
-                for i in stage_todo:
-                    bar.set_postfix_str(f"{specs[i].recipe}/{specs[i].arm}/seed{specs[i].seed}")
-                    finished(i, run_one(specs[i]))
-            else:
-                with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-                    futures = {pool.submit(_run_one_in_worker, asdict(specs[i])): i for i in stage_todo}
-                    for future in as_completed(futures):
-                        finished(futures[future], future.result())
+            _run_stage(specs, stage_todo, done, jobs, finished, bar.set_postfix_str)
     finally:
         bar.close()
     return [as_result_of(done[spec.result_path], spec) for spec in specs if spec.result_path in done]
+
+
+def _run_stage(
+    specs: list[RunSpec], todo: list[int], done: dict[str, dict[str, Any]], jobs: int,
+    finished: Callable[[int, dict[str, Any]], None], show: Callable[[str], None],
+) -> None:
+    """Run the specs ``todo`` (indices into ``specs``), each only once every run it ``needs`` has a result in
+    ``done``: in plan order, in this process (``jobs`` <= 1) or in up to ``jobs`` worker processes, a waiting run
+    starting as soon as its teacher's result is in.
+
+    A run whose teacher failed, or whose teacher will never run (nothing left to run or running), is not trained:
+    it goes to ``finished`` as failed, with one line naming the teacher (:func:`_need_failure`), and is not written.
+    """
+    runs = _runs(specs)
+    waiting = list(todo)
+    parallel = jobs > 1 and len(todo) > 1
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=spawn) if parallel else contextlib.nullcontext() as pool:
+        running: dict[Future[dict[str, Any]], int] = {}
+        while waiting or running:
+            ready = [i for i in waiting if all(path in done for path in specs[i].needs)]
+            stuck = not ready and not running  # what still waits needs a run that will not come
+            failures = {i: why for i in waiting if (why := _need_failure(specs, i, done, runs, stuck))}
+            for i, why in failures.items():
+                waiting.remove(i)
+                finished(i, _result(specs[i], {}, why, 0.0, "cpu"))
+            ready = [i for i in ready if i not in failures]
+            for i in ready if parallel else ready[:1]:
+                waiting.remove(i)
+                if parallel:
+                    running[pool.submit(_run_one_in_worker, asdict(specs[i]))] = i
+                else:
+                    show(f"{specs[i].recipe}/{specs[i].arm}/seed{specs[i].seed}")
+                    finished(i, run_one(specs[i]))
+            if running:
+                complete, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in complete:
+                    finished(running.pop(future), future.result())
+
+
+def _need_failure(specs: list[RunSpec], i: int, done: dict[str, dict[str, Any]], runs: dict[str, list[int]],
+                  stuck: bool) -> str:
+    """Why spec ``i`` will not be trained, in one line naming its teacher: a run it needs failed, or (``stuck``:
+    nothing can start or is running) is not among the runs to come; ``""`` when it can run, or must wait."""
+    for path in specs[i].needs:
+        error = str((done.get(path) or {}).get("error") or "")
+        if error or (stuck and path not in done):
+            members = [specs[j] for j in runs.get(path, [])]
+            teacher = next((m for m in members if m.recipe == specs[i].recipe), members[0] if members else None)
+            name = f"{teacher.recipe}/{teacher.arm}/seed{teacher.seed}" if teacher else path
+            why = f"failed ({error.splitlines()[0]})" if error else "is not among the runs of this call"
+            return f"teacher {name} {why}, so this run was not trained"
+    return ""
 
 
 def machine_info() -> dict[str, Any]:
