@@ -366,9 +366,22 @@ def _check_recipe_keys(data: Any, where: str) -> None:
     known = {"name", "title", "paper", "kind", "base", "quick", "variants", "metrics", "claims", "seeds",
              "paper_metric", "paper_values", "paper_quote", "setting", "figure", "families", "pretrain",
              "alpha", "regime", "untestable"}
-    for key in data:
+    _refuse_unknown_keys(data, known, "recipe key", where)
+
+
+def _refuse_unknown_keys(raw: dict[str, Any], known: Any, what: str, at: str) -> None:
+    """One line naming the first key of ``raw`` not in ``known`` (and the nearest known one)."""
+    for key in raw:
         if key not in known:
-            raise ConfigError(f"{where}: " + unknown_name_message("recipe key", str(key), known))
+            raise ConfigError(f"{at}: " + unknown_name_message(what, str(key), known))
+
+
+def _read_metric(raw: dict[str, Any], at: str) -> str:
+    """``raw['metric']``, one of :data:`METRICS`."""
+    metric = _require(raw, "metric", str, at)
+    if metric not in METRICS:
+        raise ConfigError(f"{at}: " + unknown_name_message("metric", metric, METRICS))
+    return metric
 
 
 def _read_variants(
@@ -470,13 +483,9 @@ def _read_claim(
     """One claim, validated: its expectation and test, metric, variant names, ``minus``, margin and regime."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{at} must be a mapping")
-    for key in raw:
-        if key not in CLAIM_KEYS:
-            raise ConfigError(f"{at}: " + unknown_name_message("claim key", str(key), CLAIM_KEYS))
+    _refuse_unknown_keys(raw, CLAIM_KEYS, "claim key", at)
     expect, test = _read_test(raw, at)
-    metric = _require(raw, "metric", str, at)
-    if metric not in METRICS:
-        raise ConfigError(f"{at}: " + unknown_name_message("metric", metric, METRICS))
+    metric = _read_metric(raw, at)
     variant = _require(raw, "variant", str, at)
     against = raw.get("against")
     minus = raw.get("minus")
@@ -509,13 +518,9 @@ def _read_condition(
     """One regime condition ``{text, arms: [names] | claim, metric, min | max}``, validated."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{at} must be a mapping {{text, arms, metric, min | max}}, got {type(raw).__name__}")
-    for key in raw:
-        if key not in REGIME_KEYS:
-            raise ConfigError(f"{at}: " + unknown_name_message("regime key", str(key), REGIME_KEYS))
+    _refuse_unknown_keys(raw, REGIME_KEYS, "regime key", at)
     text = _require(raw, "text", str, at)
-    metric = _require(raw, "metric", str, at)
-    if metric not in METRICS:
-        raise ConfigError(f"{at}: " + unknown_name_message("metric", metric, METRICS))
+    metric = _read_metric(raw, at)
     arms = raw.get("arms")
     if arms != CLAIM_ARMS and not (isinstance(arms, list) and arms and all(isinstance(a, str) for a in arms)):
         raise ConfigError(f"{at}: 'arms' must be a list of variant names or '{CLAIM_ARMS}' (the claim's arms), "
@@ -559,9 +564,7 @@ def _read_untestable(data: dict[str, Any], where: str, claims: list[Claim]) -> l
             if key not in item:
                 raise ConfigError(f"{at}: missing key '{key}'; an untestable claim states "
                                   "text, reason, mde, paper_effect and seeds_needed")
-        for key in item:
-            if key not in UNTESTABLE_KEYS:
-                raise ConfigError(f"{at}: " + unknown_name_message("untestable key", str(key), UNTESTABLE_KEYS))
+        _refuse_unknown_keys(item, UNTESTABLE_KEYS, "untestable key", at)
         if not all(_is_number(item[k]) for k in ("mde", "paper_effect")) or not item["mde"] > 0:
             raise ConfigError(f"{at}: 'mde' must be a number > 0 and 'paper_effect' a number, got "
                               f"{item['mde']!r} and {item['paper_effect']!r}")
@@ -590,9 +593,7 @@ def _read_pretrain(data: dict[str, Any], kind: str, variants: dict[str, dict[str
     if pretrain:
         if kind != "image" or not isinstance(pretrain, dict) or not isinstance(pretrain.get("config"), dict):
             raise ConfigError(f"{where}: 'pretrain' must be a mapping with a 'config' mapping (image recipes only)")
-        for key in pretrain:
-            if key not in ("config", "quick"):
-                raise ConfigError(f"{where}: " + unknown_name_message("pretrain key", str(key), ("config", "quick")))
+        _refuse_unknown_keys(pretrain, ("config", "quick"), "pretrain key", where)
         if PRETRAIN in variants:
             raise ConfigError(f"{where}: a variant may not be named '{PRETRAIN}' (the pre-training run's name)")
         if DISTILL in pretrain["config"] or DISTILL in (pretrain.get("quick") or {}):
