@@ -86,7 +86,8 @@ def table(rows: list[dict]) -> str:
 
 def paired(groups: dict[str, list[dict]], first: str) -> str:
     """``first`` minus each other recipe, paired by seed: test top-1 differences (pp) and wall-time ratios."""
-    from scipy import stats
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    from vitlab.reproduce.stats import paired_interval
 
     lines = ["| comparison | per seed (pp) | mean (pp) | 95 % interval (t, paired) | excludes 0 | wall-time ratio |",
              "| --- | --- | --- | --- | --- | --- |"]
@@ -97,13 +98,9 @@ def paired(groups: dict[str, list[dict]], first: str) -> str:
         pairs = [(mine[r["seed"]], r) for r in rows if r["seed"] in mine]
         diffs = [100 * (a["test_acc1"] - b["test_acc1"]) for a, b in pairs]
         ratios = [a["wall_s"] / b["wall_s"] for a, b in pairs]
-        mean = statistics.mean(diffs)
-        if len(diffs) > 1 and statistics.stdev(diffs) > 0:
-            half = stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / len(diffs) ** 0.5
-        else:
-            half = float("nan") if len(diffs) < 2 else 0.0
-        low, high = mean - half, mean + half
-        excludes = "n/a" if half != half else ("yes" if low > 0 or high < 0 else "no")
+        interval = paired_interval([100 * a["test_acc1"] for a, _ in pairs], [100 * b["test_acc1"] for _, b in pairs])
+        mean, low, high = interval.mean, interval.low, interval.high
+        excludes = "n/a" if low != low else ("yes" if low > 0 or high < 0 else "no")
         lines.append(
             f"| {first} − {name} | {', '.join(f'{d:+.1f}' for d in diffs)} | {mean:+.2f} | "
             f"[{low:+.2f}, {high:+.2f}] | {excludes} | "

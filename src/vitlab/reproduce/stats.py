@@ -254,9 +254,7 @@ def paired_t_pvalue(
     if d.size < 2:
         return 1.0
     if np.ptp(d) == 0.0:
-        c = float(d[0])
-        on_side = {"two-sided": c != null, "greater": c > null, "less": c < null}[alternative]
-        return 0.0 if on_side else 1.0
+        return _constant_pvalue(float(d[0]) - null, alternative)
     return float(sps.ttest_1samp(d, null, alternative=alternative).pvalue)
 
 
@@ -281,10 +279,15 @@ def welch_t_pvalue(
     if x.size < 2 or y.size < 2:
         return 1.0
     if np.ptp(x) == 0.0 and np.ptp(y) == 0.0:
-        c = float(x[0] - y[0])
-        on_side = {"two-sided": c != 0.0, "greater": c > 0.0, "less": c < 0.0}[alternative]
-        return 0.0 if on_side else 1.0
+        return _constant_pvalue(float(x[0] - y[0]), alternative)
     return float(sps.ttest_ind(x, y, equal_var=False, alternative=alternative).pvalue)
+
+
+def _constant_pvalue(excess: float, alternative: str) -> float:
+    """The p-value when there is no spread: 0 when the difference's excess over the null lies strictly on the
+    alternative's side (two-sided: any excess), else 1."""
+    on_side = {"two-sided": excess != 0.0, "greater": excess > 0.0, "less": excess < 0.0}[alternative]
+    return 0.0 if on_side else 1.0
 
 
 def _pvalue_fn(paired: bool):  # noqa: ANN202 - one of the two p-value functions above
