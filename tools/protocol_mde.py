@@ -1,11 +1,13 @@
 """Which reproduction claims are testable at the affordable number of seeds: the table of
 ``src/vitlab/recipes/reproduce/PROTOCOL.md``, computed before the run from the *previous* full run's spreads.
 
-    python tools/protocol_mde.py [RESULTS.json] [--seeds 5]
+    python tools/protocol_mde.py [RESULTS.json] [--seeds N]
 
 For each claim (the list below: the arms it compares in the previous run, its test, and the paper's own effect
 with its source) it takes the per-seed differences of the previous run (``results.json`` of ``vitlab
-reproduce``), their standard deviation s_d, and computes at n seeds, level α = 0.05, power 0.8:
+reproduce``; for a claim of the form (a − b) − (c − d), ``minus``, the per-seed difference of differences), their
+standard deviation s_d, and computes at n seeds (the recipe's ``seeds`` in ``src/vitlab/recipes/reproduce``, or
+``--seeds``), level α = 0.05, power 0.8:
 
 * direction claims: the minimum detectable effect of the two-sided paired t-test,
   :func:`vitlab.reproduce.stats.minimum_detectable_effect` (exact, noncentral t);
@@ -16,6 +18,10 @@ reproduce``), their standard deviation s_d, and computes at n seeds, level α = 
 
 A claim is *testable* when that detectable effect (or margin) is at most the paper's effect (or the claim's
 margin); otherwise the table gives the seeds it would need (the smallest n ≤ 200 that reaches it).
+
+The DeiT claims have no previous reproduction run: their per-seed differences are those of the only earlier
+paired runs of the same three models, ``docs/results/train_mnist5k_deit.md`` (``benchmarks.bench_train``, 3 seeds,
+the full training split), written out in :data:`PRIOR_DIFFS`.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from pathlib import Path
 from scipy import optimize
 from scipy import stats as sps
 
+from vitlab.reproduce.recipes import load_recipes
 from vitlab.reproduce.stats import minimum_detectable_effect
 
 ALPHA, POWER = 0.05, 0.8
@@ -73,6 +80,11 @@ CLAIMS = [
     ("data_size", "The CNN beats the ViT on 10 % of the data", "vit/frac10", "cnn/frac10", "test_acc1",
      "direction", 3.0, "ViT paper Fig. 3–4 (BiT ResNets lead on the smallest pre-training sets; no number in "
      "these units: 3 pp assumed)"),
+    ("data_size", "The ViT's deficit narrows from 10 % to 100 %", ("cnn/frac100", "vit/frac10"),
+     ("vit/frac100", "cnn/frac10"), "test_acc1", "direction", 3.0,
+     "ViT paper Fig. 3–4 (the gap closes as the data grows; no number in these units: 3 pp assumed)"),
+    ("data_size", "The ViT's deficit narrows from 30 % to 100 %", ("cnn/frac100", "vit/frac30"),
+     ("vit/frac100", "cnn/frac30"), "test_acc1", "direction", 3.0, "as above"),
     ("posenc", "Learned position embeddings beat none", "none", "learned", "test_acc1", "direction", 2.82,
      "ViT paper Table 8: 61.382 → 64.206 (ImageNet 5-shot linear)"),
     ("posenc", "2-D sin-cos beats none", "none", "sincos_2d", "test_acc1", "direction", 2.62,
@@ -85,7 +97,18 @@ CLAIMS = [
      "direction", 0.25, "Vaswani Table 3: PPL 4.67 → 4.92"),
     ("vit_transfer", "Fine-tuned beats scratch", "scratch", "finetuned", "test_acc1", "direction", 10.0,
      "ViT paper Table 2/Fig. 4 (tens of points at few shots; 10 assumed)"),
+    ("deit", "The distilled ViT beats the same ViT without a teacher", "vit", "deit", "test_acc1", "direction", 1.6,
+     "DeiT Table 5: DeiT-B 81.8 → DeiT-B⚗ 83.4"),
+    ("deit", "The distilled ViT beats its CNN teacher", "teacher", "deit", "test_acc1", "direction", 0.5,
+     "DeiT Table 5: RegNetY-16GF 82.9 → DeiT-B⚗ 83.4"),
 ]
+
+# Per-seed differences (pp of test top-1, seeds 0, 1, 2) of the claims without a previous reproduction run:
+# docs/results/train_mnist5k_deit.md, "Paired by seed" (mnist5k_deit − mnist5k_vit, mnist5k_deit − mnist5k_resnet).
+PRIOR_DIFFS = {
+    ("deit", "vit", "deit"): [0.6, -0.1, 0.5],
+    ("deit", "teacher", "deit"): [0.0, -1.4, 0.1],
+}
 
 
 def _noncentral_power(margin: float, sd: float, n: int, two_sided_tost: bool) -> float:
@@ -120,26 +143,40 @@ def per_seed(results: list[dict]) -> dict[tuple[str, str], dict[int, dict[str, f
     return table
 
 
+def paired_diffs(table: dict, recipe: str, arms_a: str | tuple[str, ...], arms_b: str | tuple[str, ...],
+                 metric: str) -> list[float]:
+    """Per-seed sum(b) − sum(a) over the seeds every arm has (one arm each side: the plain paired difference)."""
+    arms_a = (arms_a,) if isinstance(arms_a, str) else arms_a
+    arms_b = (arms_b,) if isinstance(arms_b, str) else arms_b
+    if (recipe, arms_a[0], arms_b[0]) in PRIOR_DIFFS:
+        return PRIOR_DIFFS[(recipe, arms_a[0], arms_b[0])]
+    runs = [table.get((recipe, arm), {}) for arm in arms_a + arms_b]
+    seeds = sorted(set.intersection(*(set(r) for r in runs)))
+    seeds = [s for s in seeds if all(metric in r[s] for r in runs)]
+    n_a = len(arms_a)
+    return [sum(r[s][metric] for r in runs[n_a:]) - sum(r[s][metric] for r in runs[:n_a]) for s in seeds]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", nargs="?", default="docs/results/reproduce/results.json")
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=None, help="seeds for every claim (default: each recipe's)")
     args = parser.parse_args()
     table = per_seed(json.loads(Path(args.results).read_text()))
-    print(f"| recipe | claim | test | s_d (previous run, n) | detectable at {args.seeds} seeds | paper effect / margin "
+    recipe_seeds = {r.name: r.seeds for r in load_recipes()}
+    print("| recipe | claim | test | s_d (previous run, n) | seeds | detectable | paper effect / margin "
           "| testable | seeds needed | paper source |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for recipe, text, arm_a, arm_b, metric, test, effect, source in CLAIMS:
-        a, b = table.get((recipe, arm_a), {}), table.get((recipe, arm_b), {})
-        seeds = sorted(set(a) & set(b))
-        diffs = [b[s][metric] - a[s][metric] for s in seeds if metric in a[s] and metric in b[s]]
+        n = args.seeds or recipe_seeds.get(recipe, 5)
+        diffs = paired_diffs(table, recipe, arm_a, arm_b, metric)
         if len(diffs) < 2:
-            print(f"| {recipe} | {text} | {test} | no previous pairs | | {effect:g} | unknown | | {source} |")
+            print(f"| {recipe} | {text} | {test} | no previous pairs | {n} | | {effect:g} | unknown | | {source} |")
             continue
         sd = statistics.stdev(diffs)
-        found = detectable(test, sd, args.seeds)
+        found = detectable(test, sd, n)
         need = seeds_needed(test, sd, effect)
-        print(f"| {recipe} | {text} | {test} | {sd:.3g} ({len(diffs)}) | {found:.3g} | {effect:g} | "
+        print(f"| {recipe} | {text} | {test} | {sd:.3g} ({len(diffs)}) | {n} | {found:.3g} | {effect:g} | "
               f"{'yes' if found <= effect else 'no'} | {need if need else '> 200'} | {source} |")
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from vitlab.errors import ConfigError
@@ -32,23 +34,30 @@ def test_shipped_recipes_load_and_every_variant_config_is_valid() -> None:
 
 
 def test_variant_overrides_merge_into_the_family_model_args() -> None:
+    (smoothing,) = load_recipes(["label_smoothing"])
+    vit = smoothing.config("smoothing", seed=0, quick=False, family="vit")
+    assert vit["label_smoothing"] == 0.1 and vit["model_args"]["depth"] == smoothing.families["vit"]["model_args"]["depth"]
+    assert vit["epochs"] == 100  # the family's own budget overrides the base's
+    cnn = smoothing.config("smoothing", seed=0, quick=False, family="cnn")
+    assert cnn["model"] == "resnet8" and cnn["model_args"] == {} and cnn["epochs"] == 60  # no ViT args leak in
     (mish,) = load_recipes(["mish"])
-    vit = mish.config("mish", seed=0, quick=False, family="vit")
-    assert vit["model_args"]["act"] == "mish" and vit["model_args"]["depth"] == mish.families["vit"]["model_args"]["depth"]
-    cnn = mish.config("mish", seed=0, quick=False, family="cnn")
-    assert cnn["model"] == "resnet8" and cnn["model_args"] == {"act": "mish"}  # the ViT's model_args do not leak in
-    assert "act" not in mish.families["vit"]["model_args"]  # the recipe is not modified
+    assert mish.config("mish", seed=0, quick=False, family="cnn")["model_args"] == {"act": "mish"}
+    assert "act" not in mish.families["cnn"]["model_args"]  # the recipe is not modified
     with pytest.raises(ConfigError, match="name one"):
         mish.config("mish", seed=0, quick=False)
     with pytest.raises(ConfigError, match="unknown family"):
         mish.config("mish", seed=0, quick=False, family="vitt")
 
 
-def test_image_claims_run_on_a_vit_and_a_cnn_on_mnist5k() -> None:
-    # issue 15: every image claim on both model families, on the 28×28 MNIST set
-    for recipe in load_recipes(["cutmix", "label_smoothing", "mish", "data_size"]):
-        assert set(recipe.families) == {"vit", "cnn"}, recipe.name
+def test_image_claims_run_on_mnist5k_on_the_families_the_protocol_keeps() -> None:
+    # issue 15: the image claims on the 28×28 MNIST set; issue 29 (PROTOCOL.md): the ViT family of cutmix and mish
+    # is declared untestable (or cut) before the run and not run, so those recipes run ResNet-8 only
+    families = {"cutmix": {"cnn"}, "label_smoothing": {"vit", "cnn"}, "mish": {"cnn"}, "data_size": {"vit", "cnn"}}
+    for recipe in load_recipes(list(families)):
+        assert set(recipe.families) == families[recipe.name], recipe.name
         assert recipe.families["cnn"]["model"] == "resnet8" and recipe.base["dataset"] == "mnist5k"
+        if "vit" not in recipe.families:
+            assert any("(ViT)" in u.text for u in recipe.untestable), recipe.name
     (posenc,) = load_recipes(["posenc"])
     assert posenc.base["dataset"] == "mnist5k" and posenc.base["model_args"]["stem"] == "conv"
 
@@ -228,12 +237,32 @@ def test_shipped_recipes_state_their_tests_and_regimes() -> None:
     assert len(transfer.claims) == 1 and transfer.claims[0].margin is None and transfer.claims[0].regime == ("fits",)
     assert transfer.regime["fits"].arms == ("scratch",) and transfer.regime["fits"].threshold == 95.0
     cutmix = by_name["cutmix"]
-    assert [c.regime for c in cutmix.claims] == [("overfits",)] * 3 + [()] * 2
+    assert [c.regime for c in cutmix.claims] == [("overfits",)] * 3
+    assert cutmix.base["mix_prob"] == 0.5 and cutmix.seeds == 8  # the CutMix paper's CIFAR setting; PROTOCOL.md
     assert cutmix.regime["overfits"].arms == ("baseline",) and cutmix.regime["overfits"].metric == "train_val_gap"
     smoothing = by_name["label_smoothing"]
     assert [(c.test, c.regime) for c in smoothing.claims] == [(DIRECTION, ("overconfident",)), (EQUIVALENCE, ())]
     assert smoothing.regime["overconfident"].metric == "temperature" and smoothing.regime["overconfident"].threshold == 1.0
     assert all(r.alpha == 0.05 for r in by_name.values())
+    # every recipe pins its precision (issue 29: results must not depend on a machine's precision probe)
+    for recipe in by_name.values():
+        if recipe.kind != "legendre":
+            assert recipe.base["amp"] == "off", recipe.name
+    assert by_name["transformer_label_smoothing"].base["num_test"] == 5000
+
+
+def test_the_protocol_note_names_every_untestable_claim_and_ships_with_the_recipes() -> None:
+    """Issue 29: PROTOCOL.md (committed before the run) lists each claim declared untestable, and the wheel carries it
+    (package data), so an installed protocol hashes like the checkout's."""
+    from vitlab.reproduce.protocol import PROTOCOL_NOTE
+
+    folder = Path(load_recipes(["cutmix"])[0].path).parent
+    note = (folder / PROTOCOL_NOTE).read_text(encoding="utf-8")
+    for recipe in load_recipes():
+        for item in recipe.untestable:
+            assert str(item.seeds_needed) in note and f"{item.mde:.3g}" in note, (recipe.name, item.text)
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    assert "reproduce/PROTOCOL.md" in pyproject.read_text(encoding="utf-8")
 
 
 def test_every_image_arm_builds_its_model_and_gives_logits_for_its_data() -> None:
@@ -307,12 +336,14 @@ def test_bad_teacher_arms_are_refused_in_one_line(change: dict, message: str) ->
 
 
 def test_the_shipped_deit_recipe() -> None:
-    """Issue 29's DeiT claim: the student against the plain ViT and against its teacher, paired by seed."""
+    """Issue 29's DeiT claim: the student against the plain ViT, paired by seed; the claim against its teacher is
+    declared untestable before the run (PROTOCOL.md), and the teacher arm still runs because it teaches."""
     (deit,) = load_recipes(["deit"])
     assert deit.arm_names() == ["teacher", "vit", "deit"] and deit.seeds == 5 and deit.base["amp"] == "off"
     assert deit.teacher_of("deit") == "teacher" and deit.teacher_of("deit", quick=True) == "teacher"
     assert [(c.variant, c.against, c.metric, c.expect, c.test) for c in deit.claims] == [
-        ("deit", "vit", "test_acc1", "higher", DIRECTION), ("deit", "teacher", "test_acc1", "higher", DIRECTION)]
+        ("deit", "vit", "test_acc1", "higher", DIRECTION)]
+    assert [(u.text, u.seeds_needed) for u in deit.untestable] == [("The distilled ViT beats its CNN teacher", 25)]
     assert all(c.regime == ("fits",) for c in deit.claims) and deit.regime["fits"].arms is None  # the arms compared
     assert (deit.regime["fits"].metric, deit.regime["fits"].threshold) == ("train_acc1", 95.0)
     student, plain, teacher = (deit.config(v, seed=0, quick=False) for v in ("deit", "vit", "teacher"))

@@ -442,20 +442,27 @@ def test_a_students_key_follows_its_teachers_config_not_its_folder(tmp_path: Pat
 def test_a_teacher_shared_with_another_recipe_teaches_from_the_shared_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Reference: the shipped recipes. deit's teacher arm is label_smoothing's cnn/smoothing run (the same normalised
-    config): it is trained once, and the student is pointed at, and waits for, that run's folder and result."""
+    """Reference: the shipped deit recipe beside a recipe (planned first) whose arm ``copy`` has the deit teacher's
+    config: that run is trained once, and the student is pointed at, and waits for, the other recipe's folder."""
     from vitlab.reproduce.recipes import load_recipes
 
-    specs = plan(load_recipes(["label_smoothing", "deit"]), tmp_path, seeds=1)
+    (deit,) = load_recipes(["deit"])
+    teacher_config = {k: v for k, v in deit.config("teacher", seed=0, quick=False).items() if k != "seed"}
+    other = recipe_from_dict({
+        "name": "other", "kind": "image", "seeds": 1, "metrics": ["test_acc1"], "base": teacher_config,
+        "variants": {"copy": {}, "unsmoothed": {"label_smoothing": 0.0}},
+        "claims": [{"text": "t", "metric": "test_acc1", "variant": "copy", "against": "unsmoothed", "expect": "higher"}],
+    })
+    specs = plan([other, deit], tmp_path, seeds=1)
     by = {(s.recipe, s.arm): s for s in specs}
-    teacher, smoothing, student = by["deit", "teacher"], by["label_smoothing", "cnn/smoothing"], by["deit", "deit"]
-    assert teacher.key == smoothing.key and teacher.run_dir == smoothing.run_dir
-    assert teacher.run_dir == str(tmp_path / "runs" / "label_smoothing" / "cnn" / "smoothing" / "seed0")
-    assert student.config["distill"]["teacher"] == teacher.run_dir and student.needs == (smoothing.result_path,)
+    teacher, copy, student = by["deit", "teacher"], by["other", "copy"], by["deit", "deit"]
+    assert teacher.key == copy.key and teacher.run_dir == copy.run_dir
+    assert teacher.run_dir == str(tmp_path / "runs" / "other" / "copy" / "seed0")
+    assert student.config["distill"]["teacher"] == teacher.run_dir and student.needs == (copy.result_path,)
     fake = TeacherWatch()
     monkeypatch.setitem(runner.EXECUTORS, "image", fake)
     run_all(specs, progress=False)
-    assert len(fake.calls) == 6 and ("teacher", 0) not in fake.calls and fake.teacher_ready == {0: True}
+    assert len(fake.calls) == 4 and ("teacher", 0) not in fake.calls and fake.teacher_ready == {0: True}
 
 
 def test_a_killed_student_whose_teacher_changed_starts_over(tmp_path: Path) -> None:

@@ -23,11 +23,11 @@ The normalised config (:func:`normalised_config`):
 The key is the SHA-256 of the canonical JSON (sorted keys, floats as Python's ``repr``) of
 ``{"kind", "seed", "config"}``.
 
-In the shipped recipes (full run, default seeds) the rule merges 20 of the 149 runs into others: cutmix's
+In the v2 recipes (full run, default seeds) the rule merged 20 of the 149 runs into others: cutmix's
 ``baseline`` = label_smoothing's ``no_smoothing`` (both families), mish's ``cnn/relu`` = data_size's
 ``cnn/frac100``, data_size's ``vit/frac100`` = posenc's ``learned``, 5 seeds each. In the full run committed
-before sharing (docs/results/reproduce/results.json) every such pair has bit-identical metrics, and together
-they took 21.5 CPU-minutes.
+before sharing (the v2 run of 2026-11-29) every such pair had bit-identical metrics, and together they took
+21.5 CPU-minutes. The v3 protocol (``recipes/reproduce/PROTOCOL.md``) lists the runs its recipes share.
 """
 
 from __future__ import annotations
