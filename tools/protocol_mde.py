@@ -3,6 +3,10 @@
 
     python tools/protocol_mde.py [RESULTS.json] [--seeds N]
 
+PROTOCOL.md's table was computed from the v2 run, which the v3 run has since replaced in ``docs/results``; to
+recompute it: ``git show 98010fbf:docs/results/reproduce/results.json > v2.json && python tools/protocol_mde.py
+v2.json`` (the default path is the latest committed run).
+
 For each claim (the list below: the arms it compares in the previous run, its test, and the paper's own effect
 with its source) it takes the per-seed differences of the previous run (``results.json`` of ``vitlab
 reproduce``; for a claim of the form (a − b) − (c − d), ``minus``, the per-seed difference of differences), their

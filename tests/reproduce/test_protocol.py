@@ -85,10 +85,19 @@ def test_pre_registered_when_committed_before_the_run_started(repo: Path) -> Non
     head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     assert state.commit == head
     first, line = preregistration(state, protocol_digest(repo), "2020-01-02T08:00:00+01:00")
-    assert first == (f"**Protocol** (the recipes in `proto/`): sha256 `{state.digest}`; last commit `{head}` at "
-                     "2020-01-01T12:00:00+00:00.")
+    assert first == (f"**Protocol** (the 2 recipe files in `proto/`): sha256 `{state.digest}`; last commit `{head}` "
+                     "at 2020-01-01T12:00:00+00:00.")
     assert line == ("**pre-registered**: the protocol was committed at 2020-01-01T12:00:00+00:00, before this run "
                     "started at 2020-01-02T08:00:00+01:00.")
+
+
+def test_the_protocol_line_names_the_rules_file_when_there_is_one(tmp_path: Path) -> None:
+    _write_protocol(tmp_path)
+    (tmp_path / "PROTOCOL.md").write_text("# the rules\n")
+    state = protocol_state(tmp_path)
+    assert state.files == ("1_a.yaml", "2_b.yaml", "PROTOCOL.md")
+    first, _ = preregistration(state, state.digest, now_iso())
+    assert first.startswith(f"**Protocol** (the 2 recipe files and PROTOCOL.md (the rules) in `{tmp_path.name}/`)")
 
 
 def test_not_pre_registered_when_the_protocol_changed_after_the_run_started(repo: Path) -> None:
@@ -123,7 +132,8 @@ def test_no_record_or_no_git_checkout_is_not_pre_registered(tmp_path: Path, monk
     _write_protocol(tmp_path / "proto")
     monkeypatch.setattr(protocol, "git", lambda folder, *args: None)  # git missing, or not a checkout
     state = protocol_state(tmp_path / "proto")
-    assert state == ProtocolState(str(tmp_path / "proto"), protocol_digest(tmp_path / "proto"), False)
+    assert state == ProtocolState(str(tmp_path / "proto"), protocol_digest(tmp_path / "proto"), False,
+                                  files=("1_a.yaml", "2_b.yaml"))
     first, line = preregistration(state, state.digest, now_iso())
     assert first.endswith("last commit unknown (not a git checkout).")
     assert line == "**not pre-registered**: the protocol's commit is unknown (not a git checkout)."

@@ -327,6 +327,20 @@ def test_family_agreement_and_regime_columns_in_the_report(tmp_path: Path) -> No
     assert "| vit | base | " in md and "[vit] reg lowers the error" in md
 
 
+def test_a_recipe_with_one_family_has_no_agreement_table(tmp_path: Path) -> None:
+    """v3's cutmix and mish run ResNet-8 only: one family has nothing to agree with, so no table says it agrees."""
+    recipe = recipe_from_dict({
+        "name": "fam", "kind": "image", "families": {"cnn": {"model": "c"}}, "variants": {"base": {}, "reg": {}},
+        "metrics": ["test_error"],
+        "claims": [{"text": "reg lowers the error", "metric": "test_error", "variant": "reg", "against": "base",
+                    "expect": "lower"}],
+    })
+    res = summarize(recipe, [r for r in _family_results() if r["family"] == "cnn"])
+    md_path, _ = write_report([res], tmp_path, {"command": "c", "machine": {}})
+    md = md_path.read_text()
+    assert "[cnn] reg lowers the error" in md and "Do the model families agree?" not in md
+
+
 def test_seeds_needed_for_accuracy_claims_follow_the_observed_spread() -> None:
     recipe = recipe_from_dict({
         "name": "acc", "kind": "image", "variants": {"a": {}, "b": {}}, "metrics": ["test_acc1"],

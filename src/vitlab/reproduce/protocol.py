@@ -62,9 +62,9 @@ def git(folder: str | Path, *args: str) -> str | None:
 class ProtocolState:
     """The protocol folder as it is now: its hash and, in a git checkout, the commit that last changed it.
 
-    ``in_git``: the folder lies in a git work tree; ``commit`` / ``committed_at``: the last commit touching the
-    folder (None when it was never committed or git is unavailable); ``uncommitted``: a file in the folder differs from
-    that commit, is deleted or is not tracked.
+    ``files``: the names hashed (:func:`protocol_files`); ``in_git``: the folder lies in a git work tree;
+    ``commit`` / ``committed_at``: the last commit touching the folder (None when it was never committed or git is
+    unavailable); ``uncommitted``: a file in the folder differs from that commit, is deleted or is not tracked.
     """
 
     folder: str
@@ -73,17 +73,20 @@ class ProtocolState:
     commit: str | None = None
     committed_at: str | None = None
     uncommitted: bool = False
+    files: tuple[str, ...] = ()
 
 
 def protocol_state(folder: str | Path) -> ProtocolState:
     """Hash the protocol in ``folder`` and ask git (if the folder is in a checkout) when it last changed."""
     digest = protocol_digest(folder)
+    files = tuple(p.name for p in protocol_files(folder))
     if git(folder, "rev-parse", "--is-inside-work-tree") != "true":
-        return ProtocolState(str(folder), digest, False)
+        return ProtocolState(str(folder), digest, False, files=files)
     last = git(folder, "log", "-1", "--format=%H %cI", "--", ".") or ""
     commit, _, when = last.partition(" ")
     status = git(folder, "status", "--porcelain", "--untracked-files=all", "--", ".")  # any change, even a deletion
-    return ProtocolState(str(folder), digest, True, commit or None, when or None, status is None or bool(status))
+    return ProtocolState(str(folder), digest, True, commit or None, when or None, status is None or bool(status),
+                         files)
 
 
 def preregistration(state: ProtocolState, digest_at_start: str | None, started_at: str | None) -> list[str]:
@@ -99,8 +102,10 @@ def preregistration(state: ProtocolState, digest_at_start: str | None, started_a
         commit = "none (the folder was never committed)"
     else:
         commit = f"`{state.commit}` at {state.committed_at}"
-    first = (f"**Protocol** (the recipes in `{Path(state.folder).name}/`): sha256 `{state.digest}`; "
-             f"last commit {commit}.")
+    recipes = sum(name.endswith(".yaml") for name in state.files)
+    note = f" and {PROTOCOL_NOTE} (the rules)" if PROTOCOL_NOTE in state.files else ""
+    first = (f"**Protocol** (the {recipes} recipe files{note} in `{Path(state.folder).name}/`): sha256 "
+             f"`{state.digest}`; last commit {commit}.")
     return [first, _verdict_line(state, digest_at_start, started_at)]
 
 

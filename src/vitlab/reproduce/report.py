@@ -702,7 +702,7 @@ def recipe_blocks(
                                  "the run; mean over seeds; shown for every claim that lists conditions, whatever its "
                                  "verdict):"))
         blocks.append(Block("table", rows=regime_rows))
-    if r.families:
+    if len(r.families) > 1:  # one family has nothing to agree with
         agree_rows = _agreement_rows(res)
         if len(agree_rows) > 1:
             blocks.append(Block("p", "Do the model families agree?"))
@@ -895,7 +895,8 @@ HOW_TO_READ = [
     "the number of seeds for a half-width of ±0.5 pp at the observed spread.",
     "**Model families**: a claim run on the ViT and on the CNN is judged in each family; the table under it says "
     "whether the two verdicts agree.",
-    "**Pre-registration**: the protocol (the recipe files) is hashed when the run starts; the run counts as "
+    "**Pre-registration**: the protocol (the recipe files and PROTOCOL.md beside them, which states the rules and "
+    "why each claim is testable or not) is hashed when the run starts; the run counts as "
     "pre-registered only if the protocol is unchanged since then, is committed, and its last commit is no later "
     "than the start.",
     "Temperature scaling divides the logits by T fitted on the validation split: T < 1 means the model was "
