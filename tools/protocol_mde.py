@@ -16,7 +16,7 @@ standard deviation s_d, and computes at n seeds (the recipe's ``seeds`` in ``src
 * direction claims: the minimum detectable effect of the two-sided paired t-test,
   :func:`vitlab.reproduce.stats.minimum_detectable_effect` (exact, noncentral t);
 * non-inferiority with margin m: the smallest true advantage-free margin the one-sided test shows with that power,
-  from P(T' > t_{1−α, n−1}) with T' ~ t'(n−1, m√n/s_d) (the same noncentral t, one side);
+  from P(T' > t_{1−α, n−1}) with T' ~ t'(n−1, m√n/s_d) (:func:`vitlab.reproduce.stats.one_sided_t_power`);
 * TOST equivalence with margin m: the margin at which TOST at δ = 0 has that power, from the usual approximation
   power ≈ 2 P(T' > t_{1−α, n−1}) − 1 with T' ~ t'(n−1, m√n/s_d).
 
@@ -32,16 +32,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
 
 from scipy import optimize
-from scipy import stats as sps
 
-from vitlab.reproduce.recipes import load_recipes
-from vitlab.reproduce.stats import minimum_detectable_effect
+from vitlab.reproduce.recipes import arm_name, load_recipes
+from vitlab.reproduce.stats import minimum_detectable_effect, one_sided_t_power
 
 ALPHA, POWER = 0.05, 0.8
 
@@ -115,10 +113,10 @@ PRIOR_DIFFS = {
 }
 
 
-def _noncentral_power(margin: float, sd: float, n: int, two_sided_tost: bool) -> float:
-    critical = sps.t.ppf(1 - ALPHA, n - 1)
-    one_side = float(sps.nct.sf(critical, n - 1, margin * math.sqrt(n) / sd))
-    return max(0.0, 2 * one_side - 1) if two_sided_tost else one_side
+def _margin_power(margin: float, sd: float, n: int, tost: bool) -> float:
+    """At δ = 0: one side's power (non-inferiority), or TOST's usual approximation 2·(one side) − 1."""
+    one_side = one_sided_t_power(margin, sd, n, ALPHA)
+    return max(0.0, 2 * one_side - 1) if tost else one_side
 
 
 def detectable(test: str, sd: float, n: int) -> float:
@@ -128,7 +126,7 @@ def detectable(test: str, sd: float, n: int) -> float:
     if test == "direction":
         return minimum_detectable_effect(sd, n, 1 - ALPHA, POWER)
     tost = test == "equivalence"
-    return float(optimize.brentq(lambda m: _noncentral_power(m, sd, n, tost) - POWER, 1e-9 * sd, 100 * sd))
+    return float(optimize.brentq(lambda m: _margin_power(m, sd, n, tost) - POWER, 1e-9 * sd, 100 * sd))
 
 
 def seeds_needed(test: str, sd: float, target: float, limit: int = 200) -> int | None:
@@ -142,8 +140,7 @@ def per_seed(results: list[dict]) -> dict[tuple[str, str], dict[int, dict[str, f
     table: dict[tuple[str, str], dict[int, dict[str, float]]] = defaultdict(dict)
     for r in results:
         if not r.get("error"):
-            arm = f"{r['family']}/{r['variant']}" if r.get("family") else r["variant"]
-            table[(r["recipe"], arm)][int(r["seed"])] = r["metrics"]
+            table[(r["recipe"], arm_name(r.get("family", ""), r["variant"]))][int(r["seed"])] = r["metrics"]
     return table
 
 
@@ -152,8 +149,6 @@ def paired_diffs(table: dict, recipe: str, arms_a: str | tuple[str, ...], arms_b
     """Per-seed sum(b) − sum(a) over the seeds every arm has (one arm each side: the plain paired difference)."""
     arms_a = (arms_a,) if isinstance(arms_a, str) else arms_a
     arms_b = (arms_b,) if isinstance(arms_b, str) else arms_b
-    if (recipe, arms_a[0], arms_b[0]) in PRIOR_DIFFS:
-        return PRIOR_DIFFS[(recipe, arms_a[0], arms_b[0])]
     runs = [table.get((recipe, arm), {}) for arm in arms_a + arms_b]
     seeds = sorted(set.intersection(*(set(r) for r in runs)))
     seeds = [s for s in seeds if all(metric in r[s] for r in runs)]
@@ -173,7 +168,7 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for recipe, text, arm_a, arm_b, metric, test, effect, source in CLAIMS:
         n = args.seeds or recipe_seeds.get(recipe, 5)
-        diffs = paired_diffs(table, recipe, arm_a, arm_b, metric)
+        diffs = PRIOR_DIFFS.get((recipe, arm_a, arm_b)) or paired_diffs(table, recipe, arm_a, arm_b, metric)
         if len(diffs) < 2:
             print(f"| {recipe} | {text} | {test} | no previous pairs | {n} | | {effect:g} | unknown | | {source} |")
             continue

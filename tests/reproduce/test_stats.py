@@ -40,6 +40,7 @@ from vitlab.reproduce.stats import (
     mean_interval,
     minimum_detectable_effect,
     noninferiority_pvalues,
+    one_sided_t_power,
     paired_interval,
     paired_t_power,
     paired_t_pvalue,
@@ -226,6 +227,23 @@ def test_minimum_detectable_effect_has_the_stated_power_in_simulation(n: int) ->
     rejected = stats.ttest_1samp(diffs, 0.0, axis=1).pvalue < 0.05
     assert rejected.mean() == pytest.approx(0.8, abs=0.01)
     assert paired_t_power(mde, sd, n) == pytest.approx(0.8, abs=1e-9)
+
+
+def test_one_sided_power_matches_a_simulated_one_sided_t_test() -> None:
+    # reference: simulate paired experiments at a true difference and count how often scipy's one-sided
+    # ttest_1samp (alternative="greater") rejects at 5 %; and the two-sided power is the sum of the two tails
+    stats = pytest.importorskip("scipy.stats")
+    sd, n, effect = 0.5, 6, 0.4
+    power = one_sided_t_power(effect, sd, n, 0.05)
+    rng = np.random.default_rng(7)
+    diffs = rng.normal(effect, sd, size=(40000, n))
+    rejected = stats.ttest_1samp(diffs, 0.0, axis=1, alternative="greater").pvalue < 0.05
+    assert rejected.mean() == pytest.approx(power, abs=0.01)
+    assert one_sided_t_power(0.0, sd, n, 0.05) == pytest.approx(0.05, abs=1e-12)  # the level, at no effect
+    assert paired_t_power(effect, sd, n, 0.9) == pytest.approx(power + one_sided_t_power(-effect, sd, n, 0.05),
+                                                                abs=1e-15)
+    with pytest.raises(ValueError, match="positive spread"):
+        one_sided_t_power(effect, 0.0, n)
 
 
 def test_minimum_detectable_effect_tends_to_the_normal_formula() -> None:

@@ -160,21 +160,29 @@ def welch_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95) 
     return Interval(diff, diff - half, diff + half, min(n_a, n_b), df, method="welch")
 
 
-def paired_t_power(effect: float, sd: float, n: int, level: float = 0.95) -> float:
-    """Power of the two-sided paired t-test (n pairs, difference spread ``sd``) at true mean difference ``effect``.
-
-    P(|T'| > t_{(1+level)/2, n−1}) with T' noncentral t, n − 1 degrees of freedom, noncentrality effect·√n/sd.
+def one_sided_t_power(effect: float, sd: float, n: int, alpha: float = 0.05) -> float:
+    """Power of the one-sided paired t-test of H1: δ > 0 at level ``alpha`` (n pairs, difference spread ``sd``) at
+    true mean difference ``effect``: P(T' > t_{1−α, n−1}), T' noncentral t with n − 1 degrees of freedom and
+    noncentrality effect·√n/sd. (A non-inferiority test with margin m at true δ = 0 has the power at effect m.)
     """
     if n < 2 or not sd > 0:
         raise ValueError(f"power needs n >= 2 seeds and a positive spread, got n={n}, sd={sd}")
     df = n - 1
-    crit = t_quantile(0.5 + level / 2.0, df)
+    crit = t_quantile(1.0 - alpha, df)
     nc = effect * math.sqrt(n) / sd
-    upper, lower = float(sps.nct.sf(crit, df, nc)), float(sps.nct.cdf(-crit, df, nc))
+    power = float(sps.nct.sf(crit, df, nc))
     # scipy's noncentral t returns NaN deep in a tail at large df; there the normal limit is exact enough
-    upper = upper if math.isfinite(upper) else float(sps.norm.sf(crit - nc))
-    lower = lower if math.isfinite(lower) else float(sps.norm.cdf(-crit - nc))
-    return upper + lower
+    return power if math.isfinite(power) else float(sps.norm.sf(crit - nc))
+
+
+def paired_t_power(effect: float, sd: float, n: int, level: float = 0.95) -> float:
+    """Power of the two-sided paired t-test (n pairs, difference spread ``sd``) at true mean difference ``effect``.
+
+    P(|T'| > t_{(1+level)/2, n−1}) with T' noncentral t, n − 1 degrees of freedom, noncentrality effect·√n/sd:
+    the sum of the two one-sided tails at α = (1 − level)/2, P(T' < −t) being the upper tail at −effect.
+    """
+    alpha = (1.0 - level) / 2.0
+    return one_sided_t_power(effect, sd, n, alpha) + one_sided_t_power(-effect, sd, n, alpha)
 
 
 def minimum_detectable_effect(sd: float, n: int, level: float = 0.95, power: float = 0.8) -> float:
