@@ -212,12 +212,22 @@ def finished_results(out_dir: str | Path) -> dict[str, dict[str, Any]]:
     found = {}
     for path in sorted((Path(out_dir) / "runs").rglob("seed*.json")):
         try:
-            result = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            result = _read_result(path)
+        except OSError:
             continue
-        if isinstance(result, dict):
+        if result is not None:
             found[str(path)] = result
     return found
+
+
+def _read_result(path: Path) -> dict[str, Any] | None:
+    """The result a file holds: its JSON object, or None when it is not valid JSON or not an object (a damaged
+    file is a run to redo, not an error)."""
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return None
+    return result if isinstance(result, dict) else None
 
 
 def result_matches(result: dict[str, Any], spec: RunSpec) -> bool:
@@ -231,13 +241,8 @@ def result_matches(result: dict[str, Any], spec: RunSpec) -> bool:
 def load_result(spec: RunSpec) -> dict[str, Any] | None:
     """The finished result at ``spec``'s result path, or None when there is none (or it is another run's)."""
     path = Path(spec.result_path)
-    if not path.is_file():
-        return None
-    try:
-        result = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:
-        return None
-    return result if isinstance(result, dict) and result_matches(result, spec) else None
+    result = _read_result(path) if path.is_file() else None
+    return result if result is not None and result_matches(result, spec) else None
 
 
 def _jsonable(value: Any) -> Any:
